@@ -1,0 +1,25 @@
+# orderflow: see README.md. Every target runs on a fresh machine and starts what it needs.
+.PHONY: build up down test bench drill status lint
+
+build:
+	go build -o bin/orderflow ./cmd/orderflow
+
+up:
+	deploy/local/stack.sh up
+
+down:
+	deploy/local/stack.sh down
+
+status:
+	@deploy/local/stack.sh status
+
+test:
+	deploy/local/test.sh
+
+bench: build
+	bench/run.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+	staticcheck ./...

@@ -1,0 +1,69 @@
+// Command orderflow is the one binary of the project: each subcommand is one component.
+// This file only parses the subcommand and wires packages; the work lives in the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// errUsage marks a command-line mistake: exit status 2, like flag's own errors.
+var errUsage = errors.New("usage")
+
+const usage = `usage: orderflow <command> [flags]
+
+commands:
+  migrate    apply the database migrations
+  api        serve the HTTP API
+  capture    stream outbox inserts from the replication slot to Kafka
+  project    build the order_summary read model            (not implemented yet)
+  deliver    deliver webhooks to partners                  (not implemented yet)
+  partner    run the mock fulfillment partner              (not implemented yet)
+  reconcile  report and repair drift                       (not implemented yet)
+  bench      run the benchmarks                            (not implemented yet)
+
+Run 'orderflow <command> -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "orderflow: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "migrate":
+		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "api":
+		return runAPI(ctx, rest, getenv, stdout, stderr)
+	case "capture":
+		return runCapture(ctx, rest, getenv, stdout, stderr)
+	case "project", "deliver", "partner", "reconcile", "bench":
+		// Named in the contract but not built yet: say so instead of pretending to work.
+		fmt.Fprintf(stderr, "orderflow %s: not implemented yet\n", cmd)
+		return errUsage
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "orderflow: unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}

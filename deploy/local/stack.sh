@@ -1,0 +1,365 @@
+#!/usr/bin/env bash
+# The local stack: a private PostgreSQL cluster and a one-node KRaft Kafka broker under .local/,
+# plus the orderflow services. Never touches a system cluster; everything binds to 127.0.0.1.
+#
+#   stack.sh up            postgres + kafka + every built service, then the demo (make up)
+#   stack.sh infra         postgres + kafka only (make test uses this)
+#   stack.sh down          stop everything this script started (make down)
+#   stack.sh stop NAME...  stop the named services
+#   stack.sh status        one line per service
+#   stack.sh running NAME  exit 0 when NAME is running
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LOCAL="$ROOT/.local"
+RUN="$LOCAL/run"
+LOG="$LOCAL/log"
+# shellcheck source=versions.env
+. "$ROOT/deploy/local/versions.env"
+
+PG_PORT=${ORDERFLOW_PG_PORT:-55432}
+KAFKA_PORT=${ORDERFLOW_KAFKA_PORT:-59092}
+CONTROLLER_PORT=${ORDERFLOW_KAFKA_CONTROLLER_PORT:-59093}
+API_PORT=${ORDERFLOW_API_PORT:-58080}
+CAPTURE_METRICS_PORT=${ORDERFLOW_CAPTURE_METRICS_PORT:-58081}
+PROJECT_METRICS_PORT=${ORDERFLOW_PROJECT_METRICS_PORT:-58082}
+DELIVER_METRICS_PORT=${ORDERFLOW_DELIVER_METRICS_PORT:-58083}
+PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-58084}
+RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-58085}
+PG_DB=orderflow
+PG_SUPERUSER=orderflow
+
+DATABASE_URL="postgres://$PG_SUPERUSER@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable"
+KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+API_URL="http://127.0.0.1:$API_PORT"
+PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
+
+# Services that exist today, in start order. The contract's remaining ones (project, deliver,
+# partner, reconcile) join this list as they are built.
+SERVICES=(api capture)
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'orderflow stack: %s\n' "$*" >&2; exit 1; }
+
+pg_bin() {
+	local d
+	for d in "${ORDERFLOW_PG_BIN:-}" /usr/lib/postgresql/*/bin /usr/local/pgsql/bin; do
+		[ -n "$d" ] && [ -x "$d/initdb" ] && { printf '%s\n' "$d"; return 0; }
+	done
+	command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+	return 1
+}
+
+check_prereqs() {
+	local need=("$@") missing=()
+	for t in "${need[@]}"; do
+		case $t in
+		initdb) pg_bin >/dev/null || missing+=("initdb (apt-get install postgresql-15, or set ORDERFLOW_PG_BIN)") ;;
+		go) command -v go >/dev/null || missing+=("go (Go 1.26 from go.dev/dl)") ;;
+		java) command -v java >/dev/null || missing+=("java (apt-get install openjdk-17-jre-headless)") ;;
+		mvn) command -v mvn >/dev/null || missing+=("mvn (apt-get install maven)") ;;
+		psql) command -v psql >/dev/null || missing+=("psql (apt-get install postgresql-client)") ;;
+		curl) command -v curl >/dev/null || missing+=("curl (apt-get install curl)") ;;
+		esac
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		for m in "${missing[@]}"; do printf 'orderflow stack: missing prerequisite: install %s\n' "$m" >&2; done
+		exit 1
+	fi
+}
+
+alive() { # alive NAME: the pid in .local/run/NAME.pid is a running process
+	local f="$RUN/$1.pid"
+	[ -f "$f" ] && kill -0 "$(head -n1 "$f")" 2>/dev/null
+}
+
+wait_tcp() { # wait_tcp PORT SECONDS NAME
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+# PostgreSQL refuses to run as root, so when we are root the cluster belongs to an unprivileged
+# user (postgres if it exists, else nobody).
+pg_user() {
+	if [ "$(id -u)" != 0 ]; then id -un; elif id postgres >/dev/null 2>&1; then echo postgres; else echo nobody; fi
+}
+
+as_pg() {
+	local u
+	u=$(pg_user)
+	if [ "$(id -u)" = 0 ] && [ "$u" != root ]; then runuser -u "$u" -- "$@"; else "$@"; fi
+}
+
+pg_up() {
+	local bin u
+	bin=$(pg_bin) || die "initdb not found"
+	u=$(pg_user)
+	mkdir -p "$RUN" "$LOG" "$LOCAL/pgsock"
+	touch "$LOG/postgres.log"
+	if [ "$(id -u)" = 0 ]; then chown "$u" "$LOCAL/pgsock" "$LOG/postgres.log"; chmod 755 "$LOCAL"; fi
+	if [ ! -f "$LOCAL/pg/PG_VERSION" ]; then
+		say "postgres: initdb into .local/pg (user $u, port $PG_PORT)"
+		mkdir -p "$LOCAL/pg"
+		[ "$(id -u)" = 0 ] && chown "$u" "$LOCAL/pg"
+		as_pg "$bin/initdb" -D "$LOCAL/pg" -U "$PG_SUPERUSER" --auth=trust -E UTF8 --locale=C.UTF-8 >"$LOCAL/initdb.log" 2>&1 ||
+			{ cat "$LOCAL/initdb.log" >&2; die "initdb failed"; }
+		cat >>"$LOCAL/pg/postgresql.conf" <<EOF
+
+# orderflow local stack
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$LOCAL/pgsock'
+wal_level = logical
+max_wal_senders = 40
+max_replication_slots = 40
+# A slot that nobody reads may pin at most this much WAL before PostgreSQL invalidates it,
+# so a forgotten slot cannot fill the disk.
+max_slot_wal_keep_size = 4GB
+wal_sender_timeout = 60s
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+log_min_messages = warning
+log_line_prefix = '%m [%p] %q%u@%d '
+EOF
+	fi
+	if alive postgres; then say "postgres: running (pid $(cat "$RUN/postgres.pid"))"; return 0; fi
+	as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
+		{ tail -n 20 "$LOG/postgres.log" >&2; die "postgres did not start (see .local/log/postgres.log)"; }
+	head -n1 "$LOCAL/pg/postmaster.pid" >"$RUN/postgres.pid"
+	"$bin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -tAc \
+		"SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1 ||
+		"$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" "$PG_DB"
+	say "postgres: started on 127.0.0.1:$PG_PORT (pid $(cat "$RUN/postgres.pid"))"
+}
+
+pg_down() {
+	local bin
+	bin=$(pg_bin) || return 0
+	if [ -f "$LOCAL/pg/postmaster.pid" ]; then
+		as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+		say "postgres: stopped"
+	fi
+	rm -f "$RUN/postgres.pid"
+}
+
+# --- Kafka ------------------------------------------------------------------------------------
+
+kafka_libs() {
+	local libs="$LOCAL/kafka/libs" marker="$LOCAL/kafka/libs/.resolved-$KAFKA_SCALA-$KAFKA_VERSION-log4j-$LOG4J_VERSION"
+	[ -f "$marker" ] && return 0
+	say "kafka: resolving org.apache.kafka:kafka_$KAFKA_SCALA:$KAFKA_VERSION and its runtime dependencies with mvn"
+	rm -rf "$libs"
+	mkdir -p "$libs" "$LOCAL/kafka/resolve"
+	cat >"$LOCAL/kafka/resolve/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>orderflow.local</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_$KAFKA_SCALA</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <!-- the broker logs through SLF4J 1.7: bind it to log4j2, as the Kafka distribution does -->
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+	mvn -q -B -f "$LOCAL/kafka/resolve/pom.xml" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$libs" >"$LOG/kafka-resolve.log" 2>&1 ||
+		{ tail -n 30 "$LOG/kafka-resolve.log" >&2; die "mvn could not resolve Kafka $KAFKA_VERSION (see .local/log/kafka-resolve.log)"; }
+	touch "$marker"
+}
+
+kafka_up() {
+	mkdir -p "$RUN" "$LOG" "$LOCAL/kafka"
+	if alive kafka; then say "kafka: running (pid $(cat "$RUN/kafka.pid"))"; return 0; fi
+	kafka_libs
+	local conf="$LOCAL/kafka/server.properties" data="$LOCAL/kafka/data"
+	cat >"$conf" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$data
+num.partitions=6
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+min.insync.replicas=1
+log.retention.hours=168
+EOF
+	local cp="$LOCAL/kafka/libs/*"
+	local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+		"-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties")
+	if [ ! -f "$data/meta.properties" ]; then
+		local cid
+		cid=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+		[ -n "$cid" ] || die "kafka: could not make a cluster id"
+		java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cid" -c "$conf" >"$LOG/kafka-format.log" 2>&1 ||
+			{ cat "$LOG/kafka-format.log" >&2; die "kafka: formatting storage failed"; }
+		say "kafka: formatted KRaft storage (cluster $cid)"
+	fi
+	nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$conf" >>"$LOG/kafka.log" 2>&1 </dev/null &
+	echo $! >"$RUN/kafka.pid"
+	if ! wait_tcp "$KAFKA_PORT" 90; then
+		tail -n 30 "$LOG/kafka.log" >&2
+		die "kafka did not open 127.0.0.1:$KAFKA_PORT within 90 s (see .local/log/kafka.log)"
+	fi
+	say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(cat "$RUN/kafka.pid"))"
+}
+
+stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
+	local name=$1 f="$RUN/$1.pid" pid i
+	[ -f "$f" ] || return 0
+	pid=$(head -n1 "$f")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+		say "$name: stopped"
+	fi
+	rm -f "$f"
+}
+
+# --- orderflow services -------------------------------------------------------------------------
+
+write_env() {
+	mkdir -p "$LOCAL"
+	local api_key admin_key
+	api_key=$(grep -s '^API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
+	admin_key=$(grep -s '^ADMIN_API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
+	[ -n "$api_key" ] || api_key="of_demo_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	[ -n "$admin_key" ] || admin_key="of_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+	cat >"$LOCAL/env.tmp" <<EOF
+# Written by 'make up'. Source it: . .local/env
+DATABASE_URL='$DATABASE_URL'
+KAFKA_BROKERS='$KAFKA_BROKERS'
+API_URL='$API_URL'
+PARTNER_URL='$PARTNER_URL'
+API_KEY=$api_key
+ADMIN_API_KEY=$admin_key
+API_METRICS_URL='$API_URL/metrics'
+CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
+PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
+DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
+PARTNER_METRICS_URL='$PARTNER_URL/metrics'
+RECONCILE_METRICS_URL='http://127.0.0.1:$RECONCILE_METRICS_PORT/metrics'
+export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY
+EOF
+	mv "$LOCAL/env.tmp" "$LOCAL/env"
+}
+
+service_addr() {
+	case $1 in
+	api) echo "127.0.0.1:$API_PORT" ;;
+	capture) echo "127.0.0.1:$CAPTURE_METRICS_PORT" ;;
+	project) echo "127.0.0.1:$PROJECT_METRICS_PORT" ;;
+	deliver) echo "127.0.0.1:$DELIVER_METRICS_PORT" ;;
+	partner) echo "127.0.0.1:$PARTNER_PORT" ;;
+	reconcile) echo "127.0.0.1:$RECONCILE_METRICS_PORT" ;;
+	esac
+}
+
+service_up() {
+	local name=$1 addr
+	if alive "$name"; then say "$name: running (pid $(cat "$RUN/$name.pid"))"; return 0; fi
+	addr=$(service_addr "$name")
+	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" \
+		nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
+	echo $! >"$RUN/$name.pid"
+	local i
+	for ((i = 0; i < 300; i++)); do
+		curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && { say "$name: ready on http://$addr (pid $(cat "$RUN/$name.pid"))"; return 0; }
+		alive "$name" || { tail -n 20 "$LOG/$name.log" >&2; die "$name exited at start (see .local/log/$name.log)"; }
+		sleep 0.1
+	done
+	tail -n 20 "$LOG/$name.log" >&2
+	die "$name not ready after 30 s (see .local/log/$name.log)"
+}
+
+seed_keys() {
+	local bin
+	bin=$(pg_bin)
+	# Keys are stored as SHA-256 digests only; the plain keys live in .local/env for the demo.
+	"$bin/psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<EOF
+INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
+  ('demo', 'demo client', sha256(convert_to('$API_KEY', 'UTF8')), false),
+  ('admin', 'local administrator', sha256(convert_to('$ADMIN_API_KEY', 'UTF8')), true)
+ON CONFLICT (id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, is_admin = EXCLUDED.is_admin;
+EOF
+}
+
+cleanup_failed_up() {
+	say "orderflow stack: start failed; stopping what this run started" >&2
+	for s in "${STARTED[@]}"; do
+		case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac
+	done
+}
+
+STARTED=()
+note_start() { alive "$1" || STARTED+=("$1"); }
+
+cmd_infra() {
+	check_prereqs initdb java mvn psql
+	trap cleanup_failed_up ERR
+	note_start postgres; pg_up
+	note_start kafka; kafka_up
+	trap - ERR
+}
+
+cmd_up() {
+	check_prereqs go initdb java mvn psql curl
+	trap 'cleanup_failed_up' ERR
+	note_start postgres; pg_up
+	note_start kafka; kafka_up
+	(cd "$ROOT" && go build -o bin/orderflow ./cmd/orderflow) || die "go build failed"
+	DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" migrate >>"$LOG/migrate.log" 2>&1 ||
+		{ tail -n 20 "$LOG/migrate.log" >&2; die "migrations failed (see .local/log/migrate.log)"; }
+	write_env
+	# shellcheck source=/dev/null
+	. "$LOCAL/env"
+	seed_keys
+	for s in "${SERVICES[@]}"; do note_start "$s"; service_up "$s"; done
+	trap - ERR
+	"$ROOT/deploy/local/demo.sh"
+}
+
+cmd_down() {
+	local s
+	for s in reconcile partner deliver project capture api; do stop_pid "$s"; done
+	stop_pid kafka
+	pg_down
+}
+
+cmd_status() {
+	local s
+	for s in postgres kafka "${SERVICES[@]}"; do
+		if alive "$s"; then say "$s: running (pid $(head -n1 "$RUN/$s.pid"))"; else say "$s: stopped"; fi
+	done
+}
+
+case ${1:-} in
+up) cmd_up ;;
+infra) cmd_infra ;;
+down) cmd_down ;;
+stop) shift; for s in "$@"; do case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac; done ;;
+status) cmd_status ;;
+running) alive "$2" ;;
+env) say "DATABASE_URL=$DATABASE_URL"; say "KAFKA_BROKERS=$KAFKA_BROKERS" ;;
+*) die "usage: stack.sh up|infra|down|stop NAME...|status|env" ;;
+esac

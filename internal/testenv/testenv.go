@@ -1,0 +1,137 @@
+// Package testenv finds the real PostgreSQL and Kafka that integration tests run against and
+// gives each test resources of its own.
+//
+// Outside CI a missing variable skips the test with the variable's name; with CI=true it fails
+// it, so CI can never pass by skipping.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	ofsql "orderflow/sql"
+)
+
+const (
+	DatabaseURLVar  = "ORDERFLOW_TEST_DATABASE_URL"
+	KafkaBrokersVar = "ORDERFLOW_TEST_KAFKA_BROKERS"
+)
+
+func require(tb testing.TB, name string) string {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v != "" {
+		return v
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf("%s is not set: integration tests need it in CI (run them with 'make test')", name)
+	}
+	tb.Skipf("%s is not set: run 'make test' to start PostgreSQL and Kafka and run this test", name)
+	return ""
+}
+
+// DatabaseURL is the owner's connection to the shared test cluster's maintenance database.
+func DatabaseURL(tb testing.TB) string {
+	tb.Helper()
+	return require(tb, DatabaseURLVar)
+}
+
+// KafkaBrokers is the list of test brokers.
+func KafkaBrokers(tb testing.TB) []string {
+	tb.Helper()
+	return strings.Split(require(tb, KafkaBrokersVar), ",")
+}
+
+// UniqueName returns prefix plus a random suffix that is a valid PostgreSQL identifier and
+// Kafka topic name.
+func UniqueName(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + "_" + hex.EncodeToString(b)
+}
+
+// NewDatabase creates a fresh database with the orderflow schema applied, drops it when the
+// test ends, and returns its URL. Replication slots on it must be dropped by their owners'
+// cleanups, which run before this one.
+func NewDatabase(tb testing.TB) string {
+	tb.Helper()
+	base := DatabaseURL(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	name := UniqueName("oft")
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		tb.Fatalf("connecting to %s: %v", DatabaseURLVar, err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		tb.Fatalf("creating test database: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			tb.Logf("dropping test database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		// Slots pin a database; drop any a failed test left behind.
+		_, _ = c.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+			WHERE database = $1 AND NOT active`, name)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			tb.Logf("dropping test database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		tb.Fatalf("parsing %s: %v", DatabaseURLVar, err)
+	}
+	u.Path = "/" + name
+	dsn := u.String()
+	if err := ofsql.Migrate(ctx, dsn, io.Discard); err != nil {
+		tb.Fatalf("migrating test database: %v", err)
+	}
+	return dsn
+}
+
+// Connect opens a connection for the test's own checks and closes it at the end.
+func Connect(tb testing.TB, dsn string) *pgx.Conn {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		tb.Fatalf("connecting: %v", err)
+	}
+	tb.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// Count runs a count query and fails the test on error.
+func Count(tb testing.TB, c *pgx.Conn, query string, args ...any) int64 {
+	tb.Helper()
+	var n int64
+	if err := c.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// Must fails the test on err.
+func Must(tb testing.TB, err error, what string) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatalf("%s: %v", what, fmt.Errorf("%w", err))
+	}
+}

@@ -1,0 +1,11 @@
+package sql
+
+import "io/fs"
+
+func mustSub(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // the directory is embedded at build time; failing here is a build bug
+	}
+	return sub
+}
