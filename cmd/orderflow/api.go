@@ -2,11 +2,43 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"orderflow/api"
+	"orderflow/internal/httpserver"
+	"orderflow/postgres"
 )
 
 func runAPI(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "orderflow api: being built")
-	return errUsage
+	fs := newFlagSet("api", stderr)
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
+	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), "listen address (env HTTP_ADDR)")
+	maxConns := fs.Int("db-max-conns", 20, "largest number of database connections")
+	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
+	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	log := newLogger(getenv, stderr, "api")
+
+	db, err := postgres.Open(ctx, *dbURL, int32(*maxConns))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.KeyTTL = *keyTTL
+	srv := api.New(db, log)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpserver.Serve(ctx, *addr, srv, log, nil) })
+	g.Go(func() error { return api.RunKeyPurger(ctx, db.PurgeExpiredKeys, *purgeEvery, log) })
+	err = g.Wait()
+	log.Info("stopped", "err", err)
+	return err
 }

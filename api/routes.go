@@ -1,0 +1,46 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// routes is the API's whole surface in one place.
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	r.Use(s.metrics.instrument)
+
+	r.Handle("/healthz", s.handleHealthz()).Methods(http.MethodGet)
+	r.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Use(s.requireClient)
+	v1.Handle("/orders", s.handleCreateOrder()).Methods(http.MethodPost)
+	v1.Handle("/orders/{id}", s.handleGetOrder()).Methods(http.MethodGet)
+	v1.Handle("/orders/{id}/cancel", s.handleChangeOrder("cancel")).Methods(http.MethodPost)
+	v1.Handle("/orders/{id}/fulfill", s.handleChangeOrder("fulfill")).Methods(http.MethodPost)
+	v1.Handle("/inventory/{sku}", s.requireAdmin(s.handleSetStock())).Methods(http.MethodPut)
+
+	r.NotFoundHandler = s.metrics.instrument(s.handleProblem(codeRouteNotFound))
+	r.MethodNotAllowedHandler = s.metrics.instrument(s.handleProblem(codeMethodNotAllowed))
+	return r
+}
+
+// handler is the shape of every handler: it writes the success itself and returns an error
+// for everything else, which is rendered as a problem.
+func (s *Server) handle(h func(w http.ResponseWriter, r *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
+func (s *Server) handleProblem(code string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, s.log, newProblem(code, "", r.URL.Path))
+	})
+}

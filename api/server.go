@@ -1,0 +1,122 @@
+// Package api is orderflow's HTTP API: orders, inventory, health and metrics. It speaks JSON
+// and answers every refusal with an RFC 9457 problem.
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"orderflow"
+)
+
+// orderStore is what the API needs from the database.
+type orderStore interface {
+	CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error)
+	ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error)
+	Order(ctx context.Context, id string) (*orderflow.Order, error)
+	SetStock(ctx context.Context, sku string, stock int64) (orderflow.Stock, error)
+	ClientByKeyDigest(ctx context.Context, digest []byte) (orderflow.Client, bool, error)
+	Ping(ctx context.Context) error
+}
+
+// Server holds the API's dependencies; Handler returns its routes.
+type Server struct {
+	store   orderStore
+	log     *slog.Logger
+	metrics *metrics
+	reg     *prometheus.Registry
+	clients *clientCache
+	handler http.Handler
+}
+
+// New returns an API server on store.
+func New(store orderStore, log *slog.Logger) *Server {
+	reg := prometheus.NewRegistry()
+	s := &Server{
+		store:   store,
+		log:     log,
+		metrics: newMetrics(reg),
+		reg:     reg,
+		clients: &clientCache{ttl: 30 * time.Second, m: map[[32]byte]cachedClient{}},
+	}
+	s.handler = s.routes()
+	return s
+}
+
+// Registry is the server's metrics registry, for components that serve their metrics with it.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+type cachedClient struct {
+	client  orderflow.Client
+	expires time.Time
+}
+
+// clientCache keeps recently seen API keys so that authentication costs no query on the hot
+// path. Entries live ttl, so a revoked key stops working within ttl.
+type clientCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[[32]byte]cachedClient
+}
+
+func (s *Server) authenticate(ctx context.Context, key string) (orderflow.Client, bool, error) {
+	digest := sha256.Sum256([]byte(key))
+	now := time.Now()
+	s.clients.mu.Lock()
+	c, ok := s.clients.m[digest]
+	s.clients.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.client, true, nil
+	}
+	client, found, err := s.store.ClientByKeyDigest(ctx, digest[:])
+	if err != nil || !found {
+		return client, false, err
+	}
+	s.clients.mu.Lock()
+	if len(s.clients.m) > 10_000 {
+		s.clients.m = map[[32]byte]cachedClient{}
+	}
+	s.clients.m[digest] = cachedClient{client: client, expires: now.Add(s.clients.ttl)}
+	s.clients.mu.Unlock()
+	return client, true, nil
+}
+
+type clientKey struct{}
+
+func clientFrom(ctx context.Context) orderflow.Client {
+	c, _ := ctx.Value(clientKey{}).(orderflow.Client)
+	return c
+}
+
+// RunKeyPurger purges expired idempotency keys every interval until ctx ends.
+func RunKeyPurger(ctx context.Context, purge func(context.Context) (int64, error), every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := purge(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			log.Warn("purging expired idempotency keys", "err", err)
+		case n > 0:
+			log.Info("purged expired idempotency keys", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// ServeHTTP makes the server an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }

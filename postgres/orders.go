@@ -1,0 +1,357 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"orderflow"
+)
+
+// errReplay ends a transaction whose key was already used; the stored response is returned.
+var errReplay = errors.New("idempotency key already used")
+
+// claimKey takes the idempotency key for this transaction. If another transaction holds it,
+// PostgreSQL makes this INSERT wait until that one commits or rolls back, so two requests with
+// one key never both run: the second replays the first. An expired key is taken over as new.
+//
+// It returns the stored response and errReplay when the key was used before, or a
+// key-reused error when it was used with another request.
+func (db *DB) claimKey(ctx context.Context, tx pgx.Tx, k orderflow.IdempotencyKey) (orderflow.Response, error) {
+	var claimed bool
+	err := tx.QueryRow(ctx, `
+		INSERT INTO idempotency_keys (client_id, key, fingerprint, state, expires_at)
+		VALUES ($1, $2, $3, 'running', now() + make_interval(secs => $4))
+		ON CONFLICT (client_id, key) DO UPDATE
+		    SET fingerprint = EXCLUDED.fingerprint, state = 'running', response_status = NULL,
+		        response_body = NULL, location = NULL, created_at = now(), expires_at = EXCLUDED.expires_at
+		    WHERE idempotency_keys.expires_at < now()
+		RETURNING true`,
+		k.ClientID, k.Key, k.Fingerprint, db.KeyTTL.Seconds()).Scan(&claimed)
+	if err == nil {
+		return orderflow.Response{}, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return orderflow.Response{}, fmt.Errorf("claiming idempotency key: %w", err)
+	}
+	var (
+		fp    []byte
+		state string
+		resp  orderflow.Response
+		loc   *string
+		stat  *int32
+	)
+	err = tx.QueryRow(ctx, `SELECT fingerprint, state, response_status, response_body, location
+		FROM idempotency_keys WHERE client_id = $1 AND key = $2`, k.ClientID, k.Key).
+		Scan(&fp, &state, &stat, &resp.Body, &loc)
+	if err != nil {
+		return orderflow.Response{}, fmt.Errorf("reading idempotency key: %w", err)
+	}
+	if !bytes.Equal(fp, k.Fingerprint) {
+		return orderflow.Response{}, orderflow.Errorf(orderflow.ECodeKeyReused,
+			"this Idempotency-Key was already used with a different request")
+	}
+	if state != "done" || stat == nil {
+		// Cannot happen while the key is claimed and answered in one transaction; refuse
+		// rather than run the request a second time.
+		return orderflow.Response{}, fmt.Errorf("idempotency key in state %q without a response", state)
+	}
+	resp.Status = int(*stat)
+	if loc != nil {
+		resp.Location = *loc
+	}
+	resp.Replayed = true
+	return resp, errReplay
+}
+
+// storeResponse records the answer with the key, in the transaction that made the change.
+func storeResponse(b *pgx.Batch, k orderflow.IdempotencyKey, r orderflow.Response) {
+	var loc *string
+	if r.Location != "" {
+		loc = &r.Location
+	}
+	b.Queue(`UPDATE idempotency_keys SET state = 'done', response_status = $3, response_body = $4, location = $5
+		WHERE client_id = $1 AND key = $2`, k.ClientID, k.Key, r.Status, r.Body, loc)
+}
+
+// idempotent runs change under key k: a replay returns the stored response; otherwise change
+// runs in the transaction, its outcome is rendered by respond and stored with the key, and
+// everything commits together. Domain errors are outcomes (stored and replayed); any other
+// error rolls back everything, the key included, so the client can retry.
+func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respond orderflow.Responder,
+	change func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error)) (orderflow.Response, error) {
+	var out orderflow.Response
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		stored, err := db.claimKey(ctx, tx, k)
+		if err != nil {
+			out = stored
+			return err
+		}
+		b := &pgx.Batch{}
+		o, err := change(tx, b)
+		var de *orderflow.Error
+		if err != nil && !errors.As(err, &de) {
+			return err
+		}
+		out = respond(o, err)
+		storeResponse(b, k, out)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("writing changes: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, errReplay) {
+		return out, nil
+	}
+	if err != nil {
+		return orderflow.Response{}, err
+	}
+	return out, nil
+}
+
+// CreateOrder reserves the stock of every item, writes the order, its items and its
+// order.created outbox row, and stores the response under the idempotency key: all in one
+// transaction, so either all of it happened (and will reach Kafka) or none of it did.
+func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error) {
+	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error) {
+		if err := reserve(ctx, tx, n.Quantities()); err != nil {
+			return nil, err
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("making order id: %w", err)
+		}
+		now := db.timestamp()
+		o := &orderflow.Order{
+			ID: id.String(), CustomerID: n.CustomerID, Currency: n.Currency,
+			Status: orderflow.StatusPending, Items: n.Items, TotalCents: n.Total(),
+			Version: 1, CreatedAt: now, UpdatedAt: now,
+		}
+		skus := make([]string, len(n.Items))
+		qtys := make([]int64, len(n.Items))
+		prices := make([]int64, len(n.Items))
+		for i, it := range n.Items {
+			skus[i], qtys[i], prices[i] = it.SKU, it.Quantity, it.UnitPriceCents
+		}
+		b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
+			o.ID, k.ClientID, o.CustomerID, o.Currency, o.Status, o.TotalCents, o.Version, now)
+		b.Queue(`INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
+			SELECT $1, t.line, t.sku, t.qty, t.price
+			FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
+			o.ID, skus, qtys, prices)
+		if err := queueEvent(b, o, orderflow.EventOrderCreated); err != nil {
+			return nil, err
+		}
+		return o, nil
+	})
+}
+
+// reserve moves the wanted quantities from available to reserved. The condition
+// stock - reserved >= qty is evaluated on the latest row version under the row lock, so
+// concurrent orders for the last units cannot both win. SKUs are locked in sorted order to
+// keep deadlocks rare (inTx retries the ones that still happen).
+func reserve(ctx context.Context, tx pgx.Tx, want map[string]int64) error {
+	skus := make([]string, 0, len(want))
+	for s := range want {
+		skus = append(skus, s)
+	}
+	sort.Strings(skus)
+	qtys := make([]int64, len(skus))
+	for i, s := range skus {
+		qtys[i] = want[s]
+	}
+	rows, err := tx.Query(ctx, `
+		UPDATE inventory i SET reserved = i.reserved + w.qty, updated_at = now()
+		FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty)
+		WHERE i.sku = w.sku AND i.stock - i.reserved >= w.qty
+		RETURNING i.sku`, skus, qtys)
+	if err != nil {
+		return fmt.Errorf("reserving stock: %w", err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reserving stock: %w", err)
+	}
+	if len(got) == len(skus) {
+		return nil
+	}
+	// Some SKU is short: give back what was reserved. The transaction still commits (it stores
+	// the 409 under the idempotency key), so the undo must be explicit.
+	have := make(map[string]bool, len(got))
+	for _, s := range got {
+		have[s] = true
+	}
+	var missing, undoSKUs []string
+	var undoQtys []int64
+	for i, s := range skus {
+		if have[s] {
+			undoSKUs, undoQtys = append(undoSKUs, s), append(undoQtys, qtys[i])
+		} else {
+			missing = append(missing, s)
+		}
+	}
+	if len(undoSKUs) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE inventory i SET reserved = i.reserved - w.qty
+			FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`, undoSKUs, undoQtys); err != nil {
+			return fmt.Errorf("releasing partial reservation: %w", err)
+		}
+	}
+	e := orderflow.Errorf(orderflow.ECodeInsufficientStock, "not enough stock for %d of the order's SKUs", len(missing))
+	e.SKUs = missing
+	return e
+}
+
+// queueEvent adds the outbox row for o's latest change. Its payload is the order exactly as
+// the API returns it, so consumers need no second lookup.
+func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string) error {
+	payload, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("encoding event payload: %w", err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return fmt.Errorf("making event id: %w", err)
+	}
+	b.Queue(`INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		id, orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt)
+	return nil
+}
+
+const selectOrder = `
+	SELECT o.id::text, o.customer_id, o.currency, o.status, o.total_cents, o.version,
+	       coalesce(o.cancel_reason, ''), o.created_at, o.updated_at,
+	       ARRAY(SELECT sku FROM order_items WHERE order_id = o.id ORDER BY line),
+	       ARRAY(SELECT quantity::bigint FROM order_items WHERE order_id = o.id ORDER BY line),
+	       ARRAY(SELECT unit_price_cents FROM order_items WHERE order_id = o.id ORDER BY line)
+	FROM orders o WHERE o.id = $1`
+
+func scanOrder(row pgx.Row) (*orderflow.Order, error) {
+	var (
+		o            orderflow.Order
+		skus         []string
+		qtys, prices []int64
+		status       string
+	)
+	err := row.Scan(&o.ID, &o.CustomerID, &o.Currency, &status, &o.TotalCents, &o.Version,
+		&o.CancelReason, &o.CreatedAt, &o.UpdatedAt, &skus, &qtys, &prices)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading order: %w", err)
+	}
+	o.Status = orderflow.Status(status)
+	o.CreatedAt, o.UpdatedAt = o.CreatedAt.UTC(), o.UpdatedAt.UTC()
+	o.Items = make([]orderflow.Item, len(skus))
+	for i := range skus {
+		o.Items[i] = orderflow.Item{SKU: skus[i], Quantity: qtys[i], UnitPriceCents: prices[i]}
+	}
+	return &o, nil
+}
+
+// Order returns the order with id, the source of truth.
+func (db *DB) Order(ctx context.Context, id string) (*orderflow.Order, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+	}
+	return scanOrder(db.pool.QueryRow(ctx, selectOrder, id))
+}
+
+// ChangeOrder cancels or fulfills an order. Cancel releases the reserved stock; fulfill
+// consumes it (stock and reserved both drop). The order's version grows and the event is
+// written in the same transaction. Asking for the state the order is already in changes
+// nothing and emits nothing, so a retried request with a new key is harmless too.
+func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
+	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error) {
+		if _, err := uuid.Parse(id); err != nil {
+			return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+		}
+		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+" FOR UPDATE", id))
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case o.Status == a.Target():
+			return o, nil
+		case o.Status != orderflow.StatusPending:
+			return nil, orderflow.Errorf(orderflow.ECodeInvalidTransition,
+				"an order that is %s cannot be %s", o.Status, a.Target())
+		}
+		want := orderflow.NewOrder{Items: o.Items}.Quantities()
+		skus := make([]string, 0, len(want))
+		for s := range want {
+			skus = append(skus, s)
+		}
+		sort.Strings(skus)
+		qtys := make([]int64, len(skus))
+		for i, s := range skus {
+			qtys[i] = want[s]
+		}
+		release := `UPDATE inventory i SET reserved = i.reserved - w.qty, updated_at = now()
+			FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
+		if a == orderflow.ActionFulfill {
+			release = `UPDATE inventory i SET stock = i.stock - w.qty, reserved = i.reserved - w.qty, updated_at = now()
+				FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
+		}
+		if _, err := tx.Exec(ctx, release, skus, qtys); err != nil {
+			return nil, fmt.Errorf("updating inventory for %s: %w", a, err)
+		}
+		o.Status = a.Target()
+		o.Version++
+		o.UpdatedAt = db.timestamp()
+		if a == orderflow.ActionCancel {
+			o.CancelReason = reason
+		}
+		var r *string
+		if o.CancelReason != "" {
+			r = &o.CancelReason
+		}
+		b.Queue(`UPDATE orders SET status = $2, version = $3, updated_at = $4, cancel_reason = $5 WHERE id = $1`,
+			o.ID, o.Status, o.Version, o.UpdatedAt, r)
+		if err := queueEvent(b, o, a.Event()); err != nil {
+			return nil, err
+		}
+		return o, nil
+	})
+}
+
+// SetStock sets the physical stock of sku, creating the SKU if it is new. Stock below what
+// open orders hold is refused.
+func (db *DB) SetStock(ctx context.Context, sku string, stock int64) (orderflow.Stock, error) {
+	var s orderflow.Stock
+	err := db.pool.QueryRow(ctx, `
+		INSERT INTO inventory (sku, stock) VALUES ($1, $2)
+		ON CONFLICT (sku) DO UPDATE SET stock = EXCLUDED.stock, updated_at = now()
+		RETURNING sku, stock, reserved`, sku, stock).Scan(&s.SKU, &s.Stock, &s.Reserved)
+	if isCheckViolation(err, "inventory_reserved_within_stock") {
+		return s, orderflow.Errorf(orderflow.ECodeStockBelowReserved,
+			"stock %d is below what open orders have reserved", stock)
+	}
+	if err != nil {
+		return s, fmt.Errorf("setting stock: %w", err)
+	}
+	s.Available = s.Stock - s.Reserved
+	return s, nil
+}
+
+// ClientByKeyDigest finds the API client whose key has this SHA-256 digest.
+func (db *DB) ClientByKeyDigest(ctx context.Context, digest []byte) (orderflow.Client, bool, error) {
+	var c orderflow.Client
+	err := db.pool.QueryRow(ctx, `SELECT id, name, is_admin FROM api_clients WHERE key_sha256 = $1`, digest).
+		Scan(&c.ID, &c.Name, &c.IsAdmin)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("looking up api client: %w", err)
+	}
+	return c, true, nil
+}
