@@ -36,7 +36,7 @@ PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
 
 # Services that exist today, in start order. The contract's remaining ones (project, deliver,
 # partner, reconcile) join this list as they are built.
-SERVICES=(api capture)
+read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-api capture}"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'orderflow stack: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The short demo at the end of 'make up': a few calls through the real API and what they wrote.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=/dev/null
+. "$ROOT/.local/env"
+PSQL=(psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL")
+run_id=$(date +%s)
+
+call() { # call METHOD PATH KEY BODY [IDEMPOTENCY-KEY]
+	local args=(-sS -X "$1" "$API_URL$2" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' -d "$4")
+	[ -n "${5:-}" ] && args+=(-H "Idempotency-Key: $5")
+	curl "${args[@]}" -D "$ROOT/.local/demo.headers" -o "$ROOT/.local/demo.body" -w '%{http_code}'
+}
+show() { printf '  %s  %s\n' "$1" "$(head -c 220 "$ROOT/.local/demo.body")"; }
+
+echo
+echo "== demo: stock two SKUs (admin key); the tee gets 3 more than open orders hold"
+tee_reserved=$("${PSQL[@]}" -tAc "SELECT coalesce((SELECT reserved FROM inventory WHERE sku = 'DEMO-TEE'), 0)")
+for sku in DEMO-MUG:1000000 "DEMO-TEE:$((tee_reserved + 3))"; do
+	s=$(call PUT "/v1/inventory/${sku%%:*}" "$ADMIN_API_KEY" "{\"stock\": ${sku##*:}}")
+	show "$s"
+done
+
+echo "== demo: create an order (Idempotency-Key demo-$run_id-1)"
+body='{"customer_id": "cust-42", "currency": "EUR", "items": [{"sku": "DEMO-MUG", "quantity": 2, "unit_price_cents": 1450}, {"sku": "DEMO-TEE", "quantity": 1, "unit_price_cents": 2200}]}'
+s=$(call POST /v1/orders "$API_KEY" "$body" "demo-$run_id-1")
+show "$s"
+order_id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$ROOT/.local/demo.body")
+
+echo "== demo: send the same request again: the stored answer, no second order"
+s=$(call POST /v1/orders "$API_KEY" "$body" "demo-$run_id-1")
+printf '  %s  %s\n' "$s" "$(grep -i '^Idempotent-Replayed' "$ROOT/.local/demo.headers" | tr -d '\r')"
+
+echo "== demo: same key, different body: refused"
+s=$(call POST /v1/orders "$API_KEY" '{"customer_id": "cust-42", "currency": "EUR", "items": [{"sku": "DEMO-MUG", "quantity": 9, "unit_price_cents": 1450}]}' "demo-$run_id-1")
+show "$s"
+
+echo "== demo: more tees than there are: 409, nothing reserved"
+s=$(call POST /v1/orders "$API_KEY" '{"customer_id": "cust-7", "currency": "EUR", "items": [{"sku": "DEMO-TEE", "quantity": 5, "unit_price_cents": 2200}]}' "demo-$run_id-2")
+show "$s"
+
+echo "== demo: what the database holds for order $order_id"
+"${PSQL[@]}" -c "SELECT id, status, version, total_cents FROM orders WHERE id = '$order_id'" \
+	-c "SELECT sku, stock, reserved, stock - reserved AS available FROM inventory WHERE sku LIKE 'DEMO-%' ORDER BY sku" \
+	-c "SELECT id AS event_id, event_type, aggregate_id FROM outbox WHERE aggregate_id = '$order_id'"
+
+cat <<EOF
+
+orderflow is running. Next:
+  . .local/env                                  URLs and keys for your shell
+  curl -H "Authorization: Bearer \$API_KEY" \$API_URL/v1/orders/$order_id
+  psql "\$DATABASE_URL"                          the source of truth
+  \$API_METRICS_URL, \$CAPTURE_METRICS_URL      Prometheus metrics
+  .local/log/<service>.log                      logs;  make down  stops everything
+EOF
