@@ -25,7 +25,7 @@ commands:
   deliver    deliver webhooks to partners                  (not implemented yet)
   partner    run the mock fulfillment partner              (not implemented yet)
   reconcile  report and repair drift                       (not implemented yet)
-  bench      run the benchmarks                            (not implemented yet)
+  bench      run a load generator (make bench runs them all)
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -55,7 +55,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runAPI(ctx, rest, getenv, stdout, stderr)
 	case "capture":
 		return runCapture(ctx, rest, getenv, stdout, stderr)
-	case "project", "deliver", "partner", "reconcile", "bench":
+	case "bench":
+		return runBench(ctx, rest, getenv, stdout, stderr)
+	case "project", "deliver", "partner", "reconcile":
 		// Named in the contract but not built yet: say so instead of pretending to work.
 		fmt.Fprintf(stderr, "orderflow %s: not implemented yet\n", cmd)
 		return errUsage

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# make bench: every benchmark in one run, against limits measured in the same run, on the
+# real local stack. Prints a table and writes .local/bench/results.json (one flat object).
+#   BENCH_ONLY="api capture"  choose sections;  BENCH_DURATION=20  seconds per measured side
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STACK=deploy/local/stack.sh
+started=()
+for s in postgres kafka; do "$STACK" running "$s" || started+=("$s"); done
+stop_started() {
+	for ((i = ${#started[@]} - 1; i >= 0; i--)); do "$STACK" stop "${started[$i]}" || true; done
+}
+trap stop_started EXIT
+"$STACK" infra >&2
+go build -o bin/orderflow ./cmd/orderflow
+mkdir -p .local/bench
+
+declare -A results=()
+sections=${BENCH_ONLY:-api capture}
+for s in $sections; do
+	script="bench/$s.sh"
+	[ -x "$script" ] || script="bench/$s/run.sh"
+	if [ ! -x "$script" ]; then echo "bench: no benchmark named $s" >&2; exit 1; fi
+	echo "== bench: $s" >&2
+	while read -r tag key value; do
+		[ "$tag" = RESULT ] && results[$key]=$value
+	done < <("$script")
+done
+
+{
+	printf '{'
+	sep=''
+	for k in $(printf '%s\n' "${!results[@]}" | sort); do
+		printf '%s\n  "%s": %s' "$sep" "$k" "${results[$k]}"
+		sep=','
+	done
+	printf '\n}\n'
+} >.local/bench/results.json
+echo "== results (.local/bench/results.json)" >&2
+cat .local/bench/results.json
