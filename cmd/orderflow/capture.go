@@ -2,11 +2,88 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"orderflow/capture"
+	"orderflow/internal/httpserver"
 )
 
 func runCapture(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "orderflow capture: not implemented yet")
-	return errUsage
+	fs := newFlagSet("capture", stderr)
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the role needs REPLICATION (env DATABASE_URL)")
+	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58081"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
+	slot := fs.String("slot", envOr(getenv, "CAPTURE_SLOT", "orderflow_capture"), "logical replication slot (env CAPTURE_SLOT)")
+	publication := fs.String("publication", envOr(getenv, "CAPTURE_PUBLICATION", "orderflow_outbox"), "publication on the outbox table (env CAPTURE_PUBLICATION)")
+	prefix := fs.String("topic-prefix", envOr(getenv, "CAPTURE_TOPIC_PREFIX", "orderflow"), "topics are <prefix>.<aggregate_type> (env CAPTURE_TOPIC_PREFIX)")
+	aggregates := fs.String("aggregate-types", envOr(getenv, "CAPTURE_AGGREGATE_TYPES", "order"), "aggregate types whose topics are created at start (env CAPTURE_AGGREGATE_TYPES)")
+	partitions := fs.Int("partitions", envInt(getenv, "CAPTURE_PARTITIONS", 6), "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
+	replication := fs.Int("replication-factor", envInt(getenv, "CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
+	heartbeat := fs.Duration("heartbeat", envDuration(getenv, "CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
+	status := fs.Duration("status-interval", envDuration(getenv, "CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
+	retention := fs.Duration("retention", envDuration(getenv, "CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
+	retentionEvery := fs.Duration("retention-interval", envDuration(getenv, "CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
+	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	if !*discard {
+		if err := requireFlag("kafka-brokers", *brokers, "KAFKA_BROKERS"); err != nil {
+			return err
+		}
+	}
+	log := newLogger(getenv, stderr, "capture")
+	c, err := capture.New(capture.Config{
+		DatabaseURL:    *dbURL,
+		Slot:           *slot,
+		Publication:    *publication,
+		TopicPrefix:    *prefix,
+		AggregateTypes: splitList(*aggregates),
+		Kafka: capture.KafkaConfig{
+			Brokers:           splitList(*brokers),
+			Partitions:        *partitions,
+			ReplicationFactor: *replication,
+		},
+		Discard:        *discard,
+		StatusInterval: *status,
+		Heartbeat:      *heartbeat,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Run(gctx) })
+	if *retention > 0 {
+		r, err := capture.NewRetention(capture.Retention{
+			DatabaseURL: *dbURL, Age: *retention, Interval: *retentionEvery, Logger: log,
+		}, c.Registerer())
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return r.Run(gctx) })
+	}
+	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, c.Handler(), log, nil) })
+	return g.Wait()
+}
+
+func envInt(getenv func(string) string, name string, def int) int {
+	if n, err := strconv.Atoi(getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(name)); err == nil {
+		return d
+	}
+	return def
 }

@@ -1,0 +1,93 @@
+package capture
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+type metrics struct {
+	registry       *prometheus.Registry
+	produced       *prometheus.CounterVec
+	skipped        prometheus.Counter
+	confirmedLSN   prometheus.Gauge
+	slotLag        prometheus.Gauge
+	retainedWAL    prometheus.Gauge
+	commitToAck    prometheus.Histogram
+	produceErrors  prometheus.Counter
+	reconnects     prometheus.Counter
+	active         prometheus.Gauge
+	inflightEvents prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{
+		registry: r,
+		produced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_capture_events_produced_total",
+			Help: "Events Kafka acknowledged, by event type.",
+		}, []string{"type"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_capture_events_skipped_total",
+			Help: "Replayed events dropped because their partition already held them (dedupe after a restart).",
+		}),
+		confirmedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_confirmed_lsn",
+			Help: "The LSN last confirmed to the replication slot, as a number.",
+		}),
+		slotLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_slot_lag_bytes",
+			Help: "pg_current_wal_lsn() - confirmed_flush_lsn of the slot.",
+		}),
+		retainedWAL: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_retained_wal_bytes",
+			Help: "pg_current_wal_lsn() - restart_lsn of the slot: WAL the server keeps for it.",
+		}),
+		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_capture_commit_to_ack_seconds",
+			Help:    "From the transaction's commit time (Commit message) to Kafka's acknowledgement of its event.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_capture_produce_errors_total",
+			Help: "Produce requests that failed (each one restarts the session and its dedupe).",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_capture_reconnects_total",
+			Help: "Replication sessions that ended with an error and were started again.",
+		}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_active",
+			Help: "1 while this instance holds the slot and streams, 0 while it is a standby or reconnecting.",
+		}),
+		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_inflight_transactions",
+			Help: "Transactions received but not yet fully acknowledged by Kafka.",
+		}),
+	}
+	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck,
+		m.produceErrors, m.reconnects, m.active, m.inflightEvents)
+	return m
+}
+
+// Handler serves /healthz (the process is up), /readyz (this instance streams from the slot)
+// and /metrics.
+func (c *Capture) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.ready.Load() {
+			http.Error(w, "not streaming (standby or reconnecting)", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("streaming\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,300 @@
+package capture
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrSlotLost means the replication slot was dropped or invalidated after capture had already
+// published events. The WAL between the old slot's position and now is gone, so a new slot
+// would silently skip events; an operator has to decide (see docs/CAPTURE.md).
+var ErrSlotLost = errors.New("replication slot lost")
+
+// errSlotBusy means another process streams from the slot: this instance is the standby.
+var errSlotBusy = errors.New("replication slot is active in another process")
+
+// slotInfo is the row of pg_replication_slots that capture cares about.
+type slotInfo struct {
+	exists         bool
+	plugin         string
+	database       string
+	walStatus      string
+	confirmedFlush LSN
+}
+
+func readSlot(ctx context.Context, db *pgx.Conn, slot string) (slotInfo, error) {
+	var (
+		si        slotInfo
+		plugin    *string
+		database  *string
+		walStatus *string
+		confirmed *string
+	)
+	err := db.QueryRow(ctx, `SELECT plugin, database, wal_status, confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&plugin, &database, &walStatus, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return si, nil
+	}
+	if err != nil {
+		return si, fmt.Errorf("reading replication slot %s: %w", slot, err)
+	}
+	si.exists = true
+	si.plugin, si.database, si.walStatus = deref(plugin), deref(database), deref(walStatus)
+	if confirmed != nil {
+		if si.confirmedFlush, err = ParseLSN(*confirmed); err != nil {
+			return si, err
+		}
+	}
+	return si, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// ensurePublication creates the publication on the outbox table for inserts only: capture
+// never needs updates or deletes (retention deletes rows, and those deletes must not become
+// events).
+func ensurePublication(ctx context.Context, db *pgx.Conn, publication string) error {
+	var n int
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM pg_publication WHERE pubname = $1`, publication).Scan(&n); err != nil {
+		return fmt.Errorf("reading publication %s: %w", publication, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	_, err := db.Exec(ctx, `CREATE PUBLICATION `+pgx.Identifier{publication}.Sanitize()+
+		` FOR TABLE outbox WITH (publish = 'insert')`)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: a peer won the race
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating publication %s: %w", publication, err)
+	}
+	return nil
+}
+
+func createSlot(ctx context.Context, db *pgx.Conn, slot string) error {
+	_, err := db.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("creating replication slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// slotStats is what the lag gauges show.
+type slotStats struct {
+	lagBytes, retainedBytes float64
+}
+
+func readSlotStats(ctx context.Context, db *pgx.Conn, slot string) (slotStats, error) {
+	var s slotStats
+	var lag, retained *float64
+	err := db.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
+			(pg_current_wal_lsn() - restart_lsn)::float8
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag, &retained)
+	if err != nil {
+		return s, fmt.Errorf("reading slot lag: %w", err)
+	}
+	if lag != nil {
+		s.lagBytes = *lag
+	}
+	if retained != nil {
+		s.retainedBytes = *retained
+	}
+	return s, nil
+}
+
+// connectReplication opens a logical replication connection. The session prints timestamps
+// in UTC ISO form so that created_at parses the same way whatever the server's TimeZone.
+func connectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parsing database url: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["DateStyle"] = "ISO, MDY"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "orderflow-capture"
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting for replication: %w", err)
+	}
+	return conn, nil
+}
+
+func startReplication(ctx context.Context, conn *pgconn.PgConn, slot, publication string) error {
+	err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names " + quoteLiteral(publication)},
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+		return errSlotBusy
+	}
+	if err != nil {
+		return fmt.Errorf("starting replication from slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+// The outbox columns capture reads, in the order of relation.cols.
+const (
+	colID = iota
+	colAggregateType
+	colAggregateID
+	colEventType
+	colSchemaVersion
+	colPayload
+	colCreatedAt
+	numCols
+)
+
+var outboxColumns = [numCols]string{"id", "aggregate_type", "aggregate_id", "event_type", "schema_version", "payload", "created_at"}
+
+// relation maps the outbox columns to their positions in the tuples of one relation version.
+// It is replaced on every Relation message, which is how ALTER TABLE ... ADD COLUMN keeps
+// working mid-stream: pgoutput sends the new shape before the first tuple that uses it.
+type relation struct {
+	name string
+	cols [numCols]int
+}
+
+func decodeRelation(data []byte) (*relation, uint32, error) {
+	var m pglogrepl.RelationMessage
+	if err := m.Decode(data[1:]); err != nil {
+		return nil, 0, fmt.Errorf("decoding relation message: %w", err)
+	}
+	r := &relation{name: m.Namespace + "." + m.RelationName}
+	for i := range r.cols {
+		r.cols[i] = -1
+	}
+	for i, c := range m.Columns {
+		for j, name := range outboxColumns {
+			if c.Name == name {
+				r.cols[j] = i
+			}
+		}
+	}
+	for j, idx := range r.cols {
+		if idx < 0 {
+			return nil, 0, fmt.Errorf("relation %s has no column %s", r.name, outboxColumns[j])
+		}
+	}
+	return r, m.RelationID, nil
+}
+
+// decodeInsert decodes an Insert message (without its type byte) into ev. It reads the tuple
+// in place instead of through pglogrepl's decoder, which copies every column byte by byte;
+// the strings it keeps are copies, because data is reused by the next receive.
+func decodeInsert(data []byte, rels map[uint32]*relation, ev *Event) error {
+	if len(data) < 7 {
+		return fmt.Errorf("insert message too short (%d bytes)", len(data))
+	}
+	relID := binary.BigEndian.Uint32(data)
+	r := rels[relID]
+	if r == nil {
+		return fmt.Errorf("insert into unknown relation %d", relID)
+	}
+	if data[4] != 'N' {
+		return fmt.Errorf("insert message: unexpected tuple type %q", data[4])
+	}
+	n := int(binary.BigEndian.Uint16(data[5:]))
+	var vals [numCols][]byte
+	var null [numCols]bool
+	off := 7
+	for i := 0; i < n; i++ {
+		if off >= len(data) {
+			return errors.New("insert message: truncated tuple")
+		}
+		kind := data[off]
+		off++
+		var v []byte
+		switch kind {
+		case 't', 'b':
+			if off+4 > len(data) {
+				return errors.New("insert message: truncated column length")
+			}
+			l := int(binary.BigEndian.Uint32(data[off:]))
+			off += 4
+			if off+l > len(data) {
+				return errors.New("insert message: truncated column")
+			}
+			v = data[off : off+l]
+			off += l
+		case 'n', 'u':
+		default:
+			return fmt.Errorf("insert message: unknown column kind %q", kind)
+		}
+		for j, idx := range r.cols {
+			if idx == i {
+				vals[j], null[j] = v, kind != 't'
+			}
+		}
+	}
+	for j := range vals {
+		if null[j] {
+			return fmt.Errorf("outbox row: column %s is null", outboxColumns[j])
+		}
+	}
+	ev.ID = string(vals[colID])
+	ev.AggregateType = string(vals[colAggregateType])
+	ev.AggregateID = string(vals[colAggregateID])
+	ev.EventType = string(vals[colEventType])
+	sv, err := strconv.ParseInt(string(vals[colSchemaVersion]), 10, 64)
+	if err != nil {
+		return fmt.Errorf("outbox row %s: schema_version: %w", ev.ID, err)
+	}
+	ev.SchemaVersion = sv
+	ev.Payload = vals[colPayload] // valid until the next receive: encode before then
+	if ev.CreatedAt, err = parseTimestamptz(vals[colCreatedAt]); err != nil {
+		return fmt.Errorf("outbox row %s: created_at: %w", ev.ID, err)
+	}
+	return nil
+}
+
+var timestamptzLayouts = []string{
+	"2006-01-02 15:04:05.999999999-07",
+	"2006-01-02 15:04:05.999999999-07:00",
+	"2006-01-02 15:04:05.999999999-07:00:00",
+}
+
+func parseTimestamptz(b []byte) (time.Time, error) {
+	s := string(b)
+	var err error
+	for _, layout := range timestamptzLayouts {
+		var t time.Time
+		if t, err = time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, err
+}
