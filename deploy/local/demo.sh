@@ -13,32 +13,36 @@ call() { # call METHOD PATH KEY BODY [IDEMPOTENCY-KEY]
 	curl "${args[@]}" -D "$ROOT/.local/demo.headers" -o "$ROOT/.local/demo.body" -w '%{http_code}'
 }
 show() { printf '  %s  %s\n' "$1" "$(head -c 220 "$ROOT/.local/demo.body")"; }
+expect() { # expect WANT GOT: the demo stops at the first answer that is not what it shows
+	[ "$1" = "$2" ] || { printf 'demo: expected HTTP %s, got %s: %s\n' "$1" "$2" "$(cat "$ROOT/.local/demo.body")" >&2; exit 1; }
+}
 
 echo
 echo "== demo: stock two SKUs (admin key); the tee gets 3 more than open orders hold"
 tee_reserved=$("${PSQL[@]}" -tAc "SELECT coalesce((SELECT reserved FROM inventory WHERE sku = 'DEMO-TEE'), 0)")
 for sku in DEMO-MUG:1000000 "DEMO-TEE:$((tee_reserved + 3))"; do
 	s=$(call PUT "/v1/inventory/${sku%%:*}" "$ADMIN_API_KEY" "{\"stock\": ${sku##*:}}")
-	show "$s"
+	show "$s"; expect 200 "$s"
 done
 
 echo "== demo: create an order (Idempotency-Key demo-$run_id-1)"
 body='{"customer_id": "cust-42", "currency": "EUR", "items": [{"sku": "DEMO-MUG", "quantity": 2, "unit_price_cents": 1450}, {"sku": "DEMO-TEE", "quantity": 1, "unit_price_cents": 2200}]}'
 s=$(call POST /v1/orders "$API_KEY" "$body" "demo-$run_id-1")
-show "$s"
+show "$s"; expect 201 "$s"
 order_id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$ROOT/.local/demo.body")
 
 echo "== demo: send the same request again: the stored answer, no second order"
 s=$(call POST /v1/orders "$API_KEY" "$body" "demo-$run_id-1")
 printf '  %s  %s\n' "$s" "$(grep -i '^Idempotent-Replayed' "$ROOT/.local/demo.headers" | tr -d '\r')"
+expect 201 "$s"; grep -qi '^Idempotent-Replayed: true' "$ROOT/.local/demo.headers" || { echo "demo: the replay was not marked" >&2; exit 1; }
 
 echo "== demo: same key, different body: refused"
 s=$(call POST /v1/orders "$API_KEY" '{"customer_id": "cust-42", "currency": "EUR", "items": [{"sku": "DEMO-MUG", "quantity": 9, "unit_price_cents": 1450}]}' "demo-$run_id-1")
-show "$s"
+show "$s"; expect 422 "$s"
 
 echo "== demo: more tees than there are: 409, nothing reserved"
 s=$(call POST /v1/orders "$API_KEY" '{"customer_id": "cust-7", "currency": "EUR", "items": [{"sku": "DEMO-TEE", "quantity": 5, "unit_price_cents": 2200}]}' "demo-$run_id-2")
-show "$s"
+show "$s"; expect 409 "$s"
 
 echo "== demo: what the database holds for order $order_id"
 "${PSQL[@]}" -c "SELECT id, status, version, total_cents FROM orders WHERE id = '$order_id'" \

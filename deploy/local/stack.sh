@@ -360,6 +360,7 @@ down) cmd_down ;;
 stop) shift; for s in "$@"; do case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac; done ;;
 status) cmd_status ;;
 running) alive "$2" ;;
+services) echo "${SERVICES[@]}" ;;
 env) say "DATABASE_URL=$DATABASE_URL"; say "KAFKA_BROKERS=$KAFKA_BROKERS" ;;
 *) die "usage: stack.sh up|infra|down|stop NAME...|status|env" ;;
 esac

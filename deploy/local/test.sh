@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # make test: start PostgreSQL and Kafka if 'make up' has not, run every test against them,
-# and stop only what this run started.
+# then run 'make up' itself (services + demo) on that stack, and stop only what this run started.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK="$ROOT/deploy/local/stack.sh"
 cd "$ROOT"
 
+# Everything this run starts, in start order; stopped in reverse on exit.
 started=()
-for s in postgres kafka; do "$STACK" running "$s" || started+=("$s"); done
+for s in postgres kafka $("$STACK" services); do "$STACK" running "$s" || started+=("$s"); done
 stop_started() {
-	if [ ${#started[@]} -gt 0 ]; then
-		# kafka before postgres: reverse start order
-		for ((i = ${#started[@]} - 1; i >= 0; i--)); do "$STACK" stop "${started[$i]}" || true; done
-	fi
+	local i
+	for ((i = ${#started[@]} - 1; i >= 0; i--)); do "$STACK" stop "${started[$i]}" >/dev/null || true; done
+	[ ${#started[@]} -eq 0 ] || echo "stopped what this run started: ${started[*]}"
 }
 trap stop_started EXIT
 "$STACK" infra
@@ -28,3 +28,5 @@ echo "== go build"
 go build -o bin/orderflow ./cmd/orderflow
 echo "== go test"
 go test -count=1 -timeout 18m ${GOTESTFLAGS:-} ./...
+echo "== make up on this stack: services, demo"
+"$STACK" up
