@@ -57,10 +57,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runCapture(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, getenv, stdout, stderr)
-	case "project", "deliver", "partner", "reconcile":
-		// Named in the contract but not built yet: say so instead of pretending to work.
-		fmt.Fprintf(stderr, "orderflow %s: not implemented yet\n", cmd)
-		return errUsage
+	case "project":
+		return runProject(ctx, rest, getenv, stdout, stderr)
+	case "deliver":
+		return runDeliver(ctx, rest, getenv, stdout, stderr)
+	case "partner":
+		return runPartner(ctx, rest, getenv, stdout, stderr)
+	case "reconcile":
+		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
