@@ -563,13 +563,11 @@ func (p *proc) exited() bool {
 	}
 }
 
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
 func (p *proc) ready() bool {
-	resp, err := http.Get("http://" + p.addr + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	code, err := httpGet("http://" + p.addr + "/readyz")
+	return err == nil && code == http.StatusOK
 }
 
 func (p *proc) waitReady(t *testing.T) {
@@ -584,7 +582,7 @@ func (p *proc) waitReady(t *testing.T) {
 
 func metricValue(t *testing.T, addr, name string) (float64, bool) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, false
 	}
