@@ -3,7 +3,6 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -80,12 +79,18 @@ func storeResponse(b *pgx.Batch, k orderflow.IdempotencyKey, r orderflow.Respons
 		WHERE client_id = $1 AND key = $2`, k.ClientID, k.Key, r.Status, r.Body, loc)
 }
 
-// idempotent runs change under key k: a replay returns the stored response; otherwise change
-// runs in the transaction, its outcome is rendered by respond and stored with the key, and
-// everything commits together. Domain errors are outcomes (stored and replayed); any other
-// error rolls back everything, the key included, so the client can retry.
-func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respond orderflow.Responder,
-	change func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error)) (orderflow.Response, error) {
+// change is one business change inside an idempotent transaction: it queues its writes on b
+// and returns the order as it now is and the event it emits ("" for none), or a domain error.
+type change func(tx pgx.Tx, b *pgx.Batch) (o *orderflow.Order, event string, err error)
+
+// idempotent runs ch under key k: a replay returns the stored response; otherwise ch runs in
+// the transaction, its outcome is rendered by respond and stored with the key, and everything
+// commits together. Domain errors are outcomes (stored and replayed); any other error rolls
+// back everything, the key included, so the client can retry.
+//
+// The event's payload is the response body itself: the order exactly as the API returned it,
+// encoded once.
+func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respond orderflow.Responder, ch change) (orderflow.Response, error) {
 	var out orderflow.Response
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		stored, err := db.claimKey(ctx, tx, k)
@@ -94,12 +99,17 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 			return err
 		}
 		b := &pgx.Batch{}
-		o, err := change(tx, b)
+		o, event, err := ch(tx, b)
 		var de *orderflow.Error
 		if err != nil && !errors.As(err, &de) {
 			return err
 		}
 		out = respond(o, err)
+		if err == nil && event != "" {
+			if err := queueEvent(b, o, event, out.Body); err != nil {
+				return err
+			}
+		}
 		storeResponse(b, k, out)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("writing changes: %w", err)
@@ -119,13 +129,13 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 // order.created outbox row, and stores the response under the idempotency key: all in one
 // transaction, so either all of it happened (and will reach Kafka) or none of it did.
 func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error) {
-	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error) {
+	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, string, error) {
 		if err := reserve(ctx, tx, n.Quantities()); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		id, err := uuid.NewV7()
 		if err != nil {
-			return nil, fmt.Errorf("making order id: %w", err)
+			return nil, "", fmt.Errorf("making order id: %w", err)
 		}
 		now := db.timestamp()
 		o := &orderflow.Order{
@@ -146,10 +156,7 @@ func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n ord
 			SELECT $1, t.line, t.sku, t.qty, t.price
 			FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
 			o.ID, skus, qtys, prices)
-		if err := queueEvent(b, o, orderflow.EventOrderCreated); err != nil {
-			return nil, err
-		}
-		return o, nil
+		return o, orderflow.EventOrderCreated, nil
 	})
 }
 
@@ -209,12 +216,8 @@ func reserve(ctx context.Context, tx pgx.Tx, want map[string]int64) error {
 }
 
 // queueEvent adds the outbox row for o's latest change. Its payload is the order exactly as
-// the API returns it, so consumers need no second lookup.
-func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string) error {
-	payload, err := json.Marshal(o)
-	if err != nil {
-		return fmt.Errorf("encoding event payload: %w", err)
-	}
+// the API returned it, so consumers need no second lookup (PostgreSQL checks it is JSON).
+func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []byte) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("making event id: %w", err)
@@ -270,19 +273,19 @@ func (db *DB) Order(ctx context.Context, id string) (*orderflow.Order, error) {
 // written in the same transaction. Asking for the state the order is already in changes
 // nothing and emits nothing, so a retried request with a new key is harmless too.
 func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
-	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, error) {
+	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, string, error) {
 		if _, err := uuid.Parse(id); err != nil {
-			return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+			return nil, "", orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 		}
 		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+" FOR UPDATE", id))
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		switch {
 		case o.Status == a.Target():
-			return o, nil
+			return o, "", nil
 		case o.Status != orderflow.StatusPending:
-			return nil, orderflow.Errorf(orderflow.ECodeInvalidTransition,
+			return nil, "", orderflow.Errorf(orderflow.ECodeInvalidTransition,
 				"an order that is %s cannot be %s", o.Status, a.Target())
 		}
 		want := orderflow.NewOrder{Items: o.Items}.Quantities()
@@ -302,7 +305,7 @@ func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id st
 				FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
 		}
 		if _, err := tx.Exec(ctx, release, skus, qtys); err != nil {
-			return nil, fmt.Errorf("updating inventory for %s: %w", a, err)
+			return nil, "", fmt.Errorf("updating inventory for %s: %w", a, err)
 		}
 		o.Status = a.Target()
 		o.Version++
@@ -316,10 +319,7 @@ func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id st
 		}
 		b.Queue(`UPDATE orders SET status = $2, version = $3, updated_at = $4, cancel_reason = $5 WHERE id = $1`,
 			o.ID, o.Status, o.Version, o.UpdatedAt, r)
-		if err := queueEvent(b, o, a.Event()); err != nil {
-			return nil, err
-		}
-		return o, nil
+		return o, a.Event(), nil
 	})
 }
 
