@@ -1,0 +1,151 @@
+package capture
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+func TestLSNRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		s string
+		l LSN
+	}{
+		{"0/0", 0},
+		{"0/16B3748", 0x16B3748},
+		{"1/0", 1 << 32},
+		{"FFFFFFFF/FFFFFFFF", ^LSN(0)},
+	} {
+		if got := tc.l.String(); got != tc.s {
+			t.Errorf("%d.String() = %q, want %q", uint64(tc.l), got, tc.s)
+		}
+		l, err := ParseLSN(tc.s)
+		if err != nil || l != tc.l {
+			t.Errorf("ParseLSN(%q) = %v, %v", tc.s, l, err)
+		}
+	}
+	if _, err := ParseLSN("nope"); err == nil {
+		t.Error("ParseLSN accepted garbage")
+	}
+}
+
+func TestPositionAfter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		p, q  Position
+		after bool
+	}{
+		{Position{2, 0}, Position{1, 9}, true},
+		{Position{1, 9}, Position{2, 0}, false},
+		{Position{1, 1}, Position{1, 0}, true},
+		{Position{1, 0}, Position{1, 0}, false},
+		{Position{1, 0}, Position{1, 1}, false},
+	} {
+		if got := tc.p.After(tc.q); got != tc.after {
+			t.Errorf("%v.After(%v) = %v", tc.p, tc.q, got)
+		}
+	}
+}
+
+func TestAppendCloudEvent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		ev   Event
+	}{
+		{"plain", Event{ID: "a1", AggregateID: "o1", EventType: "order.created", SchemaVersion: 1, Payload: []byte(`{"a": 1}`)}},
+		{"escapes", Event{ID: "q\"\\\n\t\x01", AggregateID: "ü€😀", EventType: "t</script>", SchemaVersion: -3, Payload: []byte(`[1, "x"]`)}},
+		{"invalid utf8", Event{ID: "bad\xffbyte", AggregateID: "x", EventType: "t", Payload: []byte(`null`)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.ev.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.FixedZone("x", 3600))
+			b := AppendCloudEvent(nil, &tc.ev)
+			var got map[string]any
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, b)
+			}
+			want := map[string]any{
+				"specversion": "1.0", "source": Source, "type": tc.ev.EventType, "subject": tc.ev.AggregateID,
+				"time": "2026-01-02T02:04:05.123456Z", "datacontenttype": "application/json",
+				"schemaversion": float64(tc.ev.SchemaVersion),
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("%s = %#v, want %#v", k, got[k], v)
+				}
+			}
+			if tc.name != "invalid utf8" && got["id"] != tc.ev.ID {
+				t.Errorf("id = %q, want %q", got["id"], tc.ev.ID)
+			}
+			var raw struct {
+				Data json.RawMessage `json:"data"`
+			}
+			_ = json.Unmarshal(b, &raw)
+			if string(raw.Data) != string(tc.ev.Payload) {
+				t.Errorf("data %s, want the payload verbatim %s", raw.Data, tc.ev.Payload)
+			}
+		})
+	}
+}
+
+func TestParseTimestamptz(t *testing.T) {
+	t.Parallel()
+	want := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	for _, s := range []string{"2026-01-02 03:04:05.123456+00", "2026-01-02 05:04:05.123456+02", "2026-01-02 08:34:05.123456+05:30"} {
+		got, err := parseTimestamptz([]byte(s))
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseTimestamptz(%q) = %v, %v", s, got, err)
+		}
+	}
+	if got, err := parseTimestamptz([]byte("2026-01-02 03:04:05+00")); err != nil || !got.Equal(want.Truncate(time.Second)) {
+		t.Errorf("without fraction: %v, %v", got, err)
+	}
+}
+
+// tuple builds the body of an Insert message (after its type byte).
+func tuple(relID uint32, cols ...*string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, relID)
+	b = append(b, 'N')
+	b = binary.BigEndian.AppendUint16(b, uint16(len(cols)))
+	for _, c := range cols {
+		if c == nil {
+			b = append(b, 'n')
+			continue
+		}
+		b = append(b, 't')
+		b = binary.BigEndian.AppendUint32(b, uint32(len(*c)))
+		b = append(b, *c...)
+	}
+	return b
+}
+
+func str(s string) *string { return &s }
+
+func TestDecodeInsert(t *testing.T) {
+	t.Parallel()
+	// Columns in table order with an extra column in the middle, as after ALTER TABLE.
+	rel := &relation{name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 6, 7}}
+	rels := map[uint32]*relation{7: rel}
+	full := []*string{str("id-1"), str("order"), str("agg-1"), str("order.created"), str("3"), nil, str(`{"x": 1}`), str("2026-01-02 03:04:05.5+00")}
+	var ev Event
+	if err := decodeInsert(tuple(7, full...), rels, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.ID != "id-1" || ev.AggregateType != "order" || ev.AggregateID != "agg-1" || ev.EventType != "order.created" ||
+		ev.SchemaVersion != 3 || string(ev.Payload) != `{"x": 1}` || !ev.CreatedAt.Equal(time.Date(2026, 1, 2, 3, 4, 5, 5e8, time.UTC)) {
+		t.Errorf("decoded %+v", ev)
+	}
+	for name, data := range map[string][]byte{
+		"unknown relation": tuple(8, full...),
+		"null id":          tuple(7, append([]*string{nil}, full[1:]...)...),
+		"bad version":      tuple(7, append(append([]*string{}, full[:4]...), append([]*string{str("x")}, full[5:]...)...)...),
+		"truncated":        tuple(7, full...)[:20],
+	} {
+		if err := decodeInsert(data, rels, &ev); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
