@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -106,6 +107,7 @@ func (c *Config) defaults() error {
 // Capture is the daemon. Create it with New and run it with Run.
 type Capture struct {
 	cfg     Config
+	kafka   *kafka.Client
 	log     *slog.Logger
 	metrics *metrics
 	ready   atomic.Bool
@@ -116,7 +118,11 @@ func New(cfg Config) (*Capture, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Capture{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}, nil
+	c := &Capture{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	if !cfg.Discard {
+		c.kafka = cfg.Kafka.client()
+	}
+	return c, nil
 }
 
 // Registerer lets components that run beside capture (retention) add their metrics to
@@ -211,7 +217,7 @@ func (c *Capture) newSink() eventSink {
 	if c.cfg.Discard {
 		return &discardSink{onAck: c.ack}
 	}
-	return newKafkaSink(c.cfg.Kafka, c.log, c.metrics, c.ack)
+	return newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
 }
 
 // session is one replication connection's life: set up, take the slot, stream, stop.

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
 
 	"orderflow/capture"
 )
@@ -182,3 +184,23 @@ func TestPerKeyOrderUnderConcurrentWriters(t *testing.T) {
 }
 
 var _ = pgx.ErrNoRows
+
+// TestPartitionCountMismatchStops: the dedupe relies on keys staying in their partitions, so
+// capture refuses a topic whose partition count is not the configured one.
+func TestPartitionCountMismatchStops(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kc := &kafka.Client{Addr: kafka.TCP(e.brokers...)}
+	resp, err := kc.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: e.topic(), NumPartitions: 3, ReplicationFactor: 1}}})
+	if err != nil || resp.Errors[e.topic()] != nil {
+		t.Fatalf("creating topic: %v %v", err, resp)
+	}
+	c, err := capture.New(e.config()) // configured for 6
+	mustOK(t, err)
+	err = c.Run(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "partitions") {
+		t.Fatalf("Run with a 3-partition topic and -partitions 6: %v, want a partition count error", err)
+	}
+}

@@ -81,9 +81,10 @@ type partitionWriter struct {
 	queue     chan *outEvent
 }
 
-func newKafkaSink(cfg KafkaConfig, log *slog.Logger, m *metrics, onAck func(*outEvent)) *kafkaSink {
+// newKafkaSink starts a session's sink. The client (and its connection pool) outlives sessions.
+func newKafkaSink(cfg KafkaConfig, client *kafka.Client, log *slog.Logger, m *metrics, onAck func(*outEvent)) *kafkaSink {
 	return &kafkaSink{
-		cfg: cfg, client: cfg.client(), log: log, metrics: m, onAck: onAck,
+		cfg: cfg, client: client, log: log, metrics: m, onAck: onAck,
 		topics: map[string]*topicState{}, failC: make(chan struct{}),
 	}
 }
@@ -132,7 +133,7 @@ func (s *kafkaSink) hasRecords(ctx context.Context, topics []string) (bool, erro
 			return false, err
 		}
 		for _, o := range ends {
-			if o.LastOffset > o.FirstOffset || o.LastOffset > 0 {
+			if o.LastOffset > 0 { // even if retention deleted them since
 				return true, nil
 			}
 		}
@@ -233,8 +234,12 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		time.Sleep(200 * time.Millisecond)
 	}
 	if n != s.cfg.Partitions {
-		s.log.Warn("topic has a different partition count than configured; using the topic's",
-			"topic", name, "partitions", n, "configured", s.cfg.Partitions)
+		// The dedupe assumes each key maps to the partition it mapped to when the last
+		// session wrote. A changed partition count moves keys between partitions, and an
+		// event compared against the wrong partition's last record could be skipped without
+		// ever having been written. The operator must drain capture first (docs/CAPTURE.md).
+		return nil, fatalError{fmt.Errorf("topic %s has %d partitions but capture is configured for %d: "+
+			"changing the partition count needs a drained capture (see docs/CAPTURE.md), then set -partitions", name, n, s.cfg.Partitions)}
 	}
 	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n)}
 	for p, o := range ends {
