@@ -1,0 +1,71 @@
+package deliver
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	attempts      *prometheus.CounterVec
+	attemptTime   prometheus.Histogram
+	eventToSucess prometheus.Histogram
+	enqueued      prometheus.Counter
+	skipped       *prometheus.CounterVec
+	deadLettered  prometheus.Counter
+	disabled      prometheus.Counter
+	pending       prometheus.Gauge
+	retrying      prometheus.Gauge
+	dead          prometheus.Gauge
+	lag           prometheus.Gauge
+	inFlight      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_deliver_attempts_total", Help: "Webhook POST attempts by outcome (success, http_3xx, http_4xx, http_5xx, timeout, network).",
+		}, []string{"outcome"}),
+		attemptTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orderflow_deliver_attempt_duration_seconds", Help: "Duration of one webhook POST, any outcome.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		eventToSucess: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orderflow_deliver_event_to_delivered_seconds", Help: "From the event's time (its commit) to the partner's 2xx.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400},
+		}),
+		enqueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_deliveries_enqueued_total", Help: "Deliveries created by the intake (duplicates not counted).",
+		}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason.",
+		}, []string{"reason"}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_dead_lettered_total", Help: "Deliveries that became dead letters.",
+		}),
+		disabled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_endpoints_disabled_total", Help: "Endpoints disabled because they answered 410 Gone.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_deliver_pending", Help: "Deliveries waiting for a successful attempt.",
+		}),
+		retrying: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_deliver_pending_retries", Help: "Pending deliveries that already failed at least once.",
+		}),
+		dead: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_deliver_dead_letters", Help: "Dead letters waiting for a replay.",
+		}),
+		lag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_deliver_consumer_lag", Help: "Records on the topic not yet committed by the deliver consumer group.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
+		}),
+	}
+	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSucess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
+		m.pending, m.retrying, m.dead, m.lag, m.inFlight,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
+		m.attempts.WithLabelValues(o)
+	}
+	return m
+}
