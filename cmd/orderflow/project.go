@@ -2,11 +2,54 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"orderflow"
+	"orderflow/consumers/projector"
+	"orderflow/internal/httpserver"
+	"orderflow/postgres"
 )
 
 func runProject(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "orderflow project: not implemented yet")
-	return errUsage
+	fs := newFlagSet("project", stderr)
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
+	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58082"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
+	topic := fs.String("topic", envOr(getenv, "PROJECT_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to consume (env PROJECT_TOPIC)")
+	group := fs.String("group", envOr(getenv, "PROJECT_GROUP", projector.DefaultGroupID), "Kafka consumer group (env PROJECT_GROUP)")
+	dlq := fs.String("dlq-topic", getenv("PROJECT_DLQ_TOPIC"), "dead-letter topic, created if missing (default <topic>.dlq; env PROJECT_DLQ_TOPIC)")
+	attempts := fs.Int("max-attempts", envInt(getenv, "PROJECT_MAX_ATTEMPTS", projector.DefaultMaxAttempts), "attempts at a poison event before it is dead-lettered (env PROJECT_MAX_ATTEMPTS)")
+	batch := fs.Int("batch-size", envInt(getenv, "PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
+	session := fs.Duration("session-timeout", envDuration(getenv, "PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	if err := requireFlag("kafka-brokers", *brokers, "KAFKA_BROKERS"); err != nil {
+		return err
+	}
+	log := newLogger(getenv, stderr, "project")
+	db, err := postgres.Open(ctx, *dbURL, 4)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	p, err := projector.New(projector.Config{
+		Brokers: splitList(*brokers), Topic: *topic, GroupID: *group, DLQTopic: *dlq,
+		MaxAttempts: *attempts, BatchSize: *batch, SessionTimeout: *session, Logger: log,
+	}, db)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, p.Handler(), log, nil) })
+	err = g.Wait()
+	log.Info("stopped", "err", err)
+	return err
 }

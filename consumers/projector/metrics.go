@@ -1,0 +1,85 @@
+package projector
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
+)
+
+// Outcomes of an event, the label of orderflow_projector_events_total.
+const (
+	outcomeApplied      = "applied"
+	outcomeStale        = "skipped_stale"
+	outcomeUnknownType  = "skipped_unknown_type"
+	outcomeDeadLettered = "dead_lettered"
+)
+
+type metrics struct {
+	group        string
+	registry     *prometheus.Registry
+	events       *prometheus.CounterVec
+	applyLatency prometheus.Histogram
+	lag          *prometheus.GaugeVec
+	dbErrors     prometheus.Counter
+}
+
+func newMetrics(group string) *metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{
+		group:    group,
+		registry: r,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_projector_events_total",
+			Help: "Events by outcome: applied (the summary changed), skipped_stale (the summary already had this version or a newer one), skipped_unknown_type, dead_lettered.",
+		}, []string{"outcome"}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_projector_apply_latency_seconds",
+			Help:    "From the event's time (the order change's commit-time timestamp) to the database commit that applied it to order_summary.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderflow_projector_consumer_lag",
+			Help: "Records in the partition after the last one fetched (high watermark - offset - 1), per topic and partition.",
+		}, []string{"group", "topic", "partition"}),
+		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_projector_db_errors_total",
+			Help: "Failed attempts to apply a batch (each is retried).",
+		}),
+	}
+	for _, o := range []string{outcomeApplied, outcomeStale, outcomeUnknownType, outcomeDeadLettered} {
+		m.events.WithLabelValues(o)
+	}
+	r.MustRegister(m.events, m.applyLatency, m.lag, m.dbErrors)
+	return m
+}
+
+func (m *metrics) observeLag(msg kafka.Message) {
+	lag := msg.HighWaterMark - msg.Offset - 1
+	if lag < 0 {
+		lag = 0
+	}
+	m.lag.WithLabelValues(m.group, msg.Topic, strconv.Itoa(msg.Partition)).Set(float64(lag))
+}
+
+// Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL
+// and Kafka) and /metrics.
+func (p *Projector) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not connected to PostgreSQL and Kafka", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
