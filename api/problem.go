@@ -75,6 +75,8 @@ func problemStatus(code string) (int, string) {
 		return http.StatusMethodNotAllowed, "Method not allowed"
 	case codeNotReady:
 		return http.StatusServiceUnavailable, "Not ready"
+	case codeSummaryNotProjected:
+		return http.StatusNotFound, "Summary not projected yet"
 	default:
 		return http.StatusInternalServerError, "Internal error"
 	}

@@ -20,6 +20,8 @@ func (s *Server) routes() http.Handler {
 	v1.Use(s.requireClient)
 	v1.Handle("/orders", s.handleCreateOrder()).Methods(http.MethodPost)
 	v1.Handle("/orders/{id}", s.handleGetOrder()).Methods(http.MethodGet)
+	v1.Handle("/orders/{id}/summary", s.handleGetSummary()).Methods(http.MethodGet)
+	v1.Handle("/customers/{id}/orders", s.handleListCustomerOrders()).Methods(http.MethodGet)
 	v1.Handle("/orders/{id}/cancel", s.handleChangeOrder("cancel")).Methods(http.MethodPost)
 	v1.Handle("/orders/{id}/fulfill", s.handleChangeOrder("fulfill")).Methods(http.MethodPost)
 	v1.Handle("/inventory/{sku}", s.requireAdmin(s.handleSetStock())).Methods(http.MethodPut)
