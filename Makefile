@@ -19,6 +19,10 @@ test:
 bench: build
 	bench/run.sh
 
+# The failure drill on the make-up stack: DRILL_ORDERS orders (default 20000) under faults.
+drill: up
+	go run ./deploy/drill -root . -orders $${DRILL_ORDERS:-20000}
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...

@@ -6,6 +6,7 @@
 #   stack.sh infra         postgres + kafka only (make test uses this)
 #   stack.sh down          stop everything this script started (make down)
 #   stack.sh stop NAME...  stop the named services
+#   stack.sh start NAME... start the named services again (after make up)
 #   stack.sh status        one line per service
 #   stack.sh running NAME  exit 0 when NAME is running
 set -euo pipefail
@@ -34,9 +35,10 @@ KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 API_URL="http://127.0.0.1:$API_PORT"
 PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
 
-# Services that exist today, in start order. The contract's remaining ones (project, deliver,
+# Services that exist today, in start order: capture first, so its slot exists before the API
+# writes the first outbox row (the slot streams from its creation on). The contract's remaining ones (project, deliver,
 # partner, reconcile) join this list as they are built.
-read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-api capture}"
+read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-capture api}"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'orderflow stack: %s\n' "$*" >&2; exit 1; }
@@ -346,6 +348,24 @@ cmd_down() {
 	pg_down
 }
 
+# cmd_start NAME...: start named parts of a stack that 'make up' set up before (the drill
+# uses it to bring back what it killed).
+cmd_start() {
+	local s
+	for s in "$@"; do
+		case $s in
+		postgres) pg_up ;;
+		kafka) kafka_up ;;
+		*)
+			[ -f "$LOCAL/env" ] || die "run 'make up' first: $LOCAL/env is missing"
+			# shellcheck source=/dev/null
+			. "$LOCAL/env"
+			service_up "$s"
+			;;
+		esac
+	done
+}
+
 cmd_status() {
 	local s
 	for s in postgres kafka "${SERVICES[@]}"; do
@@ -358,6 +378,7 @@ up) cmd_up ;;
 infra) cmd_infra ;;
 down) cmd_down ;;
 stop) shift; for s in "$@"; do case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac; done ;;
+start) shift; cmd_start "$@" ;;
 status) cmd_status ;;
 running) alive "$2" ;;
 services) echo "${SERVICES[@]}" ;;

@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+)
+
+// result is what the drill found once the pipeline settled.
+type result struct {
+	converge   time.Duration
+	orders     int64 // orders of this drill in the database
+	accepted   int64 // distinct order ids the API answered 201 with
+	events     int64 // records on the topic
+	distinct   int64 // distinct ce_id on the topic
+	lost       int64 // outbox rows with no record on the topic
+	drillShort int64 // events missing for this drill's orders: sum(version) - records
+	summaries  int64 // summaries that differ from their order (-1: no projector)
+	stockBad   int64 // SKUs whose stock or reservations are off
+	slotLag    int64
+	broken     []string
+}
+
+const slotName = "orderflow_capture"
+
+// settle waits until capture has confirmed everything written during the load and every
+// present consumer has caught up, or the timeout passes (the checks then say what is missing).
+func (d *drill) settle(ctx context.Context) (*result, error) {
+	c, err := d.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close(ctx)
+	var target string
+	if err := c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		return nil, fmt.Errorf("reading wal position: %w", err)
+	}
+	d.logf("settle: waiting for the slot to confirm %s and consumers to catch up (at most %s)", target, d.cfg.settle)
+	deadline := time.Now().Add(d.cfg.settle)
+	for {
+		var confirmed bool
+		err := c.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $1::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $2`,
+			target, slotName).Scan(&confirmed)
+		caughtUp := err == nil && confirmed
+		if caughtUp && d.hasService("project") {
+			caughtUp = d.count(ctx, c, `SELECT count(*) FROM orders o LEFT JOIN order_summary s ON s.order_id = o.id
+				WHERE s.version IS DISTINCT FROM o.version`) == 0
+		}
+		if caughtUp || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return d.check(ctx, c)
+}
+
+func (d *drill) tableExists(ctx context.Context, c *pgx.Conn, name string) bool {
+	var ok bool
+	_ = c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&ok)
+	return ok
+}
+
+func (d *drill) count(ctx context.Context, c *pgx.Conn, q string, args ...any) int64 {
+	var n int64
+	if err := c.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		d.logf("query failed: %v: %s", err, q)
+		return -1
+	}
+	return n
+}
+
+func (d *drill) check(ctx context.Context, c *pgx.Conn) (*result, error) {
+	r := &result{}
+	var ids []string
+	d.accepted.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+	r.accepted = int64(len(ids))
+	r.orders = d.count(ctx, c, "SELECT count(*) FROM orders WHERE id = ANY($1::uuid[])", ids)
+	drillOrders := d.count(ctx, c, "SELECT count(*) FROM orders WHERE customer_id LIKE 'drill-cust-%' AND created_at >= $1", d.started)
+	if r.orders != r.accepted || drillOrders != r.accepted {
+		r.broken = append(r.broken, fmt.Sprintf("%d accepted orders; %d of them in the database; %d drill orders in all", r.accepted, r.orders, drillOrders))
+	}
+
+	// The topic, read whole: every outbox row exactly once.
+	seen, err := d.readTopic(ctx, "orderflow.order")
+	if err != nil {
+		return nil, err
+	}
+	r.distinct = int64(len(seen.ids))
+	r.events = seen.records
+	if r.events != r.distinct {
+		r.broken = append(r.broken, fmt.Sprintf("%d records but %d distinct ce_id: %d duplicates", r.events, r.distinct, r.events-r.distinct))
+	}
+	// Rows written before this drill may predate the slot (capture streams from the slot's
+	// creation on); the drill vouches for the rows written while it ran.
+	rows, err := c.Query(ctx, "SELECT id::text FROM outbox WHERE created_at >= $1", d.started)
+	if err != nil {
+		return nil, fmt.Errorf("reading outbox: %w", err)
+	}
+	outbox, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("reading outbox: %w", err)
+	}
+	for _, id := range outbox {
+		if _, ok := seen.ids[id]; !ok {
+			r.lost++
+		}
+	}
+	if r.lost > 0 {
+		r.broken = append(r.broken, fmt.Sprintf("%d outbox rows never reached the topic", r.lost))
+	}
+	// Each version of an order is one event: created is version 1, every change adds one.
+	var versions int64
+	if err := c.QueryRow(ctx, "SELECT coalesce(sum(version), 0)::bigint FROM orders WHERE id = ANY($1::uuid[])", ids).Scan(&versions); err != nil {
+		return nil, fmt.Errorf("summing versions: %w", err)
+	}
+	var onTopic int64
+	for _, id := range ids {
+		onTopic += seen.bySubject[id]
+	}
+	r.drillShort = versions - onTopic
+	if r.drillShort != 0 {
+		r.broken = append(r.broken, fmt.Sprintf("this drill's orders have %d versions but %d events on the topic", versions, onTopic))
+	}
+
+	r.summaries = -1
+	if d.hasService("project") {
+		r.summaries = d.count(ctx, c, `SELECT count(*) FROM orders o LEFT JOIN order_summary s ON s.order_id = o.id
+			WHERE s.version IS DISTINCT FROM o.version OR s.status IS DISTINCT FROM o.status`)
+		if r.summaries != 0 {
+			r.broken = append(r.broken, fmt.Sprintf("%d summaries differ from their order", r.summaries))
+		}
+	}
+
+	r.stockBad = d.count(ctx, c, `
+		WITH open AS (SELECT i.sku, sum(i.quantity) AS q FROM order_items i JOIN orders o ON o.id = i.order_id
+		              WHERE o.status = 'pending' GROUP BY i.sku)
+		SELECT count(*) FROM inventory v LEFT JOIN open ON open.sku = v.sku
+		WHERE v.stock < 0 OR v.reserved < 0 OR v.reserved <> coalesce(open.q, 0)`)
+	if r.stockBad != 0 {
+		r.broken = append(r.broken, fmt.Sprintf("%d SKUs with negative stock or reservations that do not match open orders", r.stockBad))
+	}
+
+	// Slot lag: capture advances the slot when idle, so it must fall under 1 MB.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r.slotLag = d.count(ctx, c, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), -1)::bigint
+			FROM pg_replication_slots WHERE slot_name = $1`, slotName)
+		if (r.slotLag >= 0 && r.slotLag < 1<<20) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if r.slotLag < 0 || r.slotLag >= 1<<20 {
+		r.broken = append(r.broken, fmt.Sprintf("slot lag %d bytes, want under 1 MB", r.slotLag))
+	}
+	return r, nil
+}
+
+type topicSeen struct {
+	records   int64
+	ids       map[string]struct{}
+	bySubject map[string]int64
+}
+
+// readTopic reads every partition from its first to its last offset.
+func (d *drill) readTopic(ctx context.Context, topic string) (*topicSeen, error) {
+	brokers := strings.Split(d.cfg.env["KAFKA_BROKERS"], ",")
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("dialing kafka: %w", err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading partitions of %s: %w", topic, err)
+	}
+	seen := &topicSeen{ids: map[string]struct{}{}, bySubject: map[string]int64{}}
+	for _, p := range parts {
+		lc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+		if err != nil {
+			return nil, fmt.Errorf("dialing leader of %s/%d: %w", topic, p.ID, err)
+		}
+		first, last, err := lc.ReadOffsets()
+		lc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading offsets of %s/%d: %w", topic, p.ID, err)
+		}
+		if last <= first {
+			continue
+		}
+		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxBytes: 10 << 20})
+		if err := rd.SetOffset(first); err != nil {
+			return nil, err
+		}
+		for {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			m, err := rd.ReadMessage(rctx)
+			cancel()
+			if err != nil {
+				rd.Close()
+				return nil, fmt.Errorf("reading %s/%d at %d: %w", topic, p.ID, rd.Offset(), err)
+			}
+			seen.records++
+			for _, h := range m.Headers {
+				if h.Key == "ce_id" {
+					seen.ids[string(h.Value)] = struct{}{}
+				}
+			}
+			seen.bySubject[string(m.Key)]++
+			if m.Offset >= last-1 {
+				break
+			}
+		}
+		rd.Close()
+	}
+	return seen, nil
+}
+
+func (d *drill) report(r *result) error {
+	counts := map[string]int{}
+	for _, f := range d.injected {
+		counts[f]++
+	}
+	var faults []string
+	for f, n := range counts {
+		faults = append(faults, fmt.Sprintf("%s ×%d", f, n))
+	}
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "drill\t")
+	fmt.Fprintf(tw, "faults injected\t%s\n", strings.Join(faults, ", "))
+	fmt.Fprintf(tw, "orders accepted (API 201)\t%d\n", r.accepted)
+	fmt.Fprintf(tw, "orders in the database\t%d\n", r.orders)
+	fmt.Fprintf(tw, "client resends answered by replay\t%d\n", d.replays.Load())
+	fmt.Fprintf(tw, "requests retried after errors\t%d\n", d.retries.Load())
+	fmt.Fprintf(tw, "records on orderflow.order\t%d\n", r.events)
+	fmt.Fprintf(tw, "lost (outbox rows not on the topic)\t%d\n", r.lost)
+	fmt.Fprintf(tw, "duplicated (records - distinct ce_id)\t%d\n", r.events-r.distinct)
+	fmt.Fprintf(tw, "events missing for this drill's orders\t%d\n", r.drillShort)
+	if r.summaries >= 0 {
+		fmt.Fprintf(tw, "summaries off their order\t%d\n", r.summaries)
+	} else {
+		fmt.Fprintf(tw, "summaries off their order\tnot checked: no projector\n")
+	}
+	fmt.Fprintf(tw, "SKUs with bad stock\t%d\n", r.stockBad)
+	fmt.Fprintf(tw, "slot lag after settling\t%s bytes\n", strconv.FormatInt(r.slotLag, 10))
+	fmt.Fprintf(tw, "time to converge\t%s\n", r.converge.Round(time.Second))
+	tw.Flush()
+	if len(r.broken) > 0 {
+		for _, b := range r.broken {
+			fmt.Fprintf(d.out, "BROKEN: %s\n", b)
+		}
+		return fmt.Errorf("%w: %d", errBroken, len(r.broken))
+	}
+	fmt.Fprintln(d.out, "all invariants hold")
+	return nil
+}
