@@ -306,11 +306,17 @@ ON CONFLICT (id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, is_admin = EXCL
 EOF
 }
 
+# On any failure (set -e, die, or a signal) stop what this run started, newest first, so a
+# failed 'make up' leaves nothing half-started behind. Parts that were already running stay.
 cleanup_failed_up() {
-	say "orderflow stack: start failed; stopping what this run started" >&2
-	for s in "${STARTED[@]}"; do
-		case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac
-	done
+	local rc=$? i
+	[ "$rc" = 0 ] && return 0
+	[ ${#STARTED[@]} -gt 0 ] || return "$rc"
+	say "orderflow stack: start failed; stopping what this run started: ${STARTED[*]}" >&2
+	for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+		case ${STARTED[$i]} in postgres) pg_down ;; *) stop_pid "${STARTED[$i]}" ;; esac
+	done >&2
+	return "$rc"
 }
 
 STARTED=()
@@ -318,15 +324,15 @@ note_start() { alive "$1" || STARTED+=("$1"); }
 
 cmd_infra() {
 	check_prereqs initdb java mvn psql
-	trap cleanup_failed_up ERR
+	trap cleanup_failed_up EXIT
 	note_start postgres; pg_up
 	note_start kafka; kafka_up
-	trap - ERR
+	trap - EXIT
 }
 
 cmd_up() {
 	check_prereqs go initdb java mvn psql curl
-	trap 'cleanup_failed_up' ERR
+	trap cleanup_failed_up EXIT
 	note_start postgres; pg_up
 	note_start kafka; kafka_up
 	(cd "$ROOT" && go build -o bin/orderflow ./cmd/orderflow) || die "go build failed"
@@ -337,7 +343,7 @@ cmd_up() {
 	. "$LOCAL/env"
 	seed_keys
 	for s in "${SERVICES[@]}"; do note_start "$s"; service_up "$s"; done
-	trap - ERR
+	trap - EXIT
 	"$ROOT/deploy/local/demo.sh"
 }
 
