@@ -75,7 +75,7 @@ alive() { # alive NAME: the pid in .local/run/NAME.pid is a running process
 	[ -f "$f" ] && kill -0 "$(head -n1 "$f")" 2>/dev/null
 }
 
-wait_tcp() { # wait_tcp PORT SECONDS NAME
+wait_tcp() { # wait_tcp PORT SECONDS
 	local i
 	for ((i = 0; i < $2 * 10; i++)); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -133,6 +133,7 @@ log_line_prefix = '%m [%p] %q%u@%d '
 EOF
 	fi
 	if alive postgres; then say "postgres: running (pid $(cat "$RUN/postgres.pid"))"; return 0; fi
+	port_in_use "$PG_PORT" && die "postgres: 127.0.0.1:$PG_PORT is already in use by another process (set ORDERFLOW_PG_PORT)"
 	as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
 		{ tail -n 20 "$LOG/postgres.log" >&2; die "postgres did not start (see .local/log/postgres.log)"; }
 	head -n1 "$LOCAL/pg/postmaster.pid" >"$RUN/postgres.pid"
@@ -181,6 +182,10 @@ EOF
 kafka_up() {
 	mkdir -p "$RUN" "$LOG" "$LOCAL/kafka"
 	if alive kafka; then say "kafka: running (pid $(cat "$RUN/kafka.pid"))"; return 0; fi
+	local p
+	for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+		port_in_use "$p" && die "kafka: 127.0.0.1:$p is already in use by another process (set ORDERFLOW_KAFKA_PORT / ORDERFLOW_KAFKA_CONTROLLER_PORT)"
+	done
 	kafka_libs
 	local conf="$LOCAL/kafka/server.properties" data="$LOCAL/kafka/data"
 	cat >"$conf" <<EOF
@@ -277,10 +282,14 @@ service_addr() {
 	esac
 }
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 service_up() {
 	local name=$1 addr
 	if alive "$name"; then say "$name: running (pid $(cat "$RUN/$name.pid"))"; return 0; fi
 	addr=$(service_addr "$name")
+	# Another process on our port would answer our readiness check and hide our failure.
+	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" \
 		nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
