@@ -4,9 +4,75 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
+	"time"
+
+	"orderflow/consumers/partner"
 )
 
 func runPartner(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "orderflow partner: not implemented yet")
-	return errUsage
+	fs := newFlagSet("partner", stderr)
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the partner keeps its tables in schema partner (env DATABASE_URL)")
+	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58084"), "listen address for /partner-hook, /healthz, /readyz, /metrics (env HTTP_ADDR)")
+	secrets := fs.String("webhook-secret", getenv("WEBHOOK_SECRET"), "the endpoint's whsec_ secret; during a rotation both, comma-separated (env WEBHOOK_SECRET)")
+	apiURL := fs.String("api-url", getenv("API_URL"), "orderflow API for the callbacks (env API_URL)")
+	apiKey := fs.String("api-key", envOr(getenv, "PARTNER_API_KEY", getenv("API_KEY")), "API key for the callbacks (env PARTNER_API_KEY, else API_KEY)")
+	delay := fs.Duration("fulfill-delay", envDuration(getenv, "PARTNER_FULFILL_DELAY", time.Second), "time from receipt to the callback (env PARTNER_FULFILL_DELAY)")
+	reject := fs.Float64("reject-ratio", envFloat(getenv, "PARTNER_REJECT_RATIO", 0), "share of orders the partner cancels (env PARTNER_REJECT_RATIO)")
+	unknown := fs.String("unknown-sku", envOr(getenv, "PARTNER_UNKNOWN_SKU", "^UNKNOWN-"), "regexp of SKUs the partner does not carry; such orders are cancelled, empty for none (env PARTNER_UNKNOWN_SKU)")
+	tolerance := fs.Duration("tolerance", envDuration(getenv, "PARTNER_TOLERANCE", 5*time.Minute), "accepted webhook-timestamp skew (env PARTNER_TOLERANCE)")
+	errorRate := fs.Float64("error-rate", envFloat(getenv, "PARTNER_ERROR_RATE", 0), "fault: share of webhooks answered 500 before any work (env PARTNER_ERROR_RATE)")
+	latency := fs.Duration("latency", envDuration(getenv, "PARTNER_LATENCY", 0), "fault: added to every webhook request (env PARTNER_LATENCY)")
+	timeoutRate := fs.Float64("timeout-rate", envFloat(getenv, "PARTNER_TIMEOUT_RATE", 0), "fault: share of webhooks that hang until the sender gives up (env PARTNER_TIMEOUT_RATE)")
+	hang := fs.Duration("hang", envDuration(getenv, "PARTNER_HANG", time.Minute), "fault: longest hang of a timed-out webhook (env PARTNER_HANG)")
+	commit500 := fs.Float64("commit-then-500-rate", envFloat(getenv, "PARTNER_COMMIT_THEN_500_RATE", 0), "fault: share of webhooks stored and committed, then answered 500 (env PARTNER_COMMIT_THEN_500_RATE)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, value, env string }{
+		{"database-url", *dbURL, "DATABASE_URL"}, {"webhook-secret", *secrets, "WEBHOOK_SECRET"},
+		{"api-url", *apiURL, "API_URL"}, {"api-key", *apiKey, "PARTNER_API_KEY"},
+	} {
+		if err := requireFlag(f.name, f.value, f.env); err != nil {
+			return err
+		}
+	}
+	var unknownRE *regexp.Regexp
+	if *unknown != "" {
+		re, err := regexp.Compile(*unknown)
+		if err != nil {
+			return fmt.Errorf("%w: -unknown-sku: %v", errUsage, err)
+		}
+		unknownRE = re
+	}
+	log := newLogger(getenv, stderr, "partner")
+	p, err := partner.New(ctx, partner.Config{
+		DatabaseURL:  *dbURL,
+		Secrets:      splitList(*secrets),
+		Tolerance:    *tolerance,
+		APIURL:       *apiURL,
+		APIKey:       *apiKey,
+		FulfillDelay: *delay,
+		RejectRatio:  *reject,
+		UnknownSKU:   unknownRE,
+		Faults: partner.Faults{ErrorRate: *errorRate, Latency: *latency, TimeoutRate: *timeoutRate,
+			Hang: *hang, CommitThen500Rate: *commit500},
+		Addr:   *addr,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	err = p.Run(ctx)
+	log.Info("stopped", "err", err)
+	return err
+}
+
+func envFloat(getenv func(string) string, name string, def float64) float64 {
+	if f, err := strconv.ParseFloat(getenv(name), 64); err == nil {
+		return f
+	}
+	return def
 }

@@ -1,0 +1,214 @@
+package partner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"orderflow"
+	"orderflow/consumers/deliver"
+)
+
+const maxBody = 1 << 20
+
+// Handler serves POST /partner-hook, /healthz, /readyz and /metrics.
+func (p *Partner) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /partner-hook", p.handleHook())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := p.pool.Ping(ctx); err != nil {
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+type hookAnswer struct {
+	WebhookID string `json:"webhook_id"`
+	Duplicate bool   `json:"duplicate"`
+	Action    string `json:"action,omitempty"`
+}
+
+func (p *Partner) handleHook() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status := p.serveHook(w, r)
+		p.m.hookDuration.WithLabelValues(fmt.Sprint(status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		http.Error(w, "body unreadable or too large", http.StatusRequestEntityTooLarge)
+		return http.StatusRequestEntityTooLarge
+	}
+	id := r.Header.Get(deliver.HeaderID)
+	err = deliver.Verify(p.cfg.Secrets, id, r.Header.Get(deliver.HeaderTimestamp), r.Header.Get(deliver.HeaderSignature), body, time.Now(), p.cfg.Tolerance)
+	if err != nil {
+		// The reason is counted and logged; the signature and body never are.
+		p.m.rejected.WithLabelValues(rejectReason(err)).Inc()
+		p.log.Warn("webhook refused", "webhook_id", id, "reason", err.Error())
+		http.Error(w, "webhook signature or timestamp not valid", http.StatusUnauthorized)
+		return http.StatusUnauthorized
+	}
+	f := *p.faults.Load()
+	if f.Latency > 0 {
+		select {
+		case <-r.Context().Done():
+			return 0
+		case <-time.After(f.Latency):
+		}
+	}
+	if f.TimeoutRate > 0 && p.cfg.Random() < f.TimeoutRate {
+		p.fault(r.Context(), id, "timeout")
+		select {
+		case <-r.Context().Done():
+		case <-p.stopping():
+		case <-time.After(f.Hang):
+		}
+		http.Error(w, "injected timeout", http.StatusGatewayTimeout)
+		return http.StatusGatewayTimeout
+	}
+	if f.ErrorRate > 0 && p.cfg.Random() < f.ErrorRate {
+		p.fault(r.Context(), id, "error")
+		http.Error(w, "injected error", http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	}
+	ev, err := orderflow.DecodeCloudEvent(body)
+	if err != nil {
+		p.m.rejected.WithLabelValues("undecodable").Inc()
+		http.Error(w, "not a CloudEvent", http.StatusBadRequest)
+		return http.StatusBadRequest
+	}
+	commitThen500 := f.CommitThen500Rate > 0 && p.cfg.Random() < f.CommitThen500Rate
+	ans, err := p.receive(r.Context(), id, ev, commitThen500)
+	if err != nil {
+		p.log.Error("storing webhook receipt", "webhook_id", id, "err", err)
+		http.Error(w, "could not store the receipt", http.StatusServiceUnavailable)
+		return http.StatusServiceUnavailable
+	}
+	p.m.receipts.WithLabelValues(ev.Type, fmt.Sprint(ans.Duplicate)).Inc()
+	if ans.Action != "" {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	if commitThen500 {
+		p.m.faults.WithLabelValues("commit_then_500").Inc()
+		http.Error(w, "injected error after commit", http.StatusInternalServerError)
+		return http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(ans)
+	return http.StatusOK
+}
+
+func rejectReason(err error) string {
+	switch {
+	case errors.Is(err, deliver.ErrMissingHeaders):
+		return "missing_headers"
+	case errors.Is(err, deliver.ErrBadTimestamp), errors.Is(err, deliver.ErrTimestampTooOld):
+		return "timestamp"
+	default:
+		return "signature"
+	}
+}
+
+// receive stores the receipt and, only when it is new, the work it asks for, in one
+// transaction. The receipt's primary key is what makes a retried or replayed webhook
+// harmless: the second INSERT does nothing and no second callback is scheduled.
+func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEvent, commitThen500 bool) (hookAnswer, error) {
+	ans := hookAnswer{WebhookID: id}
+	tx, err := p.pool.Begin(ctx)
+	if err != nil {
+		return ans, fmt.Errorf("beginning transaction: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var evTime *time.Time
+	if !ev.Time.IsZero() {
+		evTime = &ev.Time
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime).Scan(new(bool))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		ans.Duplicate = true
+	case err != nil:
+		return ans, fmt.Errorf("inserting receipt: %w", err)
+	}
+	if !ans.Duplicate && ev.Type == orderflow.EventOrderCreated {
+		o, err := orderflow.OrderFromEvent(ev)
+		if err != nil {
+			// Store the receipt anyway: a retry would not make this event readable.
+			p.log.Warn("order.created without a readable order", "webhook_id", id, "err", err)
+		} else {
+			action, reason := p.decide(o)
+			ans.Action = action
+			if _, err := tx.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at)
+				VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
+				id, o.ID, action, nullable(reason), p.cfg.FulfillDelay.Seconds()); err != nil {
+				return ans, fmt.Errorf("scheduling callback: %w", err)
+			}
+		}
+	}
+	if commitThen500 {
+		if _, err := tx.Exec(ctx, `INSERT INTO partner.faults (webhook_id, kind) VALUES ($1, 'commit_then_500')`, id); err != nil {
+			return ans, fmt.Errorf("recording fault: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return ans, fmt.Errorf("committing receipt: %w", err)
+	}
+	return ans, nil
+}
+
+// decide is the partner's business rule: it cannot supply SKUs it does not carry, and it
+// turns down a configured share of the rest.
+func (p *Partner) decide(o *orderflow.Order) (action, reason string) {
+	if p.cfg.UnknownSKU != nil {
+		var unknown []string
+		for _, it := range o.Items {
+			if p.cfg.UnknownSKU.MatchString(it.SKU) {
+				unknown = append(unknown, it.SKU)
+			}
+		}
+		if len(unknown) > 0 {
+			return string(orderflow.ActionCancel), "partner does not carry " + strings.Join(unknown, ", ")
+		}
+	}
+	if p.cfg.RejectRatio > 0 && p.cfg.Random() < p.cfg.RejectRatio {
+		return string(orderflow.ActionCancel), "partner rejected the order"
+	}
+	return string(orderflow.ActionFulfill), ""
+}
+
+func (p *Partner) fault(ctx context.Context, id, kind string) {
+	p.m.faults.WithLabelValues(kind).Inc()
+	if _, err := p.pool.Exec(ctx, `INSERT INTO partner.faults (webhook_id, kind) VALUES ($1, $2)`, id, kind); err != nil {
+		p.log.Warn("recording injected fault", "webhook_id", id, "err", err)
+	}
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,53 @@
+package partner
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	hookDuration     *prometheus.HistogramVec
+	receipts         *prometheus.CounterVec
+	rejected         *prometheus.CounterVec
+	faults           *prometheus.CounterVec
+	callbacks        *prometheus.CounterVec
+	pendingCallbacks prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		hookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "orderflow_partner_hook_duration_seconds", Help: "Webhook requests by answered status.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"status"}),
+		receipts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_partner_receipts_total", Help: "Verified webhooks stored, by event type and whether the webhook-id was seen before.",
+		}, []string{"type", "duplicate"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_partner_rejected_total", Help: "Webhooks refused, by reason (signature, timestamp, missing_headers, undecodable).",
+		}, []string{"reason"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_partner_faults_injected_total", Help: "Faults injected on purpose, by kind.",
+		}, []string{"kind"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_partner_callbacks_total", Help: "Calls back to the API by action and outcome (done, pending, failed).",
+		}, []string{"action", "outcome"}),
+		pendingCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_partner_callbacks_pending", Help: "Callbacks not yet made.",
+		}),
+	}
+	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// stopping is closed once the partner's run context ends, so injected hangs end with it
+// instead of holding the HTTP server's graceful shutdown.
+func (p *Partner) stopping() <-chan struct{} { return p.stop }
+
+func (p *Partner) stopWhenDone(ctx context.Context) {
+	<-ctx.Done()
+	p.stopOnce.Do(func() { close(p.stop) })
+}

@@ -1,0 +1,185 @@
+// Package partner is the mock fulfillment partner: it receives orderflow's webhooks the way a
+// careful real partner would (verify the signature and timestamp, dedupe on webhook-id in the
+// same transaction as the work, answer 2xx only after the commit), and it closes the saga by
+// calling the API back: fulfill the order, or cancel it with a reason (the compensating step,
+// which releases the reserved stock).
+//
+// Its fault flags (error rate, latency, timeouts, "commit then answer 500") exist for drills:
+// each one exercises a path of the deliverer that must not lose or duplicate work.
+package partner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"orderflow/internal/httpserver"
+)
+
+// Faults are the failures the partner injects on purpose. Rates are probabilities in [0, 1],
+// drawn per request.
+type Faults struct {
+	// ErrorRate answers 500 before doing anything: nothing is stored, the retry does the work.
+	ErrorRate float64
+	// Latency is added to every webhook request before it is handled.
+	Latency time.Duration
+	// TimeoutRate hangs the request until the sender gives up (or Hang passes) and stores
+	// nothing.
+	TimeoutRate float64
+	Hang        time.Duration
+	// CommitThen500Rate stores the receipt and its work, commits, and then answers 500: the
+	// sender retries a message that was already processed, and the receipt must absorb it.
+	CommitThen500Rate float64
+}
+
+func (f Faults) validate() error {
+	for _, r := range []float64{f.ErrorRate, f.TimeoutRate, f.CommitThen500Rate} {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("fault rates must be within [0, 1], got %v", r)
+		}
+	}
+	if f.Latency < 0 || f.Hang < 0 {
+		return errors.New("fault latency and hang must not be negative")
+	}
+	return nil
+}
+
+// Config configures the partner.
+type Config struct {
+	DatabaseURL string
+	// Secrets verify the webhooks: the endpoint's whsec_ secret, and during a rotation the
+	// other one too.
+	Secrets []string
+	// Tolerance is the accepted distance between webhook-timestamp and now; default 5 min.
+	Tolerance time.Duration
+	// APIURL and APIKey are how the partner calls orderflow back.
+	APIURL string
+	APIKey string
+	// FulfillDelay is how long after the receipt the partner calls back (default 1 s).
+	FulfillDelay time.Duration
+	// RejectRatio is the share of order.created events answered with a cancel.
+	RejectRatio float64
+	// UnknownSKU matches SKUs the partner does not carry: an order naming one is always
+	// rejected. Nil matches nothing.
+	UnknownSKU *regexp.Regexp
+	Faults     Faults
+	// Callback retries: backoff doubling from CallbackBackoff up to CallbackMaxBackoff, at most
+	// CallbackMaxAttempts attempts; defaults 500 ms, 30 s, 50.
+	CallbackBackoff     time.Duration
+	CallbackMaxBackoff  time.Duration
+	CallbackMaxAttempts int
+	CallbackPoll        time.Duration // default 200 ms
+	CallbackTimeout     time.Duration // default 10 s
+	// Addr is where Run listens; OnListen, if set, gets the bound address.
+	Addr     string
+	OnListen func(net.Addr)
+	Logger   *slog.Logger
+	// Random returns a number in [0, 1); tests make it deterministic.
+	Random func() float64
+}
+
+// Partner is the mock partner.
+type Partner struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	faults atomic.Pointer[Faults]
+	client *http.Client
+	log    *slog.Logger
+	m      *metrics
+	reg    *prometheus.Registry
+	wake   chan struct{}
+
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+// New connects to the database and prepares the partner; Run starts it.
+func New(ctx context.Context, cfg Config) (*Partner, error) {
+	if len(cfg.Secrets) == 0 {
+		return nil, errors.New("partner: a webhook secret is required")
+	}
+	if cfg.APIURL == "" {
+		return nil, errors.New("partner: the API URL is required for the callbacks")
+	}
+	if err := cfg.Faults.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RejectRatio < 0 || cfg.RejectRatio > 1 {
+		return nil, fmt.Errorf("partner: reject ratio must be within [0, 1], got %v", cfg.RejectRatio)
+	}
+	if cfg.Tolerance <= 0 {
+		cfg.Tolerance = 5 * time.Minute
+	}
+	if cfg.FulfillDelay < 0 {
+		cfg.FulfillDelay = 0
+	}
+	if cfg.CallbackBackoff <= 0 {
+		cfg.CallbackBackoff = 500 * time.Millisecond
+	}
+	if cfg.CallbackMaxBackoff <= 0 {
+		cfg.CallbackMaxBackoff = 30 * time.Second
+	}
+	if cfg.CallbackMaxAttempts <= 0 {
+		cfg.CallbackMaxAttempts = 50
+	}
+	if cfg.CallbackPoll <= 0 {
+		cfg.CallbackPoll = 200 * time.Millisecond
+	}
+	if cfg.CallbackTimeout <= 0 {
+		cfg.CallbackTimeout = 10 * time.Second
+	}
+	if cfg.Faults.Hang <= 0 {
+		cfg.Faults.Hang = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Random == nil {
+		cfg.Random = rand.Float64
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("partner: opening database pool: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
+		m: newMetrics(reg), reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	f := cfg.Faults
+	p.faults.Store(&f)
+	return p, nil
+}
+
+// SetFaults changes the injected faults while the partner runs (drills switch them on and off).
+func (p *Partner) SetFaults(f Faults) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	if f.Hang <= 0 {
+		f.Hang = time.Minute
+	}
+	p.faults.Store(&f)
+	return nil
+}
+
+// Close releases the database pool.
+func (p *Partner) Close() { p.pool.Close() }
+
+// Run serves the webhook endpoint on cfg.Addr and runs the callback loop until ctx ends.
+func (p *Partner) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.RunCallbacks(gctx) })
+	g.Go(func() error { return httpserver.Serve(gctx, p.cfg.Addr, p.Handler(), p.log, p.cfg.OnListen) })
+	return g.Wait()
+}
