@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"orderflow"
+	"orderflow/consumers/deliver"
 )
 
 // ProblemTypeBase prefixes every problem type. The URIs identify problems; they are stable
@@ -55,6 +56,14 @@ func problemStatus(code string) (int, string) {
 		return http.StatusConflict, "Invalid state transition"
 	case orderflow.ECodeStockBelowReserved:
 		return http.StatusConflict, "Stock below reserved quantity"
+	case deliver.ECodeEndpointNotFound:
+		return http.StatusNotFound, "Webhook endpoint not found"
+	case deliver.ECodeDeadLetterNotFound:
+		return http.StatusNotFound, "Dead letter not found"
+	case deliver.ECodeEndpointDisabled:
+		return http.StatusConflict, "Webhook endpoint disabled"
+	case deliver.ECodeNotDeadLetter:
+		return http.StatusConflict, "Delivery is not a dead letter"
 	case codeUnauthorized:
 		return http.StatusUnauthorized, "Authentication required"
 	case codeForbidden:

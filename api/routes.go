@@ -25,6 +25,13 @@ func (s *Server) routes() http.Handler {
 	v1.Handle("/orders/{id}/cancel", s.handleChangeOrder("cancel")).Methods(http.MethodPost)
 	v1.Handle("/orders/{id}/fulfill", s.handleChangeOrder("fulfill")).Methods(http.MethodPost)
 	v1.Handle("/inventory/{sku}", s.requireAdmin(s.handleSetStock())).Methods(http.MethodPut)
+	v1.Handle("/admin/endpoints", s.requireAdmin(s.handleCreateEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints", s.requireAdmin(s.handleListEndpoints())).Methods(http.MethodGet)
+	v1.Handle("/admin/endpoints/{id}/disable", s.requireAdmin(s.handleDisableEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/enable", s.requireAdmin(s.handleEnableEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/rotate-secret", s.requireAdmin(s.handleRotateSecret())).Methods(http.MethodPost)
+	v1.Handle("/admin/dead-letters", s.requireAdmin(s.handleListDeadLetters())).Methods(http.MethodGet)
+	v1.Handle("/admin/dead-letters/{id}/replay", s.requireAdmin(s.handleReplayDeadLetter())).Methods(http.MethodPost)
 
 	r.NotFoundHandler = s.metrics.instrument(s.handleProblem(codeRouteNotFound))
 	r.MethodNotAllowedHandler = s.metrics.instrument(s.handleProblem(codeMethodNotAllowed))
