@@ -4,9 +4,76 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"golang.org/x/sync/errgroup"
+
+	"orderflow/consumers/reconcile"
+	"orderflow/internal/httpserver"
+	"orderflow/postgres"
 )
 
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fmt.Fprintln(stderr, "orderflow reconcile: not implemented yet")
-	return errUsage
+	fs := newFlagSet("reconcile", stderr)
+	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58085"), "address for /healthz, /readyz and /metrics with --every (env HTTP_ADDR)")
+	every := fs.Duration("every", 0, "run as a daemon, reconciling at this interval (0: once, then exit)")
+	fix := fs.Bool("fix", false, "repair drift by re-publishing the orders through the outbox")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	freshness := fs.Duration("freshness-sla", envDuration(getenv, "RECONCILE_FRESHNESS_SLA", reconcile.DefaultFreshnessSLA), "a summary may lag an order change this long (env RECONCILE_FRESHNESS_SLA)")
+	fulfillment := fs.Duration("fulfillment-sla", envDuration(getenv, "RECONCILE_FULFILLMENT_SLA", reconcile.DefaultFulfillmentSLA), "an order may stay pending this long (env RECONCILE_FULFILLMENT_SLA)")
+	delivery := fs.Duration("delivery-sla", envDuration(getenv, "RECONCILE_DELIVERY_SLA", reconcile.DefaultDeliverySLA), "an event may be neither delivered nor dead-lettered this long (env RECONCILE_DELIVERY_SLA)")
+	lookback := fs.Duration("lookback", envDuration(getenv, "RECONCILE_LOOKBACK", reconcile.DefaultLookback), "the delivery check looks at events this recent")
+	cooldown := fs.Duration("repair-cooldown", envDuration(getenv, "RECONCILE_REPAIR_COOLDOWN", reconcile.DefaultRepairCooldown), "a repair younger than this is in flight and not repeated (env RECONCILE_REPAIR_COOLDOWN)")
+	maxReport := fs.Int("max-report", 1000, "findings listed in the report (counts are always complete)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	log := newLogger(getenv, stderr, "reconcile")
+	db, err := postgres.Open(ctx, *dbURL, 2)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	cfg := reconcile.Config{
+		FreshnessSLA: *freshness, FulfillmentSLA: *fulfillment, DeliverySLA: *delivery, Lookback: *lookback,
+		Fix: *fix, RepairCooldown: *cooldown, MaxReport: *maxReport, Logger: log,
+	}
+	if !*quiet && *every == 0 {
+		cfg.Progress = reconcile.ProgressPrinter(stderr)
+	}
+	r := reconcile.New(cfg, db)
+	writeReport := func(rep *reconcile.Report) error {
+		if *asJSON {
+			return reconcile.WriteJSON(stdout, rep)
+		}
+		return reconcile.WriteTable(stdout, rep)
+	}
+	if *every == 0 {
+		rep, err := r.Run(ctx)
+		if err != nil {
+			return fmt.Errorf("reconciling: %w", err)
+		}
+		return writeReport(rep)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return r.RunEvery(gctx, *every, func(rep *reconcile.Report) {
+			args := []any{"orders_scanned", rep.OrdersScanned, "fix", *fix}
+			for k, n := range rep.Counts {
+				args = append(args, string(k), n)
+			}
+			log.Info("reconciled", args...)
+			if *asJSON {
+				_ = reconcile.WriteJSON(stdout, rep)
+			}
+		})
+	})
+	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, r.Handler(), log, nil) })
+	err = g.Wait()
+	log.Info("stopped", "err", err)
+	return err
 }
