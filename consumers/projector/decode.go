@@ -2,6 +2,7 @@ package projector
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -53,6 +54,9 @@ func decodeSummary(value []byte) (*postgres.Summary, time.Time, error) {
 		return nil, time.Time{}, fmt.Errorf("event %s: order without customer or with currency %q", ev.ID, o.Currency)
 	case o.Status != orderflow.StatusPending && o.Status != orderflow.StatusCancelled && o.Status != orderflow.StatusFulfilled:
 		return nil, time.Time{}, fmt.Errorf("event %s: unknown order status %q", ev.ID, o.Status)
+	case strings.ContainsRune(o.CustomerID+o.Currency+o.CancelReason, 0):
+		// PostgreSQL text cannot hold NUL; the row would be refused forever.
+		return nil, time.Time{}, fmt.Errorf("event %s: NUL character in a text field", ev.ID)
 	case ev.Time.IsZero():
 		return nil, time.Time{}, fmt.Errorf("event %s: no time", ev.ID)
 	}

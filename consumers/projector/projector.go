@@ -220,7 +220,8 @@ type decoded struct {
 // transaction, and recorded in it, so offsets are committed only once every event of the
 // batch is either in order_summary, skipped on purpose, or in the dead-letter topic.
 // Database errors are retried until they stop or ctx (not work) is cancelled: a database that
-// is down is not the events' fault.
+// is down is not the events' fault. A batch the database keeps refusing while it answers pings
+// holds a bad event; it is then applied event by event and the bad one dead-lettered.
 func (p *Projector) process(work, ctx context.Context, batch []kafka.Message) error {
 	var (
 		items []decoded
@@ -246,33 +247,101 @@ func (p *Projector) process(work, ctx context.Context, batch []kafka.Message) er
 	if len(ss) == 0 && len(dead) == 0 {
 		return nil
 	}
+	// poison is set when the database answers pings but keeps refusing the batch: then one
+	// of its events is bad, and the batch is applied event by event to find it.
+	poison := func(failures int) bool { return failures >= p.cfg.MaxAttempts && len(ss) > 0 }
+	applied, err := p.apply(work, ctx, ss, dead, poison)
+	if errors.Is(err, errPoison) {
+		return p.applyOneByOne(work, ctx, items, dead)
+	}
+	if err != nil {
+		return err
+	}
+	p.observe(items, applied)
+	return nil
+}
+
+// errPoison ends apply when the batch, not the database, is the problem.
+var errPoison = errors.New("the database answers but refuses the batch")
+
+// apply writes ss and dead in one transaction, retrying while it fails. A failure while the
+// database does not even answer a ping is an outage: it is retried until it ends or ctx is
+// cancelled, because it is not the events' fault. When the database answers and giveUp says
+// so, apply returns errPoison.
+func (p *Projector) apply(work, ctx context.Context, ss []postgres.Summary, dead []postgres.ProjectorDeadLetter,
+	giveUp func(failures int) bool) ([]bool, error) {
 	backoff := p.cfg.RetryBackoff
+	failures := 0
 	for {
 		applied, err := p.store.ApplySummaries(work, ss, dead)
 		if err == nil {
 			p.dbOK.Store(true)
-			now := time.Now()
-			for i, ok := range applied {
-				if ok {
-					p.metrics.events.WithLabelValues(outcomeApplied).Inc()
-					p.metrics.applyLatency.Observe(now.Sub(items[i].evTime).Seconds())
-				} else {
-					p.metrics.events.WithLabelValues(outcomeStale).Inc()
-				}
-			}
-			return nil
+			return applied, nil
 		}
-		p.dbOK.Store(false)
 		p.metrics.dbErrors.Inc()
-		p.log.Warn("applying batch failed; retrying", "err", err, "events", len(batch), "backoff", backoff)
+		pctx, cancel := context.WithTimeout(work, 5*time.Second)
+		up := p.store.Ping(pctx) == nil
+		cancel()
+		p.dbOK.Store(up)
+		if up {
+			failures++
+			if giveUp(failures) {
+				return nil, errPoison
+			}
+		}
+		p.log.Warn("applying events failed; retrying", "err", err, "events", len(ss), "database_up", up, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			// Stopping with the batch unapplied: its offsets stay uncommitted, so the next
 			// run gets it again.
-			return fmt.Errorf("stopped while the database was failing: %w", err)
+			return nil, fmt.Errorf("stopped while the database was failing: %w", err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// applyOneByOne applies a batch the database refused, one event per transaction; an event the
+// database refuses MaxAttempts times while it answers pings is dead-lettered, so one bad event
+// cannot stall its partition forever.
+func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, dead []postgres.ProjectorDeadLetter) error {
+	p.log.Warn("the database refuses a batch; applying its events one by one", "events", len(items))
+	never := func(int) bool { return false }
+	if len(dead) > 0 {
+		if _, err := p.apply(work, ctx, nil, dead, never); err != nil {
+			return err
+		}
+	}
+	for _, it := range items {
+		applied, err := p.apply(work, ctx, []postgres.Summary{*it.summary}, nil,
+			func(failures int) bool { return failures >= p.cfg.MaxAttempts })
+		if errors.Is(err, errPoison) {
+			cause := fmt.Errorf("the database refused the event %d times", p.cfg.MaxAttempts)
+			if err := p.sendDead(work, ctx, it.msg, cause); err != nil {
+				return err
+			}
+			if _, err := p.apply(work, ctx, nil, []postgres.ProjectorDeadLetter{deadRecord(it.msg, cause, p.cfg.MaxAttempts)}, never); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		p.observe([]decoded{it}, applied)
+	}
+	return nil
+}
+
+func (p *Projector) observe(items []decoded, applied []bool) {
+	now := time.Now()
+	for i, ok := range applied {
+		if ok {
+			p.metrics.events.WithLabelValues(outcomeApplied).Inc()
+			p.metrics.applyLatency.Observe(now.Sub(items[i].evTime).Seconds())
+		} else {
+			p.metrics.events.WithLabelValues(outcomeStale).Inc()
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,7 +184,7 @@ func TestOffsetsAreCommittedOnlyAfterTheDatabaseCommit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 1)
 	store := &failingStore{t: t, e: e, db: mustOpenDB(t, e.dsn)}
-	store.failures.Store(4)
+	store.failures.Store(2)
 	var evs []event
 	for i := 0; i < 50; i++ {
 		evs = append(evs, eventFor(newOrder("cust-o")))
@@ -224,4 +225,45 @@ func counterValue(c prometheus.Counter) float64 {
 		return -1
 	}
 	return m.GetCounter().GetValue()
+}
+
+// refusingStore refuses, like a constraint would, every batch that holds one order.
+type refusingStore struct {
+	db     *postgres.DB
+	refuse string
+}
+
+func (s *refusingStore) ApplySummaries(ctx context.Context, ss []postgres.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error) {
+	for _, x := range ss {
+		if x.OrderID == s.refuse {
+			return nil, errors.New("ERROR: new row violates check constraint (SQLSTATE 23514)")
+		}
+	}
+	return s.db.ApplySummaries(ctx, ss, dead)
+}
+
+func (s *refusingStore) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
+
+func TestAnEventTheDatabaseRefusesIsDeadLetteredAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	var evs []event
+	for i := 0; i < 10; i++ {
+		evs = append(evs, eventFor(newOrder("cust-r")))
+	}
+	bad := evs[4]
+	e.produce(t, evs...)
+	r := start(t, e.config(), &refusingStore{db: mustOpenDB(t, e.dsn), refuse: bad.order.ID})
+	e.waitCaughtUp(t, 60*time.Second)
+	got := e.summaries(t)
+	if _, ok := got[bad.order.ID]; ok || len(got) != 9 {
+		t.Fatalf("%d summaries (refused one present: %v), want the 9 others", len(got), ok)
+	}
+	dlq := e.readAll(t, DLQTopic(e.topic))
+	if len(dlq) != 1 || headerMap(dlq[0])[orderflow.HeaderEventID] != bad.id {
+		t.Fatalf("DLQ holds %d records, want only the refused event %s", len(dlq), bad.id)
+	}
+	if n := counterValue(r.p.metrics.events.WithLabelValues(outcomeApplied)); n != 9 {
+		t.Errorf("applied = %v, want 9", n)
+	}
 }
