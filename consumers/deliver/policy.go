@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Policy bounds retries. The defaults spread about a dozen attempts over several hours, as the
+// Policy bounds retries. The defaults spread 18 attempts over at most about 8.5 hours, as the
 // Standard Webhooks spec recommends, and never past a day.
 type Policy struct {
 	// Timeout bounds one attempt: no 2xx within it is a failure.
@@ -33,7 +33,7 @@ type Policy struct {
 func DefaultPolicy() Policy {
 	return Policy{
 		Timeout:       10 * time.Second,
-		MaxAttempts:   12,
+		MaxAttempts:   18,
 		MaxAge:        24 * time.Hour,
 		BaseBackoff:   5 * time.Second,
 		MaxBackoff:    time.Hour,
