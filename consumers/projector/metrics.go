@@ -2,12 +2,10 @@ package projector
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/segmentio/kafka-go"
 )
 
 // Outcomes of an event, the label of orderflow_projector_events_total.
@@ -19,7 +17,6 @@ const (
 )
 
 type metrics struct {
-	group        string
 	registry     *prometheus.Registry
 	events       *prometheus.CounterVec
 	applyLatency prometheus.Histogram
@@ -27,11 +24,10 @@ type metrics struct {
 	dbErrors     prometheus.Counter
 }
 
-func newMetrics(group string) *metrics {
+func newMetrics() *metrics {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
-		group:    group,
 		registry: r,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_projector_events_total",
@@ -44,7 +40,7 @@ func newMetrics(group string) *metrics {
 		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "orderflow_projector_consumer_lag",
-			Help: "Records in the partition after the last one fetched (high watermark - offset - 1), per topic and partition.",
+			Help: "Records in the partition the group has not committed: log end offset - committed offset (log start offset before the first commit), refreshed every 2 s.",
 		}, []string{"group", "topic", "partition"}),
 		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_projector_db_errors_total",
@@ -56,14 +52,6 @@ func newMetrics(group string) *metrics {
 	}
 	r.MustRegister(m.events, m.applyLatency, m.lag, m.dbErrors)
 	return m
-}
-
-func (m *metrics) observeLag(msg kafka.Message) {
-	lag := msg.HighWaterMark - msg.Offset - 1
-	if lag < 0 {
-		lag = 0
-	}
-	m.lag.WithLabelValues(m.group, msg.Topic, strconv.Itoa(msg.Partition)).Set(float64(lag))
 }
 
 // Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL

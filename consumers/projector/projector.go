@@ -89,16 +89,11 @@ type summaryStore interface {
 	Ping(ctx context.Context) error
 }
 
-// deadLetterer sends an event the projector gave up on to the dead-letter topic.
-type deadLetterer interface {
-	deadLetter(ctx context.Context, m kafka.Message, cause error, attempts int) error
-}
-
 // Projector consumes order events and applies them to order_summary.
 type Projector struct {
 	cfg     Config
 	store   summaryStore
-	dlq     deadLetterer
+	dlq     *kafkaDLQ
 	log     *slog.Logger
 	metrics *metrics
 	client  *kafka.Client
@@ -113,7 +108,7 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
 	p := &Projector{
-		cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(cfg.GroupID),
+		cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(),
 		client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second},
 	}
 	p.dlq = &kafkaDLQ{
@@ -130,6 +125,15 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 // committed to the database, its offsets committed; then the reader leaves the group and Run
 // returns nil.
 func (p *Projector) Run(ctx context.Context) error {
+	health, stopHealth := context.WithCancel(ctx)
+	defer stopHealth()
+	go p.watchHealth(health)
+	if err := p.waitForTopic(ctx); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err := ensureTopic(ctx, p.client, p.cfg.DLQTopic, 1); err != nil {
 		return err
 	}
@@ -147,6 +151,9 @@ func (p *Projector) Run(ctx context.Context) error {
 		RebalanceTimeout:  p.cfg.SessionTimeout,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    time.Second,
+		// Partitions added to the topic later are picked up by a rebalance.
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 10 * time.Second,
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			p.log.Warn("kafka reader", "msg", fmt.Sprintf(msg, args...))
 		}),
@@ -155,13 +162,8 @@ func (p *Projector) Run(ctx context.Context) error {
 		if err := r.Close(); err != nil {
 			p.log.Warn("closing kafka reader", "err", err)
 		}
-		if w, ok := p.dlq.(*kafkaDLQ); ok {
-			_ = w.writer.Close()
-		}
+		_ = p.dlq.writer.Close()
 	}()
-	health, stopHealth := context.WithCancel(ctx)
-	defer stopHealth()
-	go p.watchHealth(health)
 
 	p.log.Info("projecting", "topic", p.cfg.Topic, "group", p.cfg.GroupID, "dlq", p.cfg.DLQTopic)
 	for {
@@ -229,7 +231,6 @@ func (p *Projector) process(work, ctx context.Context, batch []kafka.Message) er
 		dead  []postgres.ProjectorDeadLetter
 	)
 	for _, m := range batch {
-		p.metrics.observeLag(m)
 		d, err := p.decodeWithRetries(work, m)
 		switch {
 		case errors.Is(err, errSkip):
@@ -427,15 +428,57 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// watchHealth keeps the readiness flags current while no events flow.
+// waitForTopic waits until the source topic exists. The projector does not create it: capture
+// owns its partition count, and a consumer group that joined a missing topic would hold no
+// partitions until the next rebalance.
+func (p *Projector) waitForTopic(ctx context.Context) error {
+	logged := false
+	for {
+		n, err := p.partitions(ctx)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if !logged {
+			p.log.Info("waiting for the topic to exist", "topic", p.cfg.Topic, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// partitions returns the source topic's partition count, 0 if it does not exist.
+func (p *Projector) partitions(ctx context.Context) (int, error) {
+	md, err := p.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{p.cfg.Topic}})
+	if err != nil {
+		return 0, fmt.Errorf("reading metadata of %s: %w", p.cfg.Topic, err)
+	}
+	for _, t := range md.Topics {
+		if t.Name == p.cfg.Topic && t.Error == nil {
+			return len(t.Partitions), nil
+		}
+	}
+	return 0, nil
+}
+
+// watchHealth keeps the readiness flags and the consumer lag current, also while no events
+// flow or while the projector is stuck: lag must grow when nothing is consumed.
 func (p *Projector) watchHealth(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		p.dbOK.Store(p.store.Ping(pctx) == nil)
-		_, err := p.client.Metadata(pctx, &kafka.MetadataRequest{Topics: []string{p.cfg.Topic}})
-		p.kafkaOK.Store(err == nil)
+		n, err := p.partitions(pctx)
+		p.kafkaOK.Store(err == nil && n > 0)
+		if err == nil && n > 0 {
+			if err := p.updateLag(pctx, n); err != nil {
+				p.log.Debug("measuring consumer lag", "err", err)
+			}
+		}
 		cancel()
 		select {
 		case <-ctx.Done():
@@ -443,6 +486,43 @@ func (p *Projector) watchHealth(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// updateLag sets the lag gauge per partition: log end offset minus the group's committed
+// offset (or minus the log start offset before the group committed anything), the definition
+// kafka-consumer-groups.sh shows.
+func (p *Projector) updateLag(ctx context.Context, n int) error {
+	parts := make([]int, n)
+	reqs := make([]kafka.OffsetRequest, 0, 2*n)
+	for i := range parts {
+		parts[i] = i
+		reqs = append(reqs, kafka.FirstOffsetOf(i), kafka.LastOffsetOf(i))
+	}
+	committed, err := p.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: p.cfg.GroupID, Topics: map[string][]int{p.cfg.Topic: parts}})
+	if err != nil {
+		return fmt.Errorf("fetching committed offsets: %w", err)
+	}
+	ends, err := p.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{p.cfg.Topic: reqs}})
+	if err != nil {
+		return fmt.Errorf("listing offsets: %w", err)
+	}
+	have := map[int]int64{}
+	for _, c := range committed.Topics[p.cfg.Topic] {
+		if c.Error == nil {
+			have[c.Partition] = c.CommittedOffset
+		}
+	}
+	for _, po := range ends.Topics[p.cfg.Topic] {
+		if po.Error != nil {
+			continue
+		}
+		from, ok := have[po.Partition]
+		if !ok || from < po.FirstOffset {
+			from = po.FirstOffset
+		}
+		p.metrics.lag.WithLabelValues(p.cfg.GroupID, p.cfg.Topic, strconv.Itoa(po.Partition)).Set(float64(max(po.LastOffset-from, 0)))
+	}
+	return nil
 }
 
 // Ready reports whether the last checks reached both the database and Kafka.

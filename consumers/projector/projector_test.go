@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/kafka-go"
 
 	"orderflow"
 	"orderflow/internal/testenv"
@@ -265,5 +266,67 @@ func TestAnEventTheDatabaseRefusesIsDeadLetteredAlone(t *testing.T) {
 	}
 	if n := counterValue(r.p.metrics.events.WithLabelValues(outcomeApplied)); n != 9 {
 		t.Errorf("applied = %v, want 9", n)
+	}
+}
+
+func TestStartsBeforeTheTopicExists(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 2)
+	// A topic nobody created yet: the projector must wait for it, not fail or sit idle.
+	e.topic = testenv.UniqueName("ofprojlate") + ".order"
+	t.Cleanup(func() {
+		_, _ = e.client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{e.topic, DLQTopic(e.topic)}})
+	})
+	r := start(t, e.config(), mustOpenDB(t, e.dsn))
+	time.Sleep(1500 * time.Millisecond) // let it look for the topic at least once
+	if r.p.Ready() {
+		t.Error("ready without its topic")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	testenv.Must(t, ensureTopic(ctx, e.client, e.topic, 2), "creating the topic late")
+	e.waitTopic(t, e.topic, 2)
+	e.writer = &kafka.Writer{Addr: kafka.TCP(e.brokers...), Topic: e.topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	t.Cleanup(func() { _ = e.writer.Close() })
+	o := newOrder("cust-late")
+	e.produce(t, eventFor(o))
+	e.waitCaughtUp(t, 60*time.Second)
+	if got := e.summaries(t); got[o.ID].Version != 1 {
+		t.Fatalf("summaries %v", got)
+	}
+}
+
+// downStore is a database that does not answer.
+type downStore struct{}
+
+func (downStore) ApplySummaries(context.Context, []postgres.Summary, []postgres.ProjectorDeadLetter) ([]bool, error) {
+	return nil, errors.New("connection refused")
+}
+func (downStore) Ping(context.Context) error { return errors.New("connection refused") }
+
+func TestLagGrowsAndNothingIsDeadLetteredWhileTheDatabaseIsDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	var evs []event
+	for i := 0; i < 5; i++ {
+		evs = append(evs, eventFor(newOrder("cust-down")))
+	}
+	e.produce(t, evs...)
+	r := start(t, e.config(), downStore{})
+	waitFor(t, "lag of 5", 30*time.Second, func() (bool, error) {
+		var m dto.Metric
+		if err := r.p.metrics.lag.WithLabelValues(e.group, e.topic, "0").Write(&m); err != nil {
+			return false, err
+		}
+		return m.GetGauge().GetValue() == 5, nil
+	})
+	if r.p.Ready() {
+		t.Error("ready while the database is down")
+	}
+	if n := counterValue(r.p.metrics.events.WithLabelValues(outcomeDeadLettered)); n != 0 {
+		t.Errorf("dead-lettered %v events because the database was down", n)
+	}
+	if c := e.committed(t)[0]; c > 0 {
+		t.Errorf("committed offset %d while nothing was applied", c)
 	}
 }
