@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,8 +44,10 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []deliver.Event) (int64
 
 // ClaimDeliveries takes due deliveries for this process. SKIP LOCKED lets several deliverers
 // claim side by side; the claim itself is a lease (next_attempt_at pushed past the attempt's
-// timeout), so a deliverer that dies mid-attempt loses its claims to the others. The window
-// keeps each endpoint within its per-endpoint limit, counting what is already in flight.
+// timeout), so a deliverer that dies mid-attempt loses its claims to the others. The claim
+// walks each enabled endpoint's due deliveries separately (an index range per endpoint), so
+// each endpoint stays within its per-endpoint limit, counting what is already in flight, and
+// a huge backlog on one endpoint costs the others nothing.
 func (db *DB) ClaimDeliveries(ctx context.Context, c deliver.Claim) ([]deliver.Delivery, error) {
 	busyIDs := make([]string, 0, len(c.InFlight))
 	busyN := make([]int32, 0, len(c.InFlight))
@@ -54,24 +57,19 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c deliver.Claim) ([]deliver.D
 	rows, err := db.pool.Query(ctx, `
 		WITH busy AS (
 			SELECT * FROM unnest($1::uuid[], $2::int[]) AS b(endpoint_id, n)
-		), candidates AS (
-			SELECT id FROM (
-				SELECT d.id, d.next_attempt_at,
-				       row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) + coalesce(b.n, 0) AS slot
-				FROM webhook_deliveries d
-				JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
-				LEFT JOIN busy b ON b.endpoint_id = d.endpoint_id
-				WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-			) x
-			WHERE slot <= $3
-			ORDER BY next_attempt_at
-			LIMIT $4 * 2
 		), claimed AS (
-			SELECT d.id FROM webhook_deliveries d
-			WHERE d.id IN (SELECT id FROM candidates) AND d.state = 'pending' AND d.next_attempt_at <= now()
-			ORDER BY d.next_attempt_at
+			SELECT c.id FROM webhook_endpoints e
+			LEFT JOIN busy b ON b.endpoint_id = e.id
+			CROSS JOIN LATERAL (
+				SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+				WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+				ORDER BY d.next_attempt_at
+				LIMIT greatest($3 - coalesce(b.n, 0), 0)
+				FOR UPDATE SKIP LOCKED
+			) c
+			WHERE e.disabled_at IS NULL
+			ORDER BY c.next_attempt_at
 			LIMIT $4
-			FOR UPDATE SKIP LOCKED
 		)
 		UPDATE webhook_deliveries d
 		SET next_attempt_at = now() + make_interval(secs => $5), claim_token = gen_random_uuid()
@@ -108,47 +106,87 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c deliver.Claim) ([]deliver.D
 	return out, nil
 }
 
-// RecordAttempt logs the attempt and moves the delivery to its next state, in one
-// transaction. It reports false when the claim had expired and another deliverer owns the
-// delivery now: the attempt is still logged (it happened), the state is left to the owner.
-func (db *DB) RecordAttempt(ctx context.Context, d deliver.Delivery, a deliver.Attempt, r deliver.Result) (bool, error) {
-	var owned bool
+// RecordAttempts logs a batch of attempts and moves each delivery to its next state, in one
+// transaction. A delivery whose claim token no longer matches (the lease ran out and another
+// deliverer owns it now) keeps its state: its attempt is still logged, because it happened,
+// and owned reports false for it.
+func (db *DB) RecordAttempts(ctx context.Context, rs []deliver.Report) ([]bool, error) {
+	// Updating in id order keeps two batches from locking the same rows in opposite orders.
+	order := make([]int, len(rs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return rs[order[a]].Delivery.ID < rs[order[b]].Delivery.ID })
+	n := len(rs)
+	var (
+		ids, tokens, outcomes, states = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		numbers                       = make([]int32, n)
+		started                       = make([]time.Time, n)
+		latencies                     = make([]float64, n)
+		statuses                      = make([]*int32, n)
+		errs                          = make([]*string, n)
+		nexts                         = make([]*time.Time, n)
+	)
+	for k, i := range order {
+		r := rs[i]
+		ids[k], tokens[k], outcomes[k], states[k] = r.Delivery.ID, r.Delivery.ClaimToken, r.Attempt.Outcome, r.Result.State
+		numbers[k], started[k] = int32(r.Attempt.Number), r.Attempt.StartedAt
+		latencies[k] = float64(r.Attempt.Latency.Microseconds()) / 1000
+		if r.Attempt.Status != 0 {
+			st := int32(r.Attempt.Status)
+			statuses[k] = &st
+		}
+		if r.Attempt.Error != "" {
+			e := truncate(r.Attempt.Error, 1000)
+			errs[k] = &e
+		}
+		if r.Result.State == deliver.StatePending {
+			next := r.Result.NextAttemptAt
+			nexts[k] = &next
+		}
+	}
+	owned := make([]bool, n)
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
-		var status *int
-		if a.Status != 0 {
-			status = &a.Status
-		}
-		var errText *string
-		if a.Error != "" {
-			e := truncate(a.Error, 1000)
-			errText = &e
-		}
 		if _, err := tx.Exec(ctx, `INSERT INTO webhook_delivery_attempts (delivery_id, attempt, started_at, latency_ms, status, outcome, error)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			d.ID, a.Number, a.StartedAt, float64(a.Latency.Microseconds())/1000, status, a.Outcome, errText); err != nil {
-			return fmt.Errorf("logging delivery attempt: %w", err)
+			SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[], $7::text[])`,
+			ids, numbers, started, latencies, statuses, outcomes, errs); err != nil {
+			return fmt.Errorf("logging delivery attempts: %w", err)
 		}
-		var next *time.Time
-		if r.State == deliver.StatePending {
-			next = &r.NextAttemptAt
-		}
-		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET
-				attempts = attempts + 1, state = $3, next_attempt_at = coalesce($4, next_attempt_at), claim_token = NULL,
-				last_status = $5, last_error = $6, last_attempt_at = $7,
-				succeeded_at = CASE WHEN $3 = 'succeeded' THEN now() END,
-				dead_at = CASE WHEN $3 = 'dead' THEN now() END
-			WHERE id = $1 AND claim_token = $2`,
-			d.ID, d.ClaimToken, r.State, next, status, errText, a.StartedAt)
+		rows, err := tx.Query(ctx, `UPDATE webhook_deliveries d SET
+				attempts = d.attempts + 1, state = u.state, next_attempt_at = coalesce(u.next, d.next_attempt_at), claim_token = NULL,
+				last_status = u.status, last_error = u.error, last_attempt_at = u.started,
+				succeeded_at = CASE WHEN u.state = 'succeeded' THEN now() END,
+				dead_at = CASE WHEN u.state = 'dead' THEN now() END
+			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::timestamptz[])
+				AS u(id, token, state, next, status, error, started)
+			WHERE d.id = u.id AND d.claim_token = u.token
+			RETURNING d.id::text`, ids, tokens, states, nexts, statuses, errs, started)
 		if err != nil {
-			return fmt.Errorf("updating delivery: %w", err)
+			return fmt.Errorf("updating deliveries: %w", err)
 		}
-		owned = tag.RowsAffected() == 1
-		if owned && r.DisableReason != "" {
-			return disableEndpoint(ctx, tx, d.EndpointID, r.DisableReason)
+		done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("updating deliveries: %w", err)
+		}
+		mine := make(map[string]bool, len(done))
+		for _, id := range done {
+			mine[id] = true
+		}
+		clear(owned)
+		for i, r := range rs {
+			owned[i] = mine[r.Delivery.ID]
+			if owned[i] && r.Result.DisableReason != "" {
+				if err := disableEndpoint(ctx, tx, r.Delivery.EndpointID, r.Result.DisableReason); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
-	return owned, err
+	if err != nil {
+		return nil, err
+	}
+	return owned, nil
 }
 
 // ReleaseClaim gives a claimed delivery back at once, for a deliverer that stops mid-attempt.

@@ -270,10 +270,11 @@ func TestACrashedDeliverersClaimComesBack(t *testing.T) {
 		return e.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'") == 1
 	})
 	// The dead deliverer's late write-back must not overwrite the outcome.
-	ok, err := e.db.RecordAttempt(ctx, crashed[0], deliver.Attempt{Number: 1, StartedAt: time.Now(), Outcome: "network", Error: "late"},
-		deliver.Result{State: deliver.StateDead})
-	if err != nil || ok {
-		t.Fatalf("late write-back from an expired claim: ok=%v err=%v, want it refused", ok, err)
+	owned, err := e.db.RecordAttempts(ctx, []deliver.Report{{Delivery: crashed[0],
+		Attempt: deliver.Attempt{Number: 1, StartedAt: time.Now(), Outcome: "network", Error: "late"},
+		Result:  deliver.Result{State: deliver.StateDead}}})
+	if err != nil || len(owned) != 1 || owned[0] {
+		t.Fatalf("late write-back from an expired claim: owned=%v err=%v, want it refused", owned, err)
 	}
 	if n := e.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'"); n != 1 {
 		t.Fatal("the late write-back changed the delivery")

@@ -16,7 +16,9 @@ import (
 // senderStore is what the sender needs from the database.
 type senderStore interface {
 	ClaimDeliveries(ctx context.Context, c Claim) ([]Delivery, error)
-	RecordAttempt(ctx context.Context, d Delivery, a Attempt, r Result) (bool, error)
+	// RecordAttempts logs attempts and applies their results in one transaction, and
+	// reports per report whether this process still owned the delivery.
+	RecordAttempts(ctx context.Context, rs []Report) ([]bool, error)
 	ReleaseClaim(ctx context.Context, d Delivery) error
 }
 
@@ -62,73 +64,83 @@ func (s *sender) snapshot() (map[string]int, int) {
 // run claims and sends until ctx ends, then releases what it still holds.
 func (s *sender) run(ctx context.Context) error {
 	freed := make(chan struct{}, 1)
+	reports := make(chan Report, s.workers)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		s.record(context.WithoutCancel(ctx), reports)
+	}()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		// Attempts finish (or are released) first, then every report is written.
+		wg.Wait()
+		close(reports)
+		<-recorded
+	}()
 	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSends()
 	t := time.NewTicker(s.poll)
 	defer t.Stop()
+	// Claiming costs a query; when the pool is busy, wait until a quarter of it is free (or
+	// the poll ticks) so claims come in batches instead of one per finished attempt.
+	threshold := max(1, s.workers/4)
+	force := true
 	for {
 		inFlight, running := s.snapshot()
 		free := s.workers - running
-		claimed := 0
-		if free > 0 {
+		if free > 0 && (force || free >= threshold || running == 0) {
 			ds, err := s.store.ClaimDeliveries(ctx, Claim{Limit: free, PerEndpoint: s.perEndpoint, InFlight: inFlight, Lease: s.lease})
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn("claiming due deliveries", "err", err)
 			}
-			claimed = len(ds)
 			for _, d := range ds {
-				s.mu.Lock()
-				s.inFlight[d.EndpointID]++
-				s.running++
-				s.mu.Unlock()
-				s.m.inFlight.Inc()
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					s.deliver(ctx, sendCtx, d)
-					s.mu.Lock()
-					if s.inFlight[d.EndpointID]--; s.inFlight[d.EndpointID] <= 0 {
-						delete(s.inFlight, d.EndpointID)
-					}
-					s.running--
-					s.mu.Unlock()
-					s.m.inFlight.Dec()
-					select {
-					case freed <- struct{}{}:
-					default:
-					}
-				}()
+				s.start(ctx, sendCtx, &wg, d, freed, reports)
 			}
 		}
-		if claimed > 0 && claimed == free {
-			// The pool is full: wait for a slot rather than polling.
-			select {
-			case <-ctx.Done():
-				cancelSends()
-				return nil
-			case <-freed:
-			}
-			continue
-		}
-		if claimed > 0 {
-			continue // there may be more due right now
-		}
+		force = false
 		select {
 		case <-ctx.Done():
 			cancelSends()
 			return nil
 		case <-s.wake:
+			force = true
 		case <-freed:
 		case <-t.C:
+			force = true
 		}
 	}
 }
 
-// deliver makes one attempt and records it. On shutdown (ctx done) the attempt is abandoned
-// and its claim released, so the next deliverer retries it at once instead of after the lease.
-func (s *sender) deliver(ctx, sendCtx context.Context, d Delivery) {
+func (s *sender) start(ctx, sendCtx context.Context, wg *sync.WaitGroup, d Delivery, freed chan<- struct{}, reports chan<- Report) {
+	s.mu.Lock()
+	s.inFlight[d.EndpointID]++
+	s.running++
+	s.mu.Unlock()
+	s.m.inFlight.Inc()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if rep, ok := s.attempt(ctx, sendCtx, d); ok {
+			reports <- rep
+		}
+		s.mu.Lock()
+		if s.inFlight[d.EndpointID]--; s.inFlight[d.EndpointID] <= 0 {
+			delete(s.inFlight, d.EndpointID)
+		}
+		s.running--
+		s.mu.Unlock()
+		s.m.inFlight.Dec()
+		select {
+		case freed <- struct{}{}:
+		default:
+		}
+	}()
+}
+
+// attempt makes one POST and decides what follows. On shutdown (ctx done) a failed attempt
+// is abandoned and its claim released, so the next deliverer retries it at once instead of
+// after the lease.
+func (s *sender) attempt(ctx, sendCtx context.Context, d Delivery) (Report, bool) {
 	start := s.now()
 	r := s.post(sendCtx, d, start)
 	latency := s.now().Sub(start)
@@ -136,12 +148,11 @@ func (s *sender) deliver(ctx, sendCtx context.Context, d Delivery) {
 		if err := s.store.ReleaseClaim(context.WithoutCancel(ctx), d); err != nil {
 			s.log.Warn("releasing delivery claim", "delivery_id", d.ID, "err", err)
 		}
-		return
+		return Report{}, false
 	}
 	outcome := r.outcome()
 	s.m.attempts.WithLabelValues(outcome).Inc()
 	s.m.attemptTime.Observe(latency.Seconds())
-	res := s.policy.decide(d, r, s.now(), s.rnd)
 	a := Attempt{Number: d.Attempts + 1, StartedAt: start, Latency: latency, Status: r.status, Outcome: outcome}
 	switch {
 	case r.err != nil:
@@ -149,23 +160,53 @@ func (s *sender) deliver(ctx, sendCtx context.Context, d Delivery) {
 	case outcome != OutcomeSuccess:
 		a.Error = "HTTP " + strconv.Itoa(r.status)
 	}
-	ok, err := s.store.RecordAttempt(context.WithoutCancel(ctx), d, a, res)
-	if err != nil {
-		// The claim runs out and the delivery is retried: at-least-once, never lost.
-		s.log.Error("recording delivery attempt", "delivery_id", d.ID, "event_id", d.EventID, "err", err)
-		return
+	return Report{Delivery: d, Attempt: a, Result: s.policy.decide(d, r, s.now(), s.rnd)}, true
+}
+
+// record writes reports in batches: one transaction per batch instead of one per attempt is
+// what lets a single deliverer keep up with thousands of deliveries a second. If a write
+// fails, the claims run out and the deliveries are retried: at least once, never lost.
+func (s *sender) record(ctx context.Context, reports <-chan Report) {
+	const maxBatch = 256
+	batch := make([]Report, 0, maxBatch)
+	for first := range reports {
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r, ok := <-reports:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		owned, err := s.store.RecordAttempts(ctx, batch)
+		if err != nil {
+			s.log.Error("recording delivery attempts", "attempts", len(batch), "err", err)
+			continue
+		}
+		for i, rep := range batch {
+			s.logReport(rep, owned[i])
+		}
 	}
-	if !ok {
+}
+
+func (s *sender) logReport(rep Report, owned bool) {
+	d, a, res := rep.Delivery, rep.Attempt, rep.Result
+	if !owned {
 		s.log.Warn("delivery claim expired before the attempt was recorded", "delivery_id", d.ID, "event_id", d.EventID)
 		return
 	}
-	log := s.log.With("delivery_id", d.ID, "event_id", d.EventID, "endpoint_id", d.EndpointID, "attempt", a.Number, "status", r.status, "outcome", outcome)
+	log := s.log.With("delivery_id", d.ID, "event_id", d.EventID, "endpoint_id", d.EndpointID, "attempt", a.Number, "status", a.Status, "outcome", a.Outcome)
 	switch res.State {
 	case StateSucceeded:
 		if !d.EventTime.IsZero() {
 			s.m.eventToSucess.Observe(s.now().Sub(d.EventTime).Seconds())
 		}
-		log.Debug("delivered", "latency_ms", latency.Milliseconds())
+		log.Debug("delivered", "latency_ms", a.Latency.Milliseconds())
 	case StateDead:
 		s.m.deadLettered.Inc()
 		if res.DisableReason != "" {

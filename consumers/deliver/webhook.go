@@ -113,6 +113,13 @@ type Result struct {
 	DisableReason string
 }
 
+// Report is one attempt and what it leads to, as the sender hands it to the store.
+type Report struct {
+	Delivery Delivery
+	Attempt  Attempt
+	Result   Result
+}
+
 // Stats is the state of the delivery tables, for the gauges.
 type Stats struct {
 	Pending     int64
