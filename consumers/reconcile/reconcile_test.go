@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,5 +312,43 @@ func TestCommandPrintsATableAndJSON(t *testing.T) {
 	testenv.Must(t, json.Unmarshal(run("-json"), &rep), "decoding -json")
 	if rep.Counts[reconcile.KindMissingSummary] != 1 || rep.Drift[0].OrderID != id {
 		t.Fatalf("json report %+v", rep)
+	}
+
+	// As a daemon it exports the drift and stops cleanly on SIGTERM.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	testenv.Must(t, err, "finding a free port")
+	addr := ln.Addr().String()
+	ln.Close()
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "reconcile", "-every", "200ms", "-freshness-sla", "1ms", "-http-addr", addr)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+w.dsn)
+	cmd.Stderr = &logs
+	testenv.Must(t, cmd.Start(), "starting the daemon")
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), `orderflow_reconcile_drift{kind="missing_summary"} 1`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drift gauge within 30 s; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testenv.Must(t, cmd.Process.Signal(syscall.SIGTERM), "stopping the daemon")
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("daemon exited with %v after SIGTERM; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop within 30 s of SIGTERM")
 	}
 }
