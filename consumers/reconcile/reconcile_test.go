@@ -196,8 +196,16 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	time.Sleep(10 * time.Millisecond) // the freshness SLA below is 1 ms: let it pass
 
 	cfg := reconcile.Config{FreshnessSLA: time.Millisecond, FulfillmentSLA: time.Hour, Logger: quiet()}
-	rep, err := reconcile.New(cfg, w.db).Run(context.Background())
+	// Pages of 2 orders: the scan crosses a page boundary and reports its progress.
+	paged := cfg
+	paged.PageSize = 2
+	var progress []string
+	paged.Progress = func(n, total int64) { progress = append(progress, fmt.Sprintf("%d/%d", n, total)) }
+	rep, err := reconcile.New(paged, w.db).Run(context.Background())
 	testenv.Must(t, err, "reconciling")
+	if fmt.Sprint(progress) != "[2/3 3/3]" {
+		t.Errorf("progress %v, want [2/3 3/3]", progress)
+	}
 	want := map[string]string{a + " missing_summary": "", b + " stale_summary": ""}
 	if fmt.Sprint(kinds(rep)) != fmt.Sprint(want) || rep.OrdersScanned != 3 {
 		t.Fatalf("report %v (%d orders), want %v", kinds(rep), rep.OrdersScanned, want)
