@@ -3,7 +3,9 @@ package deliver_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +29,7 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 	ev3, b3 := event(t, "order.created")
 	// ev1 twice: a record Kafka delivers again must not become a second delivery.
 	e.produce(b1, b2, b3, b1)
-	e.start(nil)
+	svc := e.start(nil)
 
 	eventually(t, "all deliveries succeeded", 60*time.Second, func() bool {
 		return e.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'") == 5
@@ -53,6 +55,30 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM webhook_delivery_attempts WHERE outcome = 'success' AND status = 204"); n != 5 {
 		t.Fatalf("%d successful attempts logged, want 5", n)
 	}
+	// What an operator sees: five successes, nothing pending, and the group caught up with
+	// all four records.
+	metrics := httptest.NewServer(svc.Handler())
+	defer metrics.Close()
+	eventually(t, "metrics show the deliveries and no lag", 30*time.Second, func() bool {
+		resp, err := http.Get(metrics.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, want := range []string{
+			`orderflow_deliver_attempts_total{outcome="success"} 5`,
+			"orderflow_deliver_consumer_lag 0",
+			"orderflow_deliver_pending 0",
+			"orderflow_deliver_deliveries_enqueued_total 5",
+			"orderflow_deliver_event_to_delivered_seconds_count 5",
+		} {
+			if !strings.Contains(string(body), want) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func TestFailingEndpointIsRetriedUntilItRecovers(t *testing.T) {
