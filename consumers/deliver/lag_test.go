@@ -23,7 +23,9 @@ func TestLagCountsUncommittedRecordsOnEveryPartition(t *testing.T) {
 	if err != nil || ct.Errors[topic] != nil {
 		t.Fatalf("creating topic: %v %v", err, ct)
 	}
-	t.Cleanup(func() { _, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}}) })
+	t.Cleanup(func() {
+		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	})
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	msgs := make([]kafka.Message, 7)
