@@ -175,7 +175,10 @@ func (p *Projector) Run(ctx context.Context) error {
 			if perr := p.process(work, ctx, batch); perr != nil {
 				return perr
 			}
-			if cerr := r.CommitMessages(work, batch...); cerr != nil {
+			cctx, cancel := context.WithTimeout(work, 15*time.Second)
+			cerr := r.CommitMessages(cctx, batch...)
+			cancel()
+			if cerr != nil {
 				// Not fatal: the events are in the database; after a rebalance they are
 				// delivered again and change nothing.
 				p.log.Warn("committing offsets", "err", cerr, "events", len(batch))
