@@ -50,7 +50,7 @@ func newMetrics() *metrics {
 		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orderflow_capture_commit_to_ack_seconds",
 			Help:    "From the transaction's commit time (Commit message) to Kafka's acknowledgement of its event.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			Buckets: []float64{.0005, .001, .002, .003, .004, .005, .0075, .01, .015, .02, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_capture_produce_errors_total",

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -28,6 +31,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retention := fs.Duration("retention", envDuration(getenv, "CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
 	retentionEvery := fs.Duration("retention-interval", envDuration(getenv, "CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,6 +42,17 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		if err := requireFlag("kafka-brokers", *brokers, "KAFKA_BROKERS"); err != nil {
 			return err
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("creating cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("starting cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	log := newLogger(getenv, stderr, "capture")
 	c, err := capture.New(capture.Config{
