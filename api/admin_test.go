@@ -192,14 +192,13 @@ func TestDeadLetterReplayThroughTheAdminAPI(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the replay was not delivered within 60 s")
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		l := e.admin(http.MethodGet, "/v1/admin/dead-letters", "")
-		if string(l.body) == `{"data":[]}` {
-			break
-		}
+	for deadline := time.Now().Add(30 * time.Second); testenv.Count(t, e.sql, "SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'") != 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("dead letters after a successful replay: %s", l.body)
+			t.Fatal("the replayed delivery was not recorded as succeeded within 30 s")
 		}
+	}
+	if l := e.admin(http.MethodGet, "/v1/admin/dead-letters", ""); string(l.body) != `{"data":[]}` {
+		t.Fatalf("dead letters after a successful replay: %s", l.body)
 	}
 	// Replaying a delivered message is refused: there is nothing to replay.
 	mustStatus(t, e.admin(http.MethodPost, "/v1/admin/dead-letters/"+dl["id"].(string)+"/replay", ""), http.StatusConflict, "delivery-not-dead")
