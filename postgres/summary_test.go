@@ -1,0 +1,149 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"orderflow"
+	"orderflow/internal/testenv"
+	"orderflow/postgres"
+)
+
+func mustDB(t *testing.T) (*postgres.DB, string) {
+	t.Helper()
+	dsn := testenv.NewDatabase(t)
+	db, err := postgres.Open(context.Background(), dsn, 8)
+	testenv.Must(t, err, "opening database")
+	t.Cleanup(db.Close)
+	return db, dsn
+}
+
+func summary(id string, version int, status orderflow.Status) postgres.Summary {
+	at := time.Date(2026, 1, 1, 0, 0, version, 0, time.UTC)
+	return postgres.Summary{OrderID: id, CustomerID: "c", Status: status, TotalCents: 100, ItemCount: 1,
+		Currency: "EUR", Version: version, CreatedAt: at, UpdatedAt: at, LastEventID: uuid.NewString(),
+		LastEventType: orderflow.EventOrderCreated, LastEventAt: at}
+}
+
+func TestApplySummariesKeepsTheNewestVersion(t *testing.T) {
+	t.Parallel()
+	db, _ := mustDB(t)
+	cases := []struct {
+		name    string
+		applies []int // versions, in arrival order
+		applied []bool
+		final   int
+	}{
+		{"in order", []int{1, 2, 3}, []bool{true, true, true}, 3},
+		{"duplicate", []int{1, 1}, []bool{true, false}, 1},
+		{"older after newer", []int{2, 1}, []bool{true, false}, 2},
+		{"replay of everything", []int{1, 2, 1, 2}, []bool{true, true, false, false}, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			id := uuid.NewString()
+			var ss []postgres.Summary
+			for _, v := range tc.applies {
+				ss = append(ss, summary(id, v, orderflow.StatusPending))
+			}
+			// One batch, as the projector sends it: the statements run in order.
+			got, err := db.ApplySummaries(context.Background(), ss, nil)
+			testenv.Must(t, err, "applying")
+			for i := range got {
+				if got[i] != tc.applied[i] {
+					t.Errorf("apply %d (v%d): applied %v, want %v", i, tc.applies[i], got[i], tc.applied[i])
+				}
+			}
+			list, err := db.CustomerSummaries(context.Background(), "c", nil, 1000)
+			testenv.Must(t, err, "listing")
+			for _, s := range list {
+				if s.OrderID == id && s.Version != tc.final {
+					t.Errorf("final version %d, want %d", s.Version, tc.final)
+				}
+			}
+		})
+	}
+}
+
+func respond(o *orderflow.Order, err error) orderflow.Response {
+	if err != nil {
+		return orderflow.Response{Status: 409, Body: []byte(`{}`)}
+	}
+	b, _ := json.Marshal(o)
+	return orderflow.Response{Status: 201, Body: b}
+}
+
+func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
+	t.Parallel()
+	db, dsn := mustDB(t)
+	conn := testenv.Connect(t, dsn)
+	ctx := context.Background()
+	_, err := db.SetStock(ctx, "sku-p", 10)
+	testenv.Must(t, err, "stocking")
+	r, err := db.CreateOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: "k1", Fingerprint: []byte("f")},
+		orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{{SKU: "sku-p", Quantity: 1, UnitPriceCents: 5}}}, respond)
+	testenv.Must(t, err, "creating order")
+	var o orderflow.Order
+	testenv.Must(t, json.Unmarshal(r.Body, &o), "decoding order")
+	outbox := func() int64 { return testenv.Count(t, conn, `SELECT count(*) FROM outbox`) }
+	base := outbox()
+
+	// Concurrent repairs of one version: exactly one writes an event.
+	var wg sync.WaitGroup
+	results := make([]postgres.Repair, 4)
+	errs := make([]error, len(results))
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = db.RepublishOrder(ctx, o.ID, "missing_summary", time.Hour)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		testenv.Must(t, err, "republishing")
+	}
+	published := 0
+	for _, rep := range results {
+		if rep.Published {
+			published++
+		}
+		if rep.EventID != results[0].EventID || rep.Version != 1 {
+			t.Errorf("repair %+v, want all to name one event at version 1", rep)
+		}
+	}
+	if published != 1 || outbox() != base+1 {
+		t.Fatalf("%d published, outbox +%d; want exactly one repair event", published, outbox()-base)
+	}
+
+	// A claim older than the cooldown is taken over with a new event.
+	rep, err := db.RepublishOrder(ctx, o.ID, "missing_summary", 0)
+	testenv.Must(t, err, "republishing after the cooldown")
+	if !rep.Published || rep.EventID == results[0].EventID || outbox() != base+2 {
+		t.Fatalf("after the cooldown: %+v, outbox +%d; want a new event", rep, outbox()-base)
+	}
+
+	// A newer version is a new key.
+	_, err = db.ChangeOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: "k2", Fingerprint: []byte("g")}, o.ID, orderflow.ActionFulfill, "", respond)
+	testenv.Must(t, err, "fulfilling")
+	rep, err = db.RepublishOrder(ctx, o.ID, "stale_summary", time.Hour)
+	testenv.Must(t, err, "republishing version 2")
+	if !rep.Published || rep.Version != 2 {
+		t.Fatalf("version 2: %+v, want a new repair", rep)
+	}
+	var typ string
+	var version int
+	testenv.Must(t, conn.QueryRow(ctx, `SELECT event_type, (payload->>'version')::int FROM outbox WHERE id = $1`, rep.EventID).Scan(&typ, &version), "reading the repair event")
+	if typ != orderflow.EventOrderFulfilled || version != 2 {
+		t.Fatalf("repair event %s v%d, want order.fulfilled v2", typ, version)
+	}
+	if _, err := db.RepublishOrder(ctx, uuid.NewString(), "missing_summary", time.Hour); orderflow.ErrorCode(err) != orderflow.ECodeNotFound {
+		t.Fatalf("repair of an unknown order: %v, want order-not-found", err)
+	}
+}
