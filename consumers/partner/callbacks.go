@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// callbackBatch is how many callbacks are claimed and made concurrently; at the benchmark's
+// 2,000 orders/s and a few milliseconds per API call, 64 keeps the loop ahead.
+const callbackBatch = 64
+
 type callback struct {
 	webhookID string
 	orderID   string
@@ -28,7 +32,7 @@ func (p *Partner) RunCallbacks(ctx context.Context) error {
 	defer t.Stop()
 	go p.stopWhenDone(ctx)
 	for {
-		due, err := p.claimCallbacks(ctx, 16)
+		due, err := p.claimCallbacks(ctx, callbackBatch)
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("claiming callbacks", "err", err)
 		}
