@@ -21,10 +21,10 @@ commands:
   migrate    apply the database migrations
   api        serve the HTTP API
   capture    stream outbox inserts from the replication slot to Kafka
-  project    build the order_summary read model            (not implemented yet)
-  deliver    deliver webhooks to partners                  (not implemented yet)
-  partner    run the mock fulfillment partner              (not implemented yet)
-  reconcile  report and repair drift                       (not implemented yet)
+  project    build the order_summary read model
+  deliver    deliver webhooks to partners
+  partner    run the mock fulfillment partner
+  reconcile  report and repair drift
   bench      run a load generator (make bench runs them all)
 
 Run 'orderflow <command> -h' for a command's flags.
@@ -34,10 +34,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		// A bare errUsage means the usage text was printed already; a wrapped one carries
+		// the reason (a missing flag), which must reach the user.
+		if err != errUsage {
+			fmt.Fprintf(os.Stderr, "orderflow: %v\n", err)
+		}
 		if errors.Is(err, errUsage) {
 			os.Exit(2)
 		}
-		fmt.Fprintf(os.Stderr, "orderflow: %v\n", err)
 		os.Exit(1)
 	}
 }

@@ -49,6 +49,19 @@ echo "== demo: what the database holds for order $order_id"
 	-c "SELECT sku, stock, reserved, stock - reserved AS available FROM inventory WHERE sku LIKE 'DEMO-%' ORDER BY sku" \
 	-c "SELECT id AS event_id, event_type, aggregate_id FROM outbox WHERE aggregate_id = '$order_id'"
 
+echo "== demo: order.created travels capture -> Kafka -> deliver (signed webhook) -> partner, which fulfills it"
+fulfilled=
+for _ in $(seq 1 150); do
+	s=$(call GET "/v1/orders/$order_id" "$API_KEY" "")
+	grep -q '"status":"fulfilled"' "$ROOT/.local/demo.body" && { fulfilled=1; break; }
+	sleep 0.1
+done
+show "$s"
+[ -n "$fulfilled" ] || { echo "demo: order $order_id not fulfilled within 15 s (see .local/log/deliver.log and partner.log)" >&2; exit 1; }
+"${PSQL[@]}" -c "SELECT d.event_type, d.state AS delivery, d.attempts, r.received_at - r.event_time AS commit_to_partner, c.action, c.state AS callback
+	FROM webhook_deliveries d JOIN partner.receipts r ON r.webhook_id = d.event_id LEFT JOIN partner.callbacks c ON c.webhook_id = d.event_id
+	WHERE d.subject = '$order_id'"
+
 cat <<EOF
 
 orderflow is running. Next:

@@ -38,7 +38,7 @@ PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
 # Services that exist today, in start order: capture first, so its slot exists before the API
 # writes the first outbox row (the slot streams from its creation on). The contract's remaining ones (project, deliver,
 # partner, reconcile) join this list as they are built.
-read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-capture api}"
+read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-capture api deliver partner}"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'orderflow stack: %s\n' "$*" >&2; exit 1; }
@@ -247,8 +247,10 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 
 write_env() {
 	mkdir -p "$LOCAL"
-	local api_key admin_key
+	local api_key admin_key webhook_secret
 	api_key=$(grep -s '^API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
+	# The partner's endpoint secret is issued once by the admin API (register_partner) and kept.
+	webhook_secret=$(grep -s '^WEBHOOK_SECRET=' "$LOCAL/env" | cut -d= -f2- || true)
 	admin_key=$(grep -s '^ADMIN_API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
 	[ -n "$api_key" ] || api_key="of_demo_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 	[ -n "$admin_key" ] || admin_key="of_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -260,13 +262,14 @@ API_URL='$API_URL'
 PARTNER_URL='$PARTNER_URL'
 API_KEY=$api_key
 ADMIN_API_KEY=$admin_key
+WEBHOOK_SECRET=$webhook_secret
 API_METRICS_URL='$API_URL/metrics'
 CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
 PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
 DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
 PARTNER_METRICS_URL='$PARTNER_URL/metrics'
 RECONCILE_METRICS_URL='http://127.0.0.1:$RECONCILE_METRICS_PORT/metrics'
-export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY
+export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY WEBHOOK_SECRET
 EOF
 	mv "$LOCAL/env.tmp" "$LOCAL/env"
 }
@@ -315,6 +318,32 @@ ON CONFLICT (id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, is_admin = EXCL
 EOF
 }
 
+# register_partner makes the mock partner a webhook endpoint for order.created, through the
+# admin API (so the demo shows the real path), once: the secret it returns goes to .local/env
+# and is reused by every later 'make up'. An endpoint for the partner's URL whose secret we no
+# longer hold is disabled, or its deliveries would fail signature checks until they die.
+register_partner() {
+	local bin hook body id
+	bin=$(pg_bin)
+	hook="$PARTNER_URL/partner-hook"
+	if [ -n "${WEBHOOK_SECRET:-}" ] && [ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c \
+		"SELECT count(*) FROM webhook_endpoints WHERE url = '$hook' AND secret = '$WEBHOOK_SECRET' AND disabled_at IS NULL")" = 1 ]; then
+		return 0
+	fi
+	for id in $("$bin/psql" -X -tAq "$DATABASE_URL" -c "SELECT id FROM webhook_endpoints WHERE url = '$hook' AND disabled_at IS NULL"); do
+		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$id/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
+			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $id failed"
+	done
+	body=$(curl -fsS -X POST "$API_URL/v1/admin/endpoints" -H "Authorization: Bearer $ADMIN_API_KEY" \
+		-H 'Content-Type: application/json' -d "{\"url\": \"$hook\", \"event_types\": [\"order.created\"]}") ||
+		die "registering the partner as a webhook endpoint failed"
+	WEBHOOK_SECRET=$(printf '%s' "$body" | sed -n 's/.*"secret":"\(whsec_[^"]*\)".*/\1/p')
+	[ -n "$WEBHOOK_SECRET" ] || die "the endpoint registration answered without a secret"
+	export WEBHOOK_SECRET
+	sed -i "s|^WEBHOOK_SECRET=.*|WEBHOOK_SECRET=$WEBHOOK_SECRET|" "$LOCAL/env"
+	say "partner: registered $hook for order.created"
+}
+
 # On any failure (set -e, die, or a signal) stop what this run started, newest first, so a
 # failed 'make up' leaves nothing half-started behind. Parts that were already running stay.
 cleanup_failed_up() {
@@ -351,7 +380,11 @@ cmd_up() {
 	# shellcheck source=/dev/null
 	. "$LOCAL/env"
 	seed_keys
-	for s in "${SERVICES[@]}"; do note_start "$s"; service_up "$s"; done
+	for s in "${SERVICES[@]}"; do
+		# The partner verifies with the endpoint's secret, which the running API issues.
+		[ "$s" = partner ] && register_partner
+		note_start "$s"; service_up "$s"
+	done
 	trap - EXIT
 	"$ROOT/deploy/local/demo.sh"
 }
