@@ -476,6 +476,7 @@ func (s *stream) handleMessage(ctx context.Context, data []byte) error {
 		// The end of the commit record, not its start: the server resumes after the
 		// confirmed position, and confirming the start would replay this transaction.
 		s.cur.endLSN = LSN(m.TransactionEndLSN)
+		s.c.metrics.commitToRecv.Observe(time.Since(m.CommitTime).Seconds())
 		s.cur.pending.Add(-1)
 		s.cur = nil
 	case pglogrepl.MessageTypeRelation:

@@ -420,11 +420,14 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		// Not the session's context: a request already on the wire is waited for, never
 		// abandoned, so that the next session's read of the last record sees its outcome.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		t0 := time.Now()
 		resp, err := s.client.Produce(ctx, &kafka.ProduceRequest{
 			Topic: w.topic, Partition: w.partition, RequiredAcks: kafka.RequireAll,
 			Records: kafka.NewRecordReader(records...),
 		})
 		cancel()
+		s.metrics.produceSeconds.Observe(time.Since(t0).Seconds())
+		s.metrics.batchSize.Observe(float64(len(batch)))
 		if err == nil {
 			err = resp.Error
 		}

@@ -16,11 +16,16 @@ type metrics struct {
 	slotLag        prometheus.Gauge
 	retainedWAL    prometheus.Gauge
 	commitToAck    prometheus.Histogram
+	commitToRecv   prometheus.Histogram
+	produceSeconds prometheus.Histogram
+	batchSize      prometheus.Histogram
 	produceErrors  prometheus.Counter
 	reconnects     prometheus.Counter
 	active         prometheus.Gauge
 	inflightEvents prometheus.Gauge
 }
+
+var latencyBuckets = []float64{.0005, .001, .002, .003, .004, .005, .0075, .01, .015, .02, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 func newMetrics() *metrics {
 	r := prometheus.NewRegistry()
@@ -50,7 +55,22 @@ func newMetrics() *metrics {
 		commitToAck: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orderflow_capture_commit_to_ack_seconds",
 			Help:    "From the transaction's commit time (Commit message) to Kafka's acknowledgement of its event.",
-			Buckets: []float64{.0005, .001, .002, .003, .004, .005, .0075, .01, .015, .02, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			Buckets: latencyBuckets,
+		}),
+		commitToRecv: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_capture_commit_to_receive_seconds",
+			Help:    "From a transaction's commit time to capture receiving its Commit message: the PostgreSQL side of commit_to_ack.",
+			Buckets: latencyBuckets,
+		}),
+		produceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_capture_produce_request_seconds",
+			Help:    "Duration of one produce request (acks=all), one partition's batch.",
+			Buckets: latencyBuckets,
+		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_capture_produce_batch_records",
+			Help:    "Records per produce request.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_capture_produce_errors_total",
@@ -69,7 +89,7 @@ func newMetrics() *metrics {
 			Help: "Transactions received but not yet fully acknowledged by Kafka.",
 		}),
 	}
-	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck,
+	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
 		m.produceErrors, m.reconnects, m.active, m.inflightEvents)
 	return m
 }

@@ -60,7 +60,7 @@ func (b *bench) say(format string, args ...any) { fmt.Fprintf(b.log, format+"\n"
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("capture-bench", flag.ContinueOnError)
-	backlog := fs.Int("backlog", 200_000, "single-event transactions in the backlog that both readers drain")
+	backlog := fs.Int("backlog", 200_000, "single-event transactions in the backlog that both readers drain (0 to skip)")
 	bigTxn := fs.Int("big-txn", 1_000_000, "rows in the one-transaction RSS case (0 to skip)")
 	big := fs.Int("backlog-2m", 0, "a second, larger backlog for the RSS-is-flat check (2000000 in the issue; 0 to skip)")
 	rate := fs.Int("rate", 2000, "events/s for the latency run")
@@ -82,8 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer b.cleanup()
 
 	b.say("capture bench: %s, %d cores; backlog %d single-event transactions", cpuModel(), numCPU(), *backlog)
-	if err := b.backlogRun(ctx, *backlog, "backlog", true); err != nil {
-		return err
+	if *backlog > 0 {
+		if err := b.backlogRun(ctx, *backlog, "backlog", true); err != nil {
+			return err
+		}
 	}
 	if *big > 0 {
 		if err := b.backlogRun(ctx, *big, "backlog_2m", false); err != nil {
@@ -505,6 +507,12 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error
 		return err
 	}
 	p50, p99 := quantile(buckets, count, 0.50)*1000, quantile(buckets, count, 0.99)*1000
+	if rb, rc, err := histogram(addr, "orderflow_capture_commit_to_receive_seconds"); err == nil {
+		b.say("  of which commit -> Commit message received: p50 %.1f ms, p99 %.1f ms", quantile(rb, rc, 0.5)*1000, quantile(rb, rc, 0.99)*1000)
+	}
+	if rb, rc, err := histogram(addr, "orderflow_capture_produce_request_seconds"); err == nil {
+		b.say("  produce requests: %.0f, p50 %.1f ms, p99 %.1f ms", rc, quantile(rb, rc, 0.5)*1000, quantile(rb, rc, 0.99)*1000)
+	}
 	b.say("  commit -> Kafka ack at %d events/s for %s (%0.f events): p50 %.1f ms, p99 %.1f ms (goal p99 <= 25 ms)", rate, d, count, p50, p99)
 	b.result("commit_to_kafka_p50_ms", p50, "%.1f")
 	b.result("commit_to_kafka_p99_ms", p99, "%.1f")
