@@ -23,6 +23,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	dlq := fs.String("dlq-topic", getenv("PROJECT_DLQ_TOPIC"), "dead-letter topic, created if missing (default <topic>.dlq; env PROJECT_DLQ_TOPIC)")
 	attempts := fs.Int("max-attempts", envInt(getenv, "PROJECT_MAX_ATTEMPTS", projector.DefaultMaxAttempts), "attempts at a poison event before it is dead-lettered (env PROJECT_MAX_ATTEMPTS)")
 	batch := fs.Int("batch-size", envInt(getenv, "PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
+	commitEvery := fs.Duration("commit-interval", envDuration(getenv, "PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
 	session := fs.Duration("session-timeout", envDuration(getenv, "PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -41,7 +42,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	defer db.Close()
 	p, err := projector.New(projector.Config{
 		Brokers: splitList(*brokers), Topic: *topic, GroupID: *group, DLQTopic: *dlq,
-		MaxAttempts: *attempts, BatchSize: *batch, SessionTimeout: *session, Logger: log,
+		MaxAttempts: *attempts, BatchSize: *batch, CommitInterval: *commitEvery, SessionTimeout: *session, Logger: log,
 	}, db)
 	if err != nil {
 		return err

@@ -22,6 +22,8 @@ type metrics struct {
 	applyLatency prometheus.Histogram
 	lag          *prometheus.GaugeVec
 	dbErrors     prometheus.Counter
+	phase        *prometheus.HistogramVec
+	batchSize    prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -47,10 +49,20 @@ func newMetrics() *metrics {
 			Help: "Failed attempts to apply a batch (each is retried).",
 		}),
 	}
+	m.phase = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "orderflow_projector_batch_phase_seconds",
+		Help:    "Time per batch spent applying it to the database (apply) and committing its offsets (commit).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+	}, []string{"phase"})
+	m.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "orderflow_projector_batch_size",
+		Help:    "Events per batch.",
+		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+	})
 	for _, o := range []string{outcomeApplied, outcomeStale, outcomeUnknownType, outcomeDeadLettered} {
 		m.events.WithLabelValues(o)
 	}
-	r.MustRegister(m.events, m.applyLatency, m.lag, m.dbErrors)
+	r.MustRegister(m.events, m.applyLatency, m.lag, m.dbErrors, m.phase, m.batchSize)
 	return m
 }
 
