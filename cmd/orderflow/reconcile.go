@@ -25,6 +25,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	delivery := fs.Duration("delivery-sla", envDuration(getenv, "RECONCILE_DELIVERY_SLA", reconcile.DefaultDeliverySLA), "an event may be neither delivered nor dead-lettered this long (env RECONCILE_DELIVERY_SLA)")
 	lookback := fs.Duration("lookback", envDuration(getenv, "RECONCILE_LOOKBACK", reconcile.DefaultLookback), "the delivery check looks at events this recent")
 	cooldown := fs.Duration("repair-cooldown", envDuration(getenv, "RECONCILE_REPAIR_COOLDOWN", reconcile.DefaultRepairCooldown), "a repair younger than this is in flight and not repeated (env RECONCILE_REPAIR_COOLDOWN)")
+	maxRepairs := fs.Int("max-repairs", 1000, "repair events one run writes at most; replay the topic for mass drift")
 	maxReport := fs.Int("max-report", 1000, "findings listed in the report (counts are always complete)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -40,7 +41,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	defer db.Close()
 	cfg := reconcile.Config{
 		FreshnessSLA: *freshness, FulfillmentSLA: *fulfillment, DeliverySLA: *delivery, Lookback: *lookback,
-		Fix: *fix, RepairCooldown: *cooldown, MaxReport: *maxReport, Logger: log,
+		Fix: *fix, RepairCooldown: *cooldown, MaxRepairs: *maxRepairs, MaxReport: *maxReport, Logger: log,
 	}
 	if !*quiet && *every == 0 {
 		cfg.Progress = reconcile.ProgressPrinter(stderr)

@@ -1,6 +1,8 @@
 package reconcile
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -50,5 +52,71 @@ func TestClassify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// fakeStore is a store whose methods are fields, so each test says what it needs.
+type fakeStore struct {
+	orders      []postgres.OrderState
+	undelivered []postgres.UndeliveredEvent
+	republish   func(orderID string) (postgres.Repair, error)
+}
+
+func (f *fakeStore) ReconcileClock(context.Context) (time.Time, int64, error) {
+	return time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC), int64(len(f.orders)), nil
+}
+
+func (f *fakeStore) OrderStates(_ context.Context, after string, limit int) ([]postgres.OrderState, error) {
+	var out []postgres.OrderState
+	for _, o := range f.orders {
+		if o.OrderID > after && len(out) < limit {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeStore) HasDeliveryTables(context.Context) (bool, error) { return f.undelivered != nil, nil }
+
+func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, int) ([]postgres.UndeliveredEvent, error) {
+	return f.undelivered, nil
+}
+
+func (f *fakeStore) RepublishOrder(_ context.Context, orderID, _ string, _ time.Duration) (postgres.Repair, error) {
+	return f.republish(orderID)
+}
+
+func TestFixWritesOneEventPerOrderAndStopsAtMaxRepairs(t *testing.T) {
+	t.Parallel()
+	old := time.Date(2026, 1, 2, 11, 0, 0, 0, time.UTC)
+	st := &fakeStore{}
+	for _, id := range []string{"o1", "o2", "o3"} {
+		st.orders = append(st.orders, postgres.OrderState{OrderID: id, Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old})
+	}
+	st.undelivered = []postgres.UndeliveredEvent{{EventID: "e1", EventType: "order.created", OrderID: "o1", At: old, EndpointID: "ep"}}
+	calls := map[string]int{}
+	st.republish = func(id string) (postgres.Repair, error) {
+		calls[id]++
+		return postgres.Repair{EventID: "r-" + id, Version: 1, Published: true}, nil
+	}
+	rep, err := New(Config{Fix: true, MaxRepairs: 2, PageSize: 2}, st).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range rep.Drift {
+		got[d.OrderID+" "+string(d.Kind)] = d.Repair + " " + d.RepairEventID
+	}
+	want := map[string]string{
+		"o1 missing_summary":   "published r-o1",
+		"o1 undelivered_event": "published r-o1", // the same event covers both findings
+		"o2 missing_summary":   "published r-o2",
+		"o3 missing_summary":   "skipped ",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("repairs %v, want %v", got, want)
+	}
+	if fmt.Sprint(calls) != "map[o1:1 o2:1]" {
+		t.Errorf("republished %v, want o1 and o2 once each", calls)
 	}
 }

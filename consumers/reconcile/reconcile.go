@@ -52,7 +52,8 @@ type Drift struct {
 	EndpointID string    `json:"endpoint_id,omitempty"`
 	Detail     string    `json:"detail,omitempty"`
 	// Repair says what --fix did: "published" (a new repair event), "in_flight" (a repair of
-	// this order version was published less than the cooldown ago) or "failed".
+	// this order version was published less than the cooldown ago), "skipped" (the run
+	// reached MaxRepairs) or "failed".
 	Repair        string `json:"repair,omitempty"`
 	RepairEventID string `json:"repair_event_id,omitempty"`
 }
@@ -85,6 +86,9 @@ type Config struct {
 	// RepairCooldown: a repair of the same order version younger than this is in flight and
 	// not repeated.
 	RepairCooldown time.Duration
+	// MaxRepairs bounds the events one run writes. Mass drift (a projector that never ran, a
+	// lost topic) is better repaired by replaying the topic than by flooding the outbox.
+	MaxRepairs int
 	// PageSize is the number of orders read per query; MaxReport bounds the findings listed.
 	PageSize  int
 	MaxReport int
@@ -117,6 +121,9 @@ func (c *Config) defaults() {
 	}
 	if c.RepairCooldown <= 0 {
 		c.RepairCooldown = DefaultRepairCooldown
+	}
+	if c.MaxRepairs <= 0 {
+		c.MaxRepairs = 1000
 	}
 	if c.PageSize <= 0 {
 		c.PageSize = 5000
@@ -203,12 +210,18 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	// repaired remembers the orders this run already re-published: one event covers every
 	// kind of drift of one order.
 	repaired := map[string]Drift{}
+	published := 0
 	fix := func(d *Drift) {
 		if !r.cfg.Fix || !d.Kind.repairable() {
 			return
 		}
 		if prev, ok := repaired[d.OrderID]; ok {
 			d.Repair, d.RepairEventID = prev.Repair, prev.RepairEventID
+			return
+		}
+		if published >= r.cfg.MaxRepairs {
+			d.Repair = "skipped"
+			r.metrics.repairs.WithLabelValues("skipped").Inc()
 			return
 		}
 		res, err := r.store.RepublishOrder(ctx, d.OrderID, string(d.Kind), r.cfg.RepairCooldown)
@@ -219,6 +232,7 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 			r.metrics.repairs.WithLabelValues("failed").Inc()
 			r.cfg.Logger.Warn("repair failed", "order_id", d.OrderID, "kind", d.Kind, "err", err)
 		case res.Published:
+			published++
 			d.Repair, d.RepairEventID = "published", res.EventID
 			r.metrics.repairs.WithLabelValues("published").Inc()
 		default:

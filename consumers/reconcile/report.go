@@ -87,7 +87,7 @@ func newMetrics() *metrics {
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_repairs_total",
-			Help: "Repairs by outcome: published (a repair event written to the outbox), in_flight (an earlier repair of the same order version is recent), failed.",
+			Help: "Repairs by outcome: published (a repair event written to the outbox), in_flight (an earlier repair of the same order version is recent), skipped (the run reached -max-repairs), failed.",
 		}, []string{"outcome"}),
 		runs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_runs_total",
@@ -110,7 +110,7 @@ func newMetrics() *metrics {
 	for _, k := range Kinds {
 		m.drift.WithLabelValues(string(k))
 	}
-	for _, o := range []string{"published", "in_flight", "failed"} {
+	for _, o := range []string{"published", "in_flight", "skipped", "failed"} {
 		m.repairs.WithLabelValues(o)
 	}
 	r.MustRegister(m.drift, m.repairs, m.runs, m.failures, m.lastRun, m.duration)
