@@ -76,7 +76,9 @@ func (f *fakeStore) OrderStates(_ context.Context, after string, limit int) ([]p
 	return out, nil
 }
 
-func (f *fakeStore) HasDeliveryTables(context.Context) (bool, error) { return f.undelivered != nil, nil }
+func (f *fakeStore) HasDeliveryTables(context.Context) (bool, error) {
+	return f.undelivered != nil, nil
+}
 
 func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, int) ([]postgres.UndeliveredEvent, error) {
 	return f.undelivered, nil
