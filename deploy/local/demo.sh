@@ -62,12 +62,24 @@ show "$s"
 	FROM webhook_deliveries d JOIN partner.receipts r ON r.webhook_id = d.event_id LEFT JOIN partner.callbacks c ON c.webhook_id = d.event_id
 	WHERE d.subject = '$order_id'"
 
+echo "== demo: the read model (projector) catches up: summary with freshness"
+for _ in $(seq 1 150); do
+	s=$(call GET "/v1/orders/$order_id/summary" "$API_KEY" "")
+	[ "$s" = 200 ] && grep -q '"status":"fulfilled"' "$ROOT/.local/demo.body" && break
+	sleep 0.1
+done
+printf '  %s  %s\n' "$s" "$(cat "$ROOT/.local/demo.body")"
+expect 200 "$s"
+
 cat <<EOF
 
 orderflow is running. Next:
   . .local/env                                  URLs and keys for your shell
   curl -H "Authorization: Bearer \$API_KEY" \$API_URL/v1/orders/$order_id
+  curl -H "Authorization: Bearer \$API_KEY" \$API_URL/v1/orders/$order_id/summary
+  bin/orderflow reconcile                       drift report (reconcile also runs every minute)
+  kcat -b \$KAFKA_BROKERS -t orderflow.order -C -e -f '%k %h %s\\n'   the topic, if kcat is installed
   psql "\$DATABASE_URL"                          the source of truth
-  \$API_METRICS_URL, \$CAPTURE_METRICS_URL      Prometheus metrics
+  \$API_METRICS_URL, \$CAPTURE_METRICS_URL, ...  Prometheus metrics (one *_METRICS_URL per service)
   .local/log/<service>.log                      logs;  make down  stops everything
 EOF

@@ -35,10 +35,9 @@ KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 API_URL="http://127.0.0.1:$API_PORT"
 PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
 
-# Services that exist today, in start order: capture first, so its slot exists before the API
-# writes the first outbox row (the slot streams from its creation on). The contract's remaining ones (project, deliver,
-# partner, reconcile) join this list as they are built.
-read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-capture api deliver partner}"
+# Services in start order: capture first, so its slot exists before the API writes the first
+# outbox row (the slot streams from its creation on).
+read -ra SERVICES <<<"${ORDERFLOW_SERVICES:-capture api project deliver partner reconcile}"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'orderflow stack: %s\n' "$*" >&2; exit 1; }
@@ -293,8 +292,9 @@ service_up() {
 	addr=$(service_addr "$name")
 	# Another process on our port would answer our readiness check and hide our failure.
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
+	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
 	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" \
-		nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
+		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i
 	for ((i = 0; i < 300; i++)); do
