@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 // orderStore is what the API needs from the database.
@@ -21,8 +20,8 @@ type orderStore interface {
 	CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error)
 	ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error)
 	Order(ctx context.Context, id string) (*orderflow.Order, error)
-	OrderSummary(ctx context.Context, id string) (postgres.Summary, int, error)
-	CustomerSummaries(ctx context.Context, customerID string, after *postgres.SummaryCursor, limit int) ([]postgres.Summary, error)
+	OrderSummary(ctx context.Context, id string) (orderflow.Summary, int, error)
+	CustomerSummaries(ctx context.Context, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error)
 	SetStock(ctx context.Context, sku string, stock int64) (orderflow.Stock, error)
 	ClientByKeyDigest(ctx context.Context, digest []byte) (orderflow.Client, bool, error)
 	Ping(ctx context.Context) error

@@ -11,7 +11,6 @@ import (
 	"github.com/gorilla/mux"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 // codeSummaryNotProjected: the order exists but the projector has not written its summary
@@ -46,14 +45,14 @@ type freshness struct {
 }
 
 type summaryResponse struct {
-	Data      postgres.Summary `json:"data"`
-	Freshness freshness        `json:"freshness"`
+	Data      orderflow.Summary `json:"data"`
+	Freshness freshness         `json:"freshness"`
 }
 
 func (s *Server) handleGetSummary() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		sum, sourceVersion, err := s.store.OrderSummary(r.Context(), mux.Vars(r)["id"])
-		if errors.Is(err, postgres.ErrNotProjected) {
+		if errors.Is(err, orderflow.ErrNotProjected) {
 			w.Header().Set("Retry-After", strconv.Itoa(notProjectedRetryAfter))
 			return orderflow.Errorf(codeSummaryNotProjected,
 				"the order exists but its summary is not projected yet; retry after %d s or read /v1/orders/{id}", notProjectedRetryAfter)
@@ -81,7 +80,7 @@ const (
 )
 
 type customerOrdersResponse struct {
-	Data []postgres.Summary `json:"data"`
+	Data []orderflow.Summary `json:"data"`
 	// NextCursor is absent on the last page.
 	NextCursor string `json:"next_cursor,omitempty"`
 }
@@ -98,7 +97,7 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 			}
 			limit = n
 		}
-		var after *postgres.SummaryCursor
+		var after *orderflow.SummaryCursor
 		if v := q.Get("cursor"); v != "" {
 			c, err := decodeCursor(v)
 			if err != nil {
@@ -116,7 +115,7 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 		if len(rows) > limit {
 			resp.Data = rows[:limit]
 			last := resp.Data[limit-1]
-			resp.NextCursor = encodeCursor(postgres.SummaryCursor{CreatedAt: last.CreatedAt, OrderID: last.OrderID})
+			resp.NextCursor = encodeCursor(orderflow.SummaryCursor{CreatedAt: last.CreatedAt, OrderID: last.OrderID})
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		encode(w, http.StatusOK, resp)
@@ -126,13 +125,13 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 
 // Cursors are opaque to clients: base64url of the last row's position. They are not signed;
 // a forged cursor can only select another position in the same customer's listing.
-func encodeCursor(c postgres.SummaryCursor) string {
+func encodeCursor(c orderflow.SummaryCursor) string {
 	b, _ := json.Marshal(c) // a time and a string
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeCursor(s string) (postgres.SummaryCursor, error) {
-	var c postgres.SummaryCursor
+func decodeCursor(s string) (orderflow.SummaryCursor, error) {
+	var c orderflow.SummaryCursor
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return c, err

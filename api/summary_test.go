@@ -12,7 +12,6 @@ import (
 
 	"orderflow"
 	"orderflow/internal/testenv"
-	"orderflow/postgres"
 )
 
 // project writes the order's current state to order_summary the way the projector does.
@@ -24,7 +23,7 @@ func (e *env) project(id string) {
 	for _, it := range o.Items {
 		units += it.Quantity
 	}
-	_, err = e.db.ApplySummaries(context.Background(), []postgres.Summary{{
+	_, err = e.db.ApplySummaries(context.Background(), []orderflow.Summary{{
 		OrderID: o.ID, CustomerID: o.CustomerID, Status: o.Status, TotalCents: o.TotalCents,
 		ItemCount: units, Currency: o.Currency, Version: o.Version, CreatedAt: o.CreatedAt,
 		UpdatedAt: o.UpdatedAt, LastEventID: uuid.NewString(), LastEventType: orderflow.EventOrderCreated,
@@ -41,7 +40,7 @@ func (e *env) createOrder(customer string) string {
 }
 
 type summaryReply struct {
-	Data      postgres.Summary `json:"data"`
+	Data      orderflow.Summary `json:"data"`
 	Freshness struct {
 		LastEventAt   time.Time `json:"last_event_at"`
 		ProjectedAt   time.Time `json:"projected_at"`
@@ -117,8 +116,8 @@ func TestCustomerOrdersPagesAreStableAndComplete(t *testing.T) {
 	}
 
 	type page struct {
-		Data       []postgres.Summary `json:"data"`
-		NextCursor string             `json:"next_cursor"`
+		Data       []orderflow.Summary `json:"data"`
+		NextCursor string              `json:"next_cursor"`
 	}
 	var seen []string
 	cursor := ""

@@ -14,25 +14,6 @@ import (
 	"orderflow"
 )
 
-// Summary is one row of the order_summary read model: the order as of Version, and the event
-// that put it there.
-type Summary struct {
-	OrderID       string           `json:"order_id"`
-	CustomerID    string           `json:"customer_id"`
-	Status        orderflow.Status `json:"status"`
-	TotalCents    int64            `json:"total_cents"`
-	ItemCount     int64            `json:"item_count"`
-	Currency      string           `json:"currency"`
-	Version       int              `json:"version"`
-	CancelReason  string           `json:"cancel_reason,omitempty"`
-	CreatedAt     time.Time        `json:"created_at"`
-	UpdatedAt     time.Time        `json:"updated_at"`
-	LastEventID   string           `json:"last_event_id"`
-	LastEventType string           `json:"last_event_type"`
-	LastEventAt   time.Time        `json:"last_event_at"`
-	ProjectedAt   time.Time        `json:"projected_at"`
-}
-
 // ProjectorDeadLetter records an event the projector sent to its dead-letter topic.
 type ProjectorDeadLetter struct {
 	Topic     string
@@ -49,7 +30,7 @@ type ProjectorDeadLetter struct {
 // when its version is strictly newer: that single condition is what makes duplicate, replayed
 // and out-of-order events harmless, so the caller may deliver any event any number of times.
 // ProjectedAt is set here, from the database clock.
-func (db *DB) ApplySummaries(ctx context.Context, ss []Summary, dead []ProjectorDeadLetter) ([]bool, error) {
+func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []ProjectorDeadLetter) ([]bool, error) {
 	applied := make([]bool, len(ss))
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
@@ -99,8 +80,8 @@ const summaryColumns = `s.order_id::text, s.customer_id, s.status, s.total_cents
 	s.version, coalesce(s.cancel_reason, ''), s.created_at, s.updated_at, s.last_event_id::text,
 	s.last_event_type, s.last_event_at, s.projected_at`
 
-func scanSummary(row pgx.Row, extra ...any) (Summary, error) {
-	var s Summary
+func scanSummary(row pgx.Row, extra ...any) (orderflow.Summary, error) {
+	var s orderflow.Summary
 	var status string
 	dest := append([]any{&s.OrderID, &s.CustomerID, &status, &s.TotalCents, &s.ItemCount, &s.Currency,
 		&s.Version, &s.CancelReason, &s.CreatedAt, &s.UpdatedAt, &s.LastEventID, &s.LastEventType,
@@ -115,16 +96,12 @@ func scanSummary(row pgx.Row, extra ...any) (Summary, error) {
 	return s, nil
 }
 
-// ErrNotProjected is returned by OrderSummary when the order exists but the projector has not
-// written its summary yet.
-var ErrNotProjected = errors.New("order not projected yet")
-
 // OrderSummary returns the summary of order id and the order's current version in the source
 // of truth, read in one statement so the two are comparable. An unknown order is a not-found
-// domain error; a known order without a summary is ErrNotProjected.
-func (db *DB) OrderSummary(ctx context.Context, id string) (Summary, int, error) {
+// domain error; a known order without a summary is orderflow.ErrNotProjected.
+func (db *DB) OrderSummary(ctx context.Context, id string) (orderflow.Summary, int, error) {
 	if _, err := uuid.Parse(id); err != nil {
-		return Summary{}, 0, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+		return orderflow.Summary{}, 0, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 	}
 	var orderVersion int
 	s, err := scanSummary(db.pool.QueryRow(ctx, `SELECT `+summaryColumns+`, o.version
@@ -133,29 +110,23 @@ func (db *DB) OrderSummary(ctx context.Context, id string) (Summary, int, error)
 		return s, orderVersion, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return Summary{}, 0, fmt.Errorf("reading order summary: %w", err)
+		return orderflow.Summary{}, 0, fmt.Errorf("reading order summary: %w", err)
 	}
 	// No summary: whether the order exists decides between the two kinds of 404.
 	var exists bool
 	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)`, id).Scan(&exists); err != nil {
-		return Summary{}, 0, fmt.Errorf("checking order: %w", err)
+		return orderflow.Summary{}, 0, fmt.Errorf("checking order: %w", err)
 	}
 	if !exists {
-		return Summary{}, 0, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
+		return orderflow.Summary{}, 0, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 	}
-	return Summary{}, 0, ErrNotProjected
-}
-
-// SummaryCursor is a position in a customer's listing: the last row of the previous page.
-type SummaryCursor struct {
-	CreatedAt time.Time `json:"t"`
-	OrderID   string    `json:"id"`
+	return orderflow.Summary{}, 0, orderflow.ErrNotProjected
 }
 
 // CustomerSummaries lists a customer's summaries newest first, after the cursor if given, at
 // most limit of them. Keyset pagination on (created_at, order_id), both immutable, keeps pages
 // stable while orders change and costs the same on every page.
-func (db *DB) CustomerSummaries(ctx context.Context, customerID string, after *SummaryCursor, limit int) ([]Summary, error) {
+func (db *DB) CustomerSummaries(ctx context.Context, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error) {
 	var (
 		rows pgx.Rows
 		err  error
@@ -176,7 +147,7 @@ func (db *DB) CustomerSummaries(ctx context.Context, customerID string, after *S
 		return nil, fmt.Errorf("listing customer summaries: %w", err)
 	}
 	defer rows.Close()
-	out := []Summary{}
+	out := []orderflow.Summary{}
 	for rows.Next() {
 		s, err := scanSummary(rows)
 		if err != nil {

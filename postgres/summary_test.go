@@ -23,9 +23,9 @@ func mustDB(t *testing.T) (*postgres.DB, string) {
 	return db, dsn
 }
 
-func summary(id string, version int, status orderflow.Status) postgres.Summary {
+func summary(id string, version int, status orderflow.Status) orderflow.Summary {
 	at := time.Date(2026, 1, 1, 0, 0, version, 0, time.UTC)
-	return postgres.Summary{OrderID: id, CustomerID: "c", Status: status, TotalCents: 100, ItemCount: 1,
+	return orderflow.Summary{OrderID: id, CustomerID: "c", Status: status, TotalCents: 100, ItemCount: 1,
 		Currency: "EUR", Version: version, CreatedAt: at, UpdatedAt: at, LastEventID: uuid.NewString(),
 		LastEventType: orderflow.EventOrderCreated, LastEventAt: at}
 }
@@ -48,7 +48,7 @@ func TestApplySummariesKeepsTheNewestVersion(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			id := uuid.NewString()
-			var ss []postgres.Summary
+			var ss []orderflow.Summary
 			for _, v := range tc.applies {
 				ss = append(ss, summary(id, v, orderflow.StatusPending))
 			}

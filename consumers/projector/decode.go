@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 // unknownTypeError is an event the projector does not know; it is counted and skipped, not
@@ -30,7 +29,7 @@ var stateEvents = map[string]bool{
 // decodeSummary turns a record value into the summary row it asks for, and the event's time.
 // Anything that could not become a valid row is an error here, before the database sees it,
 // so that a bad event is dead-lettered instead of failing its whole batch.
-func decodeSummary(value []byte) (*postgres.Summary, time.Time, error) {
+func decodeSummary(value []byte) (*orderflow.Summary, time.Time, error) {
 	ev, err := orderflow.DecodeCloudEvent(value)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -64,7 +63,7 @@ func decodeSummary(value []byte) (*postgres.Summary, time.Time, error) {
 	for _, it := range o.Items {
 		units += it.Quantity
 	}
-	return &postgres.Summary{
+	return &orderflow.Summary{
 		OrderID: o.ID, CustomerID: o.CustomerID, Status: o.Status, TotalCents: o.TotalCents,
 		ItemCount: units, Currency: o.Currency, Version: o.Version, CancelReason: o.CancelReason,
 		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,

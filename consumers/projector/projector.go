@@ -95,7 +95,7 @@ func (c *Config) defaults() {
 
 // summaryStore is what the projector needs from the database.
 type summaryStore interface {
-	ApplySummaries(ctx context.Context, ss []postgres.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error)
+	ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error)
 	Ping(ctx context.Context) error
 }
 
@@ -232,7 +232,7 @@ func (p *Projector) fetchBatch(ctx context.Context, r *kafka.Reader) ([]kafka.Me
 // decoded is one message after decoding: a summary to apply, or nothing (skipped), or dead.
 type decoded struct {
 	msg     kafka.Message
-	summary *postgres.Summary
+	summary *orderflow.Summary
 	evTime  time.Time
 }
 
@@ -245,7 +245,7 @@ type decoded struct {
 func (p *Projector) process(work, ctx context.Context, batch []kafka.Message) error {
 	var (
 		items []decoded
-		ss    []postgres.Summary
+		ss    []orderflow.Summary
 		dead  []postgres.ProjectorDeadLetter
 	)
 	for _, m := range batch {
@@ -287,7 +287,7 @@ var errPoison = errors.New("the database answers but refuses the batch")
 // database does not even answer a ping is an outage: it is retried until it ends or ctx is
 // cancelled, because it is not the events' fault. When the database answers and giveUp says
 // so, apply returns errPoison.
-func (p *Projector) apply(work, ctx context.Context, ss []postgres.Summary, dead []postgres.ProjectorDeadLetter,
+func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter,
 	giveUp func(failures int) bool) ([]bool, error) {
 	backoff := p.cfg.RetryBackoff
 	failures := 0
@@ -332,7 +332,7 @@ func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, de
 		}
 	}
 	for _, it := range items {
-		applied, err := p.apply(work, ctx, []postgres.Summary{*it.summary}, nil,
+		applied, err := p.apply(work, ctx, []orderflow.Summary{*it.summary}, nil,
 			func(failures int) bool { return failures >= p.cfg.MaxAttempts })
 		if errors.Is(err, errPoison) {
 			cause := fmt.Errorf("the database refused the event %d times", p.cfg.MaxAttempts)
@@ -375,7 +375,7 @@ func (p *Projector) decodeWithRetries(ctx context.Context, m kafka.Message) (dec
 	backoff := p.cfg.RetryBackoff
 	var err error
 	for attempt := 1; attempt <= p.cfg.MaxAttempts; attempt++ {
-		var s *postgres.Summary
+		var s *orderflow.Summary
 		var evTime time.Time
 		s, evTime, err = decodeSummary(m.Value)
 		if err == nil {

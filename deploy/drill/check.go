@@ -64,12 +64,6 @@ func (d *drill) settle(ctx context.Context) (*result, error) {
 	return d.check(ctx, c)
 }
 
-func (d *drill) tableExists(ctx context.Context, c *pgx.Conn, name string) bool {
-	var ok bool
-	_ = c.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", name).Scan(&ok)
-	return ok
-}
-
 func (d *drill) count(ctx context.Context, c *pgx.Conn, q string, args ...any) int64 {
 	var n int64
 	if err := c.QueryRow(ctx, q, args...).Scan(&n); err != nil {
