@@ -29,6 +29,9 @@ type KafkaConfig struct {
 	MaxBatch int
 	// QueueSize bounds the events waiting per partition; with MaxBatch it bounds memory.
 	QueueSize int
+	// Linger is how long a writer waits for more events before sending a batch that is not
+	// full (Kafka's linger.ms). Negative disables it.
+	Linger time.Duration
 }
 
 func (k *KafkaConfig) client() *kafka.Client {
@@ -383,9 +386,19 @@ func seq(n int) []int {
 func (s *kafkaSink) write(w *partitionWriter) {
 	batch := make([]*outEvent, 0, s.cfg.MaxBatch)
 	records := make([]kafka.Record, 0, s.cfg.MaxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for ev := range w.queue {
 		batch = append(batch[:0], ev)
 		size := len(ev.value)
+		// Wait up to Linger for more events before sending: a backlog of single-event
+		// transactions otherwise becomes thousands of tiny requests a second, and on a small
+		// machine the broker's per-request work starves the walsender we are reading from.
+		lingering := false
+		if s.cfg.Linger > 0 {
+			linger.Reset(s.cfg.Linger)
+			lingering = true
+		}
 	fill:
 		for len(batch) < s.cfg.MaxBatch && size < 1<<20 {
 			select {
@@ -395,9 +408,25 @@ func (s *kafkaSink) write(w *partitionWriter) {
 				}
 				batch = append(batch, e)
 				size += len(e.value)
+				continue
 			default:
-				break fill
 			}
+			if !lingering {
+				break
+			}
+			select {
+			case e, ok := <-w.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, e)
+				size += len(e.value)
+			case <-linger.C:
+				lingering = false
+			}
+		}
+		if lingering && !linger.Stop() {
+			<-linger.C
 		}
 		if s.aborted.Load() || s.err() != nil {
 			break

@@ -22,6 +22,7 @@ type metrics struct {
 	produceErrors  prometheus.Counter
 	reconnects     prometheus.Counter
 	active         prometheus.Gauge
+	streamingSince prometheus.Gauge
 	inflightEvents prometheus.Gauge
 }
 
@@ -84,13 +85,17 @@ func newMetrics() *metrics {
 			Name: "orderflow_capture_active",
 			Help: "1 while this instance holds the slot and streams, 0 while it is a standby or reconnecting.",
 		}),
+		streamingSince: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_capture_streaming_since_seconds",
+			Help: "Unix time at which the current replication session started streaming.",
+		}),
 		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_capture_inflight_transactions",
 			Help: "Transactions received but not yet fully acknowledged by Kafka.",
 		}),
 	}
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
-		m.produceErrors, m.reconnects, m.active, m.inflightEvents)
+		m.produceErrors, m.reconnects, m.active, m.streamingSince, m.inflightEvents)
 	return m
 }
 

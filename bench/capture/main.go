@@ -384,10 +384,14 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	}
 	b.say("  wrote %d transactions in %.1fs; draining to %s", n, time.Since(t0).Seconds(), target)
 
-	capSecs, capRSS, _, _, err := b.drainWithCapture(ctx, slots[0], target, false, false)
+	capSecs, capRSS, cp, caddr, err := b.drainWithCapture(ctx, slots[0], target, false, true)
 	if err != nil {
 		return err
 	}
+	if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
+		b.say("  (%d events in %.0f produce requests; streaming began %.2fs after start)", n, rc, startupSecs(caddr))
+	}
+	cp.stop()
 	capRate := float64(n) / capSecs
 	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", capRate, capSecs, capRSS)
 	if !compare {
@@ -517,6 +521,31 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error
 	b.result("commit_to_kafka_p50_ms", p50, "%.1f")
 	b.result("commit_to_kafka_p99_ms", p99, "%.1f")
 	return nil
+}
+
+// startupSecs is how long capture took from process start to streaming, from its metrics.
+func startupSecs(addr string) float64 {
+	start, _ := gauge(addr, "process_start_time_seconds")
+	streaming, _ := gauge(addr, "orderflow_capture_streaming_since_seconds")
+	if start == 0 || streaming == 0 {
+		return 0
+	}
+	return streaming - start
+}
+
+func gauge(addr, name string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if f := strings.Fields(s.Text()); len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("no metric %s", name)
 }
 
 type bucket struct{ le, n float64 }
