@@ -428,6 +428,14 @@ func (s *stream) run(ctx context.Context) error {
 	}
 }
 
+// idleAdvance moves the confirmed position to the server's WAL end if nothing is open or in
+// flight (see the keepalive case of handleCopyData).
+func (s *stream) idleAdvance(walEnd LSN) {
+	if s.cur == nil && len(s.inflight) == 0 && walEnd > s.confirmed {
+		s.confirmed = walEnd
+	}
+}
+
 func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 	if len(data) == 0 {
 		return nil
@@ -443,9 +451,7 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// outbox on a busy database must not pin WAL. Never while a transaction is open or
 		// in flight: that is how a connector skips events (confirming WAL end on receipt).
 		s.advance()
-		if s.cur == nil && len(s.inflight) == 0 && LSN(pkm.ServerWALEnd) > s.confirmed {
-			s.confirmed = LSN(pkm.ServerWALEnd)
-		}
+		s.idleAdvance(LSN(pkm.ServerWALEnd))
 		return s.maybeSendStatus(time.Now(), pkm.ReplyRequested)
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
