@@ -15,6 +15,7 @@ stop_started() {
 	[ ${#started[@]} -eq 0 ] || echo "stopped what this run started: ${started[*]}"
 }
 trap stop_started EXIT
+"$ROOT/deploy/local/tools.sh"
 "$STACK" infra
 
 eval "$("$STACK" env)"
@@ -30,3 +31,5 @@ echo "== go test"
 go test -count=1 -timeout 18m ${GOTESTFLAGS:-} ./...
 echo "== make up on this stack: services, demo"
 "$STACK" up
+echo "== monitoring: rules, a real Prometheus scraping every service, the dashboard's queries"
+"$ROOT/deploy/prometheus/check.sh"
