@@ -109,6 +109,9 @@ func readSlotStats(ctx context.Context, db *pgx.Conn, slot string) (slotStats, e
 	err := db.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
 			(pg_current_wal_lsn() - restart_lsn)::float8
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag, &retained)
+	if errors.Is(err, pgx.ErrNoRows) { // not created yet
+		return s, nil
+	}
 	if err != nil {
 		return s, fmt.Errorf("reading slot lag: %w", err)
 	}

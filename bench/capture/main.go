@@ -81,7 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer b.cleanup()
 
-	b.say("capture bench: %s, %d cores; backlog %d single-event transactions", cpuModel(), numCPU(), *backlog)
+	b.say("capture bench: %s, %d cores, load average %s; backlog %d single-event transactions", cpuModel(), numCPU(), loadavg(), *backlog)
+	defer func() { b.say("  load average at the end: %s (other work on the machine skews every number)", loadavg()) }()
 	if *backlog > 0 {
 		if err := b.backlogRun(ctx, *backlog, "backlog", true); err != nil {
 			return err
@@ -597,6 +598,14 @@ func quantile(bs []bucket, count, q float64) float64 {
 		prevLE, prevN = b.le, b.n
 	}
 	return prevLE
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func cpuModel() string {
