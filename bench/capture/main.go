@@ -82,7 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer b.cleanup()
 
 	b.say("capture bench: %s, %d cores, load average %s; backlog %d single-event transactions", cpuModel(), numCPU(), loadavg(), *backlog)
-	defer func() { b.say("  load average at the end: %s (other work on the machine skews every number)", loadavg()) }()
+	defer func() {
+		b.say("  load average at the end: %s (other work on the machine skews every number)", loadavg())
+	}()
 	if *backlog > 0 {
 		if err := b.backlogRun(ctx, *backlog, "backlog", true); err != nil {
 			return err
