@@ -19,12 +19,16 @@ import (
 	"time"
 )
 
-// APILoad is a closed-loop create-order load: Concurrency workers each send one request at a
-// time, every request with a fresh Idempotency-Key.
+// APILoad is a create-order load, every request with a fresh Idempotency-Key. Closed loop by
+// default: Concurrency workers each send one request at a time. With Rate set it is open
+// loop: requests are scheduled at Rate per second and their latency counts from the scheduled
+// time, so a server that falls behind is charged for the queue (no coordinated omission);
+// Concurrency then caps the requests in flight.
 type APILoad struct {
 	URL         string
 	Key         string
 	Concurrency int
+	Rate        float64
 	Warmup      time.Duration
 	Duration    time.Duration
 	SKUs        int
@@ -68,6 +72,21 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 		firstErr  error
 		done      atomic.Int64
 	)
+	// In open loop the pacer hands out scheduled send times; closed loop sends at once.
+	var tickets chan time.Time
+	if l.Rate > 0 {
+		tickets = make(chan time.Time, 1<<16)
+		go func() {
+			defer close(tickets)
+			interval := time.Duration(float64(time.Second) / l.Rate)
+			for next := start; next.Before(end) && ctx.Err() == nil; next = next.Add(interval) {
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
+				tickets <- next
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Add(1)
@@ -79,7 +98,12 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			var localFirst error
 			for i := 0; ctx.Err() == nil; i++ {
 				t0 := time.Now()
-				if !t0.Before(end) {
+				if tickets != nil {
+					var ok bool
+					if t0, ok = <-tickets; !ok {
+						break
+					}
+				} else if !t0.Before(end) {
 					break
 				}
 				body := fmt.Sprintf(`{"customer_id":"cust-%d","currency":"EUR","items":[{"sku":"SKU-%d","quantity":1,"unit_price_cents":1250}]}`,
@@ -128,7 +152,9 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	if ctx.Err() != nil {
 		return LoadResult{}, ctx.Err()
 	}
-	res := summarize(latencies, l.Duration)
+	// An open-loop run whose server fell behind finishes after its schedule: the rate it
+	// achieved is over the time it really took.
+	res := summarize(latencies, max(l.Duration, time.Since(measureFrom)))
 	res.Errors = errs
 	if errs > 0 && len(latencies) == 0 {
 		return res, fmt.Errorf("every request failed, first: %w", firstErr)

@@ -31,7 +31,8 @@ func runBenchAPI(ctx context.Context, args []string, getenv func(string) string,
 	l := bench.APILoad{}
 	fs.StringVar(&l.URL, "api-url", getenv("API_URL"), "API base URL (env API_URL)")
 	fs.StringVar(&l.Key, "api-key", getenv("API_KEY"), "client API key (env API_KEY)")
-	fs.IntVar(&l.Concurrency, "concurrency", 16, "concurrent clients, each with one request in flight")
+	fs.IntVar(&l.Concurrency, "concurrency", 16, "concurrent clients, each with one request in flight (with -rate: the most in flight)")
+	fs.Float64Var(&l.Rate, "rate", 0, "open loop: requests per second, latency counted from the scheduled time (0: closed loop)")
 	fs.DurationVar(&l.Duration, "duration", 20*time.Second, "measured duration")
 	fs.DurationVar(&l.Warmup, "warmup", 3*time.Second, "unmeasured warm-up")
 	fs.IntVar(&l.SKUs, "skus", 1000, "SKUs to spread orders over (SKU-1 .. SKU-n, stocked beforehand)")
