@@ -3,6 +3,7 @@ package capture
 import (
 	"encoding/binary"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
@@ -146,6 +147,18 @@ func TestDecodeInsert(t *testing.T) {
 	} {
 		if err := decodeInsert(data, rels, &ev); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestValidTopic(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]bool{
+		"orderflow.order": true, "a-b_c.D9": true, "": false, ".": false, "..": false,
+		"orderflow.order item": false, "orderflow.ordér": false, strings.Repeat("x", 250): false,
+	} {
+		if got := validTopic(name); got != want {
+			t.Errorf("validTopic(%q) = %v, want %v", name, got, want)
 		}
 	}
 }

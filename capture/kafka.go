@@ -212,6 +212,10 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 	if ts := s.topics[name]; ts != nil {
 		return ts, nil
 	}
+	if !validTopic(name) {
+		// Retrying cannot help and skipping would lose the event: stop and say why.
+		return nil, fatalError{fmt.Errorf("topic name %q is not a valid Kafka topic name (from an outbox aggregate_type)", name)}
+	}
 	n, err := s.partitionCount(ctx, name)
 	if err != nil {
 		return nil, err
@@ -267,6 +271,20 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 	s.topics[name] = ts
 	s.log.Info("topic ready", "topic", name, "partitions", n, "last_positions", fmt.Sprint(ts.last))
 	return ts, nil
+}
+
+// validTopic follows Kafka's rule: 1-249 characters of [a-zA-Z0-9._-], not "." or "..".
+func validTopic(name string) bool {
+	if name == "" || len(name) > 249 || name == "." || name == ".." {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers.
