@@ -399,6 +399,9 @@ func seq(n int) []int {
 	return s
 }
 
+// lingerMin is how many queued events make a writer linger (see write).
+const lingerMin = 4
+
 // write is a partition's only producer: one request in flight, in queue order, and nothing
 // more after a failure (see the type comment for why that makes the dedupe exact).
 func (s *kafkaSink) write(w *partitionWriter) {
@@ -409,14 +412,7 @@ func (s *kafkaSink) write(w *partitionWriter) {
 	for ev := range w.queue {
 		batch = append(batch[:0], ev)
 		size := len(ev.value)
-		// Wait up to Linger for more events before sending: a backlog of single-event
-		// transactions otherwise becomes thousands of tiny requests a second, and on a small
-		// machine the broker's per-request work starves the walsender we are reading from.
-		lingering := false
-		if s.cfg.Linger > 0 {
-			linger.Reset(s.cfg.Linger)
-			lingering = true
-		}
+		lingering, decided := false, false
 	fill:
 		for len(batch) < s.cfg.MaxBatch && size < 1<<20 {
 			select {
@@ -428,6 +424,18 @@ func (s *kafkaSink) write(w *partitionWriter) {
 				size += len(e.value)
 				continue
 			default:
+			}
+			// The queue is empty. Wait up to Linger for more only when it held several
+			// events, i.e. events arrive faster than requests complete: a backlog of
+			// single-event transactions otherwise becomes thousands of tiny requests a
+			// second, and on a small machine the broker's per-request work starves the
+			// walsender we read from. A trickle of events still goes out at once.
+			if !decided {
+				decided = true
+				if s.cfg.Linger > 0 && len(batch) >= lingerMin {
+					linger.Reset(s.cfg.Linger)
+					lingering = true
+				}
 			}
 			if !lingering {
 				break
