@@ -125,9 +125,22 @@ func (d *drill) kill9(name string) {
 		return
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if pid > 0 {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	if pid <= 0 {
+		return
 	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	// Wait until it is gone (or a zombie), so the restart that follows does not see it alive.
+	for range 100 {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.logf("fault: %s (pid %d) still alive 5 s after SIGKILL", name, pid)
 }
 
 type fault struct {

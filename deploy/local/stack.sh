@@ -69,9 +69,17 @@ check_prereqs() {
 	fi
 }
 
+pid_alive() { # pid_alive PID: a running process, not a zombie
+	local state
+	kill -0 "$1" 2>/dev/null || return 1
+	# A killed service whose parent does not reap it lingers as a zombie, which kill -0 still
+	# reports: read its state, or 'make up' would take a dead service for a running one.
+	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+	[ "$state" != Z ] && [ "$state" != X ]
+}
+
 alive() { # alive NAME: the pid in .local/run/NAME.pid is a running process
-	local f="$RUN/$1.pid"
-	[ -f "$f" ] && kill -0 "$(head -n1 "$f")" 2>/dev/null
+	[ -f "$RUN/$1.pid" ] && pid_alive "$(head -n1 "$RUN/$1.pid")"
 }
 
 wait_tcp() { # wait_tcp PORT SECONDS
@@ -233,10 +241,10 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 	local name=$1 f="$RUN/$1.pid" pid i
 	[ -f "$f" ] || return 0
 	pid=$(head -n1 "$f")
-	if kill -0 "$pid" 2>/dev/null; then
+	if pid_alive "$pid"; then
 		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 300; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+		pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
 		say "$name: stopped"
 	fi
 	rm -f "$f"
