@@ -24,14 +24,27 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	publication := fs.String("publication", envOr(getenv, "CAPTURE_PUBLICATION", "orderflow_outbox"), "publication on the outbox table (env CAPTURE_PUBLICATION)")
 	prefix := fs.String("topic-prefix", envOr(getenv, "CAPTURE_TOPIC_PREFIX", "orderflow"), "topics are <prefix>.<aggregate_type> (env CAPTURE_TOPIC_PREFIX)")
 	aggregates := fs.String("aggregate-types", envOr(getenv, "CAPTURE_AGGREGATE_TYPES", "order"), "aggregate types whose topics are created at start (env CAPTURE_AGGREGATE_TYPES)")
-	partitions := fs.Int("partitions", envInt(getenv, "CAPTURE_PARTITIONS", 6), "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
-	replication := fs.Int("replication-factor", envInt(getenv, "CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
-	heartbeat := fs.Duration("heartbeat", envDuration(getenv, "CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
-	status := fs.Duration("status-interval", envDuration(getenv, "CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
-	retention := fs.Duration("retention", envDuration(getenv, "CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
-	retentionEvery := fs.Duration("retention-interval", envDuration(getenv, "CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
+	partitions := fs.Int("partitions", 6, "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
+	replication := fs.Int("replication-factor", 1, "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
+	heartbeat := fs.Duration("heartbeat", 0, "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
+	status := fs.Duration("status-interval", 10*time.Second, "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
+	retention := fs.Duration("retention", 7*24*time.Hour, "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
+	retentionEvery := fs.Duration("retention-interval", time.Minute, "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
+	// Numeric environment defaults go through the flag's own parser, so a malformed value is
+	// a usage error instead of a silently ignored setting; command-line flags still win.
+	for name, env := range map[string]string{
+		"partitions": "CAPTURE_PARTITIONS", "replication-factor": "CAPTURE_REPLICATION_FACTOR",
+		"heartbeat": "CAPTURE_HEARTBEAT", "status-interval": "CAPTURE_STATUS_INTERVAL",
+		"retention": "CAPTURE_RETENTION", "retention-interval": "CAPTURE_RETENTION_INTERVAL",
+	} {
+		if v := getenv(env); v != "" {
+			if err := fs.Set(name, v); err != nil {
+				return fmt.Errorf("%w: %s=%q: %v", errUsage, env, v, err)
+			}
+		}
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -89,6 +102,8 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	return g.Wait()
 }
 
+// envInt and envDuration are used by other commands' flags too (they belong in flags.go).
+// A malformed value falls back to def; capture itself validates its variables above.
 func envInt(getenv func(string) string, name string, def int) int {
 	if n, err := strconv.Atoi(getenv(name)); err == nil {
 		return n
