@@ -18,6 +18,14 @@ LOG="$LOCAL/log"
 # shellcheck source=versions.env
 . "$ROOT/deploy/local/versions.env"
 
+# Ports: the environment wins, then what the first 'make up' of this checkout chose (saved in
+# .local/ports.env, so a later 'make down', 'make drill' or 'stack.sh start' finds the same
+# stack), then the defaults.
+if [ -f "$LOCAL/ports.env" ]; then
+	while IFS='=' read -r k v; do
+		[ -n "$k" ] && [ -z "${!k:-}" ] && export "$k=$v"
+	done <"$LOCAL/ports.env"
+fi
 PG_PORT=${ORDERFLOW_PG_PORT:-55432}
 KAFKA_PORT=${ORDERFLOW_KAFKA_PORT:-59092}
 CONTROLLER_PORT=${ORDERFLOW_KAFKA_CONTROLLER_PORT:-59093}
@@ -29,6 +37,21 @@ PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-58084}
 RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-58085}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
+
+save_ports() {
+	mkdir -p "$LOCAL"
+	cat >"$LOCAL/ports.env" <<EOF
+ORDERFLOW_PG_PORT=$PG_PORT
+ORDERFLOW_KAFKA_PORT=$KAFKA_PORT
+ORDERFLOW_KAFKA_CONTROLLER_PORT=$CONTROLLER_PORT
+ORDERFLOW_API_PORT=$API_PORT
+ORDERFLOW_CAPTURE_METRICS_PORT=$CAPTURE_METRICS_PORT
+ORDERFLOW_PROJECT_METRICS_PORT=$PROJECT_METRICS_PORT
+ORDERFLOW_DELIVER_METRICS_PORT=$DELIVER_METRICS_PORT
+ORDERFLOW_PARTNER_PORT=$PARTNER_PORT
+ORDERFLOW_RECONCILE_METRICS_PORT=$RECONCILE_METRICS_PORT
+EOF
+}
 
 DATABASE_URL="postgres://$PG_SUPERUSER@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable"
 KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -141,7 +164,7 @@ EOF
 	fi
 	if alive postgres; then say "postgres: running (pid $(cat "$RUN/postgres.pid"))"; return 0; fi
 	port_in_use "$PG_PORT" && die "postgres: 127.0.0.1:$PG_PORT is already in use by another process (set ORDERFLOW_PG_PORT)"
-	as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOG/postgres.log" -w -t 60 start >/dev/null ||
+	as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOG/postgres.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null ||
 		{ tail -n 20 "$LOG/postgres.log" >&2; die "postgres did not start (see .local/log/postgres.log)"; }
 	head -n1 "$LOCAL/pg/postmaster.pid" >"$RUN/postgres.pid"
 	"$bin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -tAc \
@@ -370,6 +393,7 @@ note_start() { alive "$1" || STARTED+=("$1"); }
 
 cmd_infra() {
 	check_prereqs initdb java mvn psql
+	save_ports
 	trap cleanup_failed_up EXIT
 	note_start postgres; pg_up
 	note_start kafka; kafka_up
@@ -378,6 +402,7 @@ cmd_infra() {
 
 cmd_up() {
 	check_prereqs go initdb java mvn psql curl
+	save_ports
 	trap cleanup_failed_up EXIT
 	note_start postgres; pg_up
 	note_start kafka; kafka_up
