@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,47 +19,61 @@ import (
 
 // result is what the drill found once the pipeline settled.
 type result struct {
-	converge   time.Duration
-	orders     int64 // orders of this drill in the database
-	accepted   int64 // distinct order ids the API answered 201 with
-	events     int64 // records on the topic
-	distinct   int64 // distinct ce_id on the topic
-	lost       int64 // outbox rows with no record on the topic
-	drillShort int64 // events missing for this drill's orders: sum(version) - records
-	summaries  int64 // summaries that differ from their order (-1: no projector)
-	stockBad   int64 // SKUs whose stock or reservations are off
-	slotLag    int64
-	broken     []string
+	converge    time.Duration
+	orders      int64 // orders of this drill in the database
+	accepted    int64 // distinct order ids the API answered 201 with
+	events      int64 // records on the topic
+	distinct    int64 // distinct ce_id on the topic
+	lost        int64 // outbox rows with no record on the topic
+	drillShort  int64 // events missing for this drill's orders: sum(version) - records
+	summaries   int64 // summaries that differ from their order (-1: no projector)
+	receipts    int64 // partner receipts for this drill's events (-1: no partner)
+	undelivered int64 // order.created events without a receipt
+	deadLetters int64
+	drift       int64 // what reconcile reports (-1: not run)
+	stockBad    int64 // SKUs whose stock or reservations are off
+	slotLag     int64
+	broken      []string
 }
 
 const slotName = "orderflow_capture"
 
-// settle waits until capture has confirmed everything written during the load and every
-// present consumer has caught up, or the timeout passes (the checks then say what is missing).
+// settle waits until the pipeline is quiet: capture has confirmed the WAL written so far, no
+// delivery or partner callback is pending, every summary matches its order, and the outbox
+// stopped growing (the partner's callbacks write new events). Past the timeout the checks
+// run anyway and say what is missing.
 func (d *drill) settle(ctx context.Context) (*result, error) {
 	c, err := d.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close(ctx)
-	var target string
-	if err := c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
-		return nil, fmt.Errorf("reading wal position: %w", err)
-	}
-	d.logf("settle: waiting for the slot to confirm %s and consumers to catch up (at most %s)", target, d.cfg.settle)
+	d.logf("settle: waiting for the pipeline to go quiet (at most %s)", d.cfg.settle)
 	deadline := time.Now().Add(d.cfg.settle)
+	var lastOutbox int64 = -1
+	var target string
+	quiet := 0
 	for {
-		var confirmed bool
-		err := c.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $1::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $2`,
-			target, slotName).Scan(&confirmed)
-		caughtUp := err == nil && confirmed
-		if caughtUp && d.hasService("project") {
-			caughtUp = d.count(ctx, c, `SELECT count(*) FROM orders o LEFT JOIN order_summary s ON s.order_id = o.id
-				WHERE s.version IS DISTINCT FROM o.version`) == 0
+		busy := d.busy(ctx, c, target)
+		n := d.count(ctx, c, "SELECT count(*) FROM outbox")
+		if busy == "" && n != lastOutbox {
+			busy = "the outbox is still growing"
 		}
-		if caughtUp || time.Now().After(deadline) {
+		// Lag gauges refresh every few seconds: quiet must hold three looks in a row.
+		if busy == "" {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet >= 3 {
 			break
 		}
+		lastOutbox = n
+		if time.Now().After(deadline) {
+			d.logf("settle: gave up: %s", busy)
+			break
+		}
+		_ = c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -62,6 +81,79 @@ func (d *drill) settle(ctx context.Context) (*result, error) {
 		}
 	}
 	return d.check(ctx, c)
+}
+
+// busy says what is still moving, or "" when nothing is.
+func (d *drill) busy(ctx context.Context, c *pgx.Conn, target string) string {
+	if target == "" {
+		return "starting"
+	}
+	var confirmed bool
+	if err := c.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $1::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $2`,
+		target, slotName).Scan(&confirmed); err != nil || !confirmed {
+		return "capture has not confirmed " + target
+	}
+	for _, svc := range []string{"project", "deliver"} {
+		if !d.hasService(svc) {
+			continue
+		}
+		if lag, err := d.consumerLag(ctx, svc); err != nil || lag != 0 {
+			return fmt.Sprintf("%s consumer lag %v (err %v)", svc, lag, err)
+		}
+	}
+	if d.hasService("deliver") {
+		if n := d.count(ctx, c, "SELECT count(*) FROM webhook_deliveries WHERE state = 'pending'"); n != 0 {
+			return fmt.Sprintf("%d deliveries pending", n)
+		}
+	}
+	if d.hasService("partner") {
+		if n := d.count(ctx, c, "SELECT count(*) FROM partner.callbacks WHERE state = 'pending'"); n != 0 {
+			return fmt.Sprintf("%d partner callbacks pending", n)
+		}
+	}
+	if d.hasService("project") {
+		if n := d.count(ctx, c, `SELECT count(*) FROM orders o LEFT JOIN order_summary s ON s.order_id = o.id
+			WHERE s.version IS DISTINCT FROM o.version`); n != 0 {
+			return fmt.Sprintf("%d summaries behind", n)
+		}
+	}
+	return ""
+}
+
+// consumerLag sums a consumer's lag gauge as its /metrics reports it to an operator.
+func (d *drill) consumerLag(ctx context.Context, svc string) (float64, error) {
+	url := d.cfg.env[strings.ToUpper(svc)+"_METRICS_URL"]
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	found := false
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "orderflow_") || !strings.Contains(line, "_consumer_lag") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("%s reports no consumer lag", svc)
+	}
+	return sum, nil
 }
 
 func (d *drill) count(ctx context.Context, c *pgx.Conn, q string, args ...any) int64 {
@@ -84,7 +176,20 @@ func (d *drill) check(ctx context.Context, c *pgx.Conn) (*result, error) {
 		r.broken = append(r.broken, fmt.Sprintf("%d accepted orders; %d of them in the database; %d drill orders in all", r.accepted, r.orders, drillOrders))
 	}
 
-	// The topic, read whole: every outbox row exactly once.
+	// Each version of an order is one event: created is version 1, every change adds one.
+	var versions int64
+	if err := c.QueryRow(ctx, "SELECT coalesce(sum(version), 0)::bigint FROM orders WHERE id = ANY($1::uuid[])", ids).Scan(&versions); err != nil {
+		return nil, fmt.Errorf("summing versions: %w", err)
+	}
+	// The topic, read whole after the database snapshot above: every outbox row exactly once.
+	rows, err := c.Query(ctx, "SELECT id::text FROM outbox WHERE created_at >= $1", d.started)
+	if err != nil {
+		return nil, fmt.Errorf("reading outbox: %w", err)
+	}
+	outbox, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("reading outbox: %w", err)
+	}
 	seen, err := d.readTopic(ctx, "orderflow.order")
 	if err != nil {
 		return nil, err
@@ -94,16 +199,6 @@ func (d *drill) check(ctx context.Context, c *pgx.Conn) (*result, error) {
 	if r.events != r.distinct {
 		r.broken = append(r.broken, fmt.Sprintf("%d records but %d distinct ce_id: %d duplicates", r.events, r.distinct, r.events-r.distinct))
 	}
-	// Rows written before this drill may predate the slot (capture streams from the slot's
-	// creation on); the drill vouches for the rows written while it ran.
-	rows, err := c.Query(ctx, "SELECT id::text FROM outbox WHERE created_at >= $1", d.started)
-	if err != nil {
-		return nil, fmt.Errorf("reading outbox: %w", err)
-	}
-	outbox, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("reading outbox: %w", err)
-	}
 	for _, id := range outbox {
 		if _, ok := seen.ids[id]; !ok {
 			r.lost++
@@ -111,11 +206,6 @@ func (d *drill) check(ctx context.Context, c *pgx.Conn) (*result, error) {
 	}
 	if r.lost > 0 {
 		r.broken = append(r.broken, fmt.Sprintf("%d outbox rows never reached the topic", r.lost))
-	}
-	// Each version of an order is one event: created is version 1, every change adds one.
-	var versions int64
-	if err := c.QueryRow(ctx, "SELECT coalesce(sum(version), 0)::bigint FROM orders WHERE id = ANY($1::uuid[])", ids).Scan(&versions); err != nil {
-		return nil, fmt.Errorf("summing versions: %w", err)
 	}
 	var onTopic int64
 	for _, id := range ids {
@@ -142,6 +232,50 @@ func (d *drill) check(ctx context.Context, c *pgx.Conn) (*result, error) {
 		WHERE v.stock < 0 OR v.reserved < 0 OR v.reserved <> coalesce(open.q, 0)`)
 	if r.stockBad != 0 {
 		r.broken = append(r.broken, fmt.Sprintf("%d SKUs with negative stock or reservations that do not match open orders", r.stockBad))
+	}
+
+	r.receipts, r.undelivered, r.deadLetters = -1, -1, -1
+	if d.hasService("deliver") && d.hasService("partner") {
+		// Every order.created of this drill reached the partner, which stored exactly one receipt
+		// for it (webhook-id is the receipt's key; retries and commit-then-500 add none).
+		r.undelivered = d.count(ctx, c, `SELECT count(*) FROM outbox x WHERE x.created_at >= $1 AND x.event_type = 'order.created'
+			AND NOT EXISTS (SELECT 1 FROM partner.receipts r WHERE r.webhook_id = x.id::text)`, d.started)
+		r.receipts = d.count(ctx, c, `SELECT count(*) FROM partner.receipts r JOIN outbox x ON x.id::text = r.webhook_id
+			WHERE x.created_at >= $1`, d.started)
+		delivered := d.count(ctx, c, `SELECT count(DISTINCT d.event_id) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+			JOIN outbox x ON x.id::text = d.event_id WHERE d.state = 'succeeded' AND e.url LIKE '%/partner-hook' AND x.created_at >= $1`, d.started)
+		r.deadLetters = d.count(ctx, c, `SELECT count(*) FROM webhook_deliveries WHERE state = 'dead' AND created_at >= $1`, d.started)
+		if r.undelivered != 0 {
+			r.broken = append(r.broken, fmt.Sprintf("%d order.created events have no partner receipt", r.undelivered))
+		}
+		if delivered != r.receipts {
+			r.broken = append(r.broken, fmt.Sprintf("%d events delivered to the partner but %d receipts", delivered, r.receipts))
+		}
+		if r.deadLetters != 0 {
+			r.broken = append(r.broken, fmt.Sprintf("%d deliveries dead-lettered", r.deadLetters))
+		}
+	}
+
+	// The reconciliation job, as an operator would run it, must find nothing.
+	r.drift = -1
+	if d.hasService("reconcile") {
+		cmd := exec.CommandContext(ctx, d.cfg.root+"/bin/orderflow", "reconcile", "-json", "-quiet")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+d.cfg.env["DATABASE_URL"])
+		out, err := cmd.Output()
+		var rep struct {
+			Counts map[string]int64 `json:"counts"`
+		}
+		if err != nil || json.Unmarshal(out, &rep) != nil {
+			r.broken = append(r.broken, fmt.Sprintf("orderflow reconcile failed: %v", err))
+		} else {
+			r.drift = 0
+			for _, n := range rep.Counts {
+				r.drift += n
+			}
+			if r.drift != 0 {
+				r.broken = append(r.broken, fmt.Sprintf("reconcile reports %d drift: %v", r.drift, rep.Counts))
+			}
+		}
 	}
 
 	// Slot lag: capture advances the slot when idle, so it must fall under 1 MB.
@@ -244,6 +378,14 @@ func (d *drill) report(r *result) error {
 		fmt.Fprintf(tw, "summaries off their order\t%d\n", r.summaries)
 	} else {
 		fmt.Fprintf(tw, "summaries off their order\tnot checked: no projector\n")
+	}
+	if r.receipts >= 0 {
+		fmt.Fprintf(tw, "partner receipts for this drill's events\t%d\n", r.receipts)
+		fmt.Fprintf(tw, "order.created without a receipt\t%d\n", r.undelivered)
+		fmt.Fprintf(tw, "webhook dead letters\t%d\n", r.deadLetters)
+	}
+	if r.drift >= 0 {
+		fmt.Fprintf(tw, "reconcile drift\t%d\n", r.drift)
 	}
 	fmt.Fprintf(tw, "SKUs with bad stock\t%d\n", r.stockBad)
 	fmt.Fprintf(tw, "slot lag after settling\t%s bytes\n", strconv.FormatInt(r.slotLag, 10))

@@ -46,6 +46,19 @@ type drill struct {
 	injected []string
 	mu       sync.Mutex
 	started  time.Time
+	// svcEnv is the extra environment a service runs with during the drill (the partner's
+	// faults, the deliverer's short timeouts); every restart passes it again.
+	svcEnv map[string][]string
+}
+
+// drillEnv makes the partner fail the way issue 5 asks (30% 5xx, 10% timeouts, some
+// commit-then-500, 5% rejected orders) and gives the deliverer timeouts and backoffs short
+// enough that a drill converges in minutes rather than hours.
+var drillEnv = map[string][]string{
+	"partner": {"PARTNER_ERROR_RATE=0.3", "PARTNER_TIMEOUT_RATE=0.1", "PARTNER_COMMIT_THEN_500_RATE=0.05",
+		"PARTNER_REJECT_RATIO=0.05", "PARTNER_HANG=5s", "PARTNER_FULFILL_DELAY=200ms"},
+	"deliver": {"DELIVER_TIMEOUT=2s", "DELIVER_BASE_BACKOFF=200ms", "DELIVER_MAX_BACKOFF=5s", "DELIVER_PER_ENDPOINT=64",
+		"DELIVER_POLL=100ms"},
 }
 
 func (d *drill) logf(format string, args ...any) {
@@ -57,6 +70,27 @@ func (d *drill) run(ctx context.Context) error {
 	d.started = start.Add(-time.Second).UTC() // the database clock may be a little behind
 	if err := d.stock(ctx); err != nil {
 		return err
+	}
+	d.svcEnv = map[string][]string{}
+	if d.cfg.faults {
+		for svc, env := range drillEnv {
+			if d.hasService(svc) {
+				d.svcEnv[svc] = env
+				d.logf("restarting %s with %s", svc, strings.Join(env, " "))
+				d.stack(ctx, "stop", svc)
+				d.stack(ctx, "start", svc)
+			}
+		}
+		// Whatever happens, leave the stack as 'make up' runs it.
+		defer func() {
+			d.svcEnv = nil
+			for svc := range drillEnv {
+				if d.hasService(svc) {
+					d.stack(context.Background(), "stop", svc)
+					d.stack(context.Background(), "start", svc)
+				}
+			}
+		}()
 	}
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
@@ -77,7 +111,9 @@ func (d *drill) run(ctx context.Context) error {
 		d.created.Load(), d.replays.Load(), d.retries.Load())
 	// Bring back anything a fault left down, then let the pipeline catch up.
 	d.stack(ctx, "start", "postgres", "kafka")
-	d.stack(ctx, append([]string{"start"}, d.services()...)...)
+	for _, svc := range d.services() {
+		d.stack(ctx, "start", svc)
+	}
 	settleStart := time.Now()
 	res, err := d.settle(ctx)
 	if err != nil {
@@ -107,6 +143,12 @@ func (d *drill) hasService(name string) bool {
 // stack runs deploy/local/stack.sh with args, logging its output.
 func (d *drill) stack(ctx context.Context, args ...string) {
 	cmd := exec.CommandContext(ctx, d.cfg.root+"/deploy/local/stack.sh", args...)
+	cmd.Env = os.Environ()
+	if len(args) > 0 && args[0] == "start" {
+		for _, svc := range args[1:] {
+			cmd.Env = append(cmd.Env, d.svcEnv[svc]...)
+		}
+	}
 	out, err := cmd.CombinedOutput()
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if l != "" {
