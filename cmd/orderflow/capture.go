@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
-	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -100,20 +99,4 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, c.Handler(), log, nil) })
 	return g.Wait()
-}
-
-// envInt and envDuration are used by other commands' flags too (they belong in flags.go).
-// A malformed value falls back to def; capture itself validates its variables above.
-func envInt(getenv func(string) string, name string, def int) int {
-	if n, err := strconv.Atoi(getenv(name)); err == nil {
-		return n
-	}
-	return def
-}
-
-func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(getenv(name)); err == nil {
-		return d
-	}
-	return def
 }

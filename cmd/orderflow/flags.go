@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // newFlagSet returns a flag set that reports to stderr and never exits the process.
@@ -59,4 +61,27 @@ func requireFlag(name, value, env string) error {
 		return fmt.Errorf("%w: -%s is required (or set %s)", errUsage, name, env)
 	}
 	return nil
+}
+
+// envInt, envFloat and envDuration give flags their environment defaults. A malformed value
+// falls back to def; commands that cannot afford that (capture) validate their variables.
+func envInt(getenv func(string) string, name string, def int) int {
+	if n, err := strconv.Atoi(getenv(name)); err == nil {
+		return n
+	}
+	return def
+}
+
+func envFloat(getenv func(string) string, name string, def float64) float64 {
+	if f, err := strconv.ParseFloat(getenv(name), 64); err == nil {
+		return f
+	}
+	return def
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(name)); err == nil {
+		return d
+	}
+	return def
 }

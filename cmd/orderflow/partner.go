@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"strconv"
 	"time"
 
 	"orderflow/consumers/partner"
@@ -68,11 +67,4 @@ func runPartner(ctx context.Context, args []string, getenv func(string) string, 
 	err = p.Run(ctx)
 	log.Info("stopped", "err", err)
 	return err
-}
-
-func envFloat(getenv func(string) string, name string, def float64) float64 {
-	if f, err := strconv.ParseFloat(getenv(name), 64); err == nil {
-		return f
-	}
-	return def
 }
