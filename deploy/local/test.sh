@@ -33,3 +33,5 @@ echo "== make up on this stack: services, demo"
 "$STACK" up
 echo "== monitoring: rules, a real Prometheus scraping every service, the dashboard's queries"
 "$ROOT/deploy/prometheus/check.sh"
+echo "== a small failure drill (make drill runs 20,000 orders)"
+go run ./deploy/drill -root "$ROOT" -orders "${TEST_DRILL_ORDERS:-1000}"
