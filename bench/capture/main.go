@@ -62,7 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("capture-bench", flag.ContinueOnError)
 	backlog := fs.Int("backlog", 200_000, "single-event transactions in the backlog that both readers drain (0 to skip)")
 	bigTxn := fs.Int("big-txn", 1_000_000, "rows in the one-transaction RSS case (0 to skip)")
-	big := fs.Int("backlog-2m", 0, "a second, larger backlog for the RSS-is-flat check (2000000 in the issue; 0 to skip)")
+	small := fs.Int("backlog-100k", 100_000, "a backlog drained by capture alone, for RSS at 100,000 (0 to skip)")
+	big := fs.Int("backlog-2m", 2_000_000, "a larger backlog drained by capture alone: RSS must stay flat (0 to skip)")
 	rate := fs.Int("rate", 2000, "events/s for the latency run")
 	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of the latency run (0 to skip)")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
@@ -87,6 +88,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}()
 	if *backlog > 0 {
 		if err := b.backlogRun(ctx, *backlog, "backlog", true); err != nil {
+			return err
+		}
+	}
+	if *small > 0 {
+		if err := b.backlogRun(ctx, *small, "backlog_small", false); err != nil {
 			return err
 		}
 	}
@@ -398,8 +404,8 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	capRate := float64(n) / capSecs
 	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", capRate, capSecs, capRSS)
 	if !compare {
-		b.result("capture_events_per_s_2m", capRate, "%.0f")
-		b.result("capture_rss_mb_2m", capRSS, "%.1f")
+		b.result("capture_events_per_s_"+sizeKey(n), capRate, "%.0f")
+		b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
 		return nil
 	}
 	recvSecs, err := b.drainWithRecvlogical(ctx, slots[1], target)
@@ -419,7 +425,7 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	b.result("recvlogical_events_per_s", recvRate, "%.0f")
 	b.result("capture_discard_events_per_s", dRate, "%.0f")
 	b.result("capture_vs_recvlogical_ratio", capRate/recvRate, "%.2f")
-	b.result(fmt.Sprintf("capture_rss_mb_%dk", n/1000), capRSS, "%.1f")
+	b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
 	if n != 100_000 {
 		b.result("capture_backlog_events", float64(n), "%.0f")
 	}
@@ -630,4 +636,12 @@ func numCPU() int {
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
+}
+
+// sizeKey names a backlog size in result keys: 100000 -> 100k, 2000000 -> 2m.
+func sizeKey(n int) string {
+	if n >= 1_000_000 && n%1_000_000 == 0 {
+		return fmt.Sprintf("%dm", n/1_000_000)
+	}
+	return fmt.Sprintf("%dk", n/1000)
 }
