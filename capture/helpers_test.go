@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -469,34 +467,10 @@ func position(t *testing.T, r record) capture.Position {
 
 // --- the real binary -------------------------------------------------------------------
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// orderflowBin builds cmd/orderflow once per test run.
+// orderflowBin is the real binary, built once per test process.
 func orderflowBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "orderflow-capture-test")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "orderflow")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/orderflow")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return testenv.Binary(t)
 }
 
 // proc is a capture running as its own process.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,17 +48,6 @@ func TestMigrateIsRepeatable(t *testing.T) {
 	}
 }
 
-// buildBinary builds bin/orderflow once for the tests that run the real process.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "orderflow")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,7 +81,7 @@ func waitReady(t *testing.T, url string, exited <-chan error) {
 
 func TestAPIProcessStopsGracefullyOnSIGTERM(t *testing.T) {
 	dsn := testenv.NewDatabase(t)
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 	addr := freeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "api")

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"sort"
 	"sync"
 	"syscall"
@@ -44,19 +42,6 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	bin := filepath.Join(t.TempDir(), "orderflow")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/orderflow")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func startProc(t *testing.T, bin, name, addr string, env ...string) *proc {
@@ -125,7 +110,7 @@ func tail(s string, n int) string {
 func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t) // database, seeded keys, and an endpoint registered for e.addr
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 	prefix := testenv.UniqueName("ofe2e")
 	slot := testenv.UniqueName("ofe2e_slot")
 	brokers := e.brokers[0]

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,16 +22,6 @@ type process struct {
 	addr   string
 	logs   *bytes.Buffer
 	exited chan error
-}
-
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "orderflow")
-	out, err := exec.Command("go", "build", "-o", bin, "orderflow/cmd/orderflow").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func freeAddr(t *testing.T) string {
@@ -71,7 +60,7 @@ func (e *env) startProcess(t *testing.T, bin string) *process {
 func TestKilledProjectorResumesWithoutMissingEvents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 3)
-	bin := buildBinary(t)
+	bin := testenv.Binary(t)
 
 	want := map[string]summaryRow{}
 	var first, second []event

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,10 +296,7 @@ func TestCommandPrintsATableAndJSON(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, false)
 	id := w.createOrder()
-	bin := filepath.Join(t.TempDir(), "orderflow")
-	if out, err := exec.Command("go", "build", "-o", bin, "orderflow/cmd/orderflow").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testenv.Binary(t)
 	time.Sleep(10 * time.Millisecond)
 	run := func(args ...string) []byte {
 		var stdout, stderr bytes.Buffer

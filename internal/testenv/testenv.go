@@ -13,7 +13,10 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,4 +137,31 @@ func Must(tb testing.TB, err error, what string) {
 	if err != nil {
 		tb.Fatalf("%s: %v", what, fmt.Errorf("%w", err))
 	}
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// Binary builds the orderflow binary once per test process and returns its path, for the
+// tests that run the real commands as users do (signals, kill -9, exit codes).
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orderflow-test-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "orderflow")
+		if out, err := exec.Command("go", "build", "-o", binPath, "orderflow/cmd/orderflow").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		tb.Fatal(binErr)
+	}
+	return binPath
 }
