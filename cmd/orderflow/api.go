@@ -19,6 +19,7 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	maxConns := fs.Int("db-max-conns", 20, "largest number of database connections")
 	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
 	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
+	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,6 +39,11 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserver.Serve(ctx, *addr, srv, log, nil) })
 	g.Go(func() error { return api.RunKeyPurger(ctx, db.PurgeExpiredKeys, *purgeEvery, log) })
+	if *pprofAddr != "" {
+		g.Go(func() error {
+			return httpserver.Serve(ctx, *pprofAddr, pprofHandler(), log.With("server", "pprof"), nil)
+		})
+	}
 	err = g.Wait()
 	log.Info("stopped", "err", err)
 	return err
