@@ -31,6 +31,7 @@ type config struct {
 	resendRatio float64
 	faults      bool
 	settle      time.Duration
+	duration    time.Duration
 	env         map[string]string
 }
 
@@ -101,7 +102,7 @@ func (d *drill) run(ctx context.Context) error {
 			d.injectFaults(loadCtx)
 		}
 	}()
-	d.logf("load: %d orders from %d clients, %.0f%% sent twice", d.cfg.orders, d.cfg.clients, d.cfg.resendRatio*100)
+	d.logf("load: %d orders from %d clients over %s, %.0f%% sent twice", d.cfg.orders, d.cfg.clients, d.cfg.duration, d.cfg.resendRatio*100)
 	if err := d.load(ctx); err != nil {
 		return err
 	}
@@ -338,7 +339,14 @@ func (d *drill) load(ctx context.Context) error {
 			}
 		}()
 	}
+	// The load is paced over cfg.duration so the fault schedule, spread by order count,
+	// lands while orders are still being written rather than after.
+	interval := d.cfg.duration / time.Duration(max(1, d.cfg.orders))
+	began := time.Now()
 	for n := 0; n < d.cfg.orders; n++ {
+		if wait := time.Until(began.Add(time.Duration(n) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
 		select {
 		case jobs <- n:
 		case err := <-errc:

@@ -41,8 +41,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&cfg.resendRatio, "resend", 0.1, "share of orders whose request is sent twice with the same key")
 	fs.BoolVar(&cfg.faults, "faults", true, "inject the fault schedule")
 	fs.DurationVar(&cfg.settle, "settle-timeout", 5*time.Minute, "longest wait for the pipeline to settle after the load")
+	fs.DurationVar(&cfg.duration, "duration", 0, "spread the orders over this long (default: 100 orders/s, at least 90 s, so the 21 faults land during the load)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.duration <= 0 {
+		cfg.duration = max(90*time.Second, time.Duration(cfg.orders)*10*time.Millisecond)
 	}
 	env, err := readEnv(cfg.root + "/.local/env")
 	if err != nil {
