@@ -300,7 +300,8 @@ type topicSeen struct {
 	bySubject map[string]int64
 }
 
-// readTopic reads every partition from its first to its last offset.
+// readTopic reads every partition from its first to its last offset over a plain connection
+// to the leader (a kafka.Reader's Close can hang waiting on its background fetchers).
 func (d *drill) readTopic(ctx context.Context, topic string) (*topicSeen, error) {
 	brokers := strings.Split(d.cfg.env["KAFKA_BROKERS"], ",")
 	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
@@ -314,30 +315,37 @@ func (d *drill) readTopic(ctx context.Context, topic string) (*topicSeen, error)
 	}
 	seen := &topicSeen{ids: map[string]struct{}{}, bySubject: map[string]int64{}}
 	for _, p := range parts {
-		lc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
-		if err != nil {
-			return nil, fmt.Errorf("dialing leader of %s/%d: %w", topic, p.ID, err)
-		}
-		first, last, err := lc.ReadOffsets()
-		lc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading offsets of %s/%d: %w", topic, p.ID, err)
-		}
-		if last <= first {
-			continue
-		}
-		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxBytes: 10 << 20})
-		if err := rd.SetOffset(first); err != nil {
+		if err := d.readPartition(ctx, brokers[0], topic, p.ID, seen); err != nil {
 			return nil, err
 		}
+	}
+	return seen, nil
+}
+
+func (d *drill) readPartition(ctx context.Context, broker, topic string, partition int, seen *topicSeen) error {
+	lc, err := kafka.DialLeader(ctx, "tcp", broker, topic, partition)
+	if err != nil {
+		return fmt.Errorf("dialing leader of %s/%d: %w", topic, partition, err)
+	}
+	defer lc.Close()
+	first, last, err := lc.ReadOffsets()
+	if err != nil {
+		return fmt.Errorf("reading offsets of %s/%d: %w", topic, partition, err)
+	}
+	if _, err := lc.Seek(first, kafka.SeekAbsolute); err != nil {
+		return fmt.Errorf("seeking %s/%d: %w", topic, partition, err)
+	}
+	next := first
+	for stalls := 0; next < last; {
+		before := next
+		_ = lc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		batch := lc.ReadBatch(1, 10<<20)
 		for {
-			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			m, err := rd.ReadMessage(rctx)
-			cancel()
+			m, err := batch.ReadMessage()
 			if err != nil {
-				rd.Close()
-				return nil, fmt.Errorf("reading %s/%d at %d: %w", topic, p.ID, rd.Offset(), err)
+				break
 			}
+			next = m.Offset + 1
 			seen.records++
 			for _, h := range m.Headers {
 				if h.Key == "ce_id" {
@@ -345,13 +353,20 @@ func (d *drill) readTopic(ctx context.Context, topic string) (*topicSeen, error)
 				}
 			}
 			seen.bySubject[string(m.Key)]++
-			if m.Offset >= last-1 {
+			if next >= last {
 				break
 			}
 		}
-		rd.Close()
+		if err := batch.Close(); err != nil && next < last {
+			return fmt.Errorf("reading %s/%d at %d: %w", topic, partition, next, err)
+		}
+		if next == before {
+			if stalls++; stalls > 5 {
+				return fmt.Errorf("reading %s/%d: no progress at offset %d of %d", topic, partition, next, last)
+			}
+		}
 	}
-	return seen, nil
+	return nil
 }
 
 func (d *drill) report(r *result) error {
