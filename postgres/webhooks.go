@@ -46,8 +46,8 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []deliver.Event) (int64
 // claim side by side; the claim itself is a lease (next_attempt_at pushed past the attempt's
 // timeout), so a deliverer that dies mid-attempt loses its claims to the others. The claim
 // walks each enabled endpoint's due deliveries separately (an index range per endpoint), so
-// each endpoint stays within its per-endpoint limit, counting what is already in flight, and
-// a huge backlog on one endpoint costs the others nothing.
+// each endpoint stays within its per-endpoint limit, counting what the deliverer already holds
+// (in flight or queued for a slot), and a huge backlog on one endpoint costs the others nothing.
 func (db *DB) ClaimDeliveries(ctx context.Context, c deliver.Claim) ([]deliver.Delivery, error) {
 	busyIDs := make([]string, 0, len(c.InFlight))
 	busyN := make([]int32, 0, len(c.InFlight))

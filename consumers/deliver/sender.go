@@ -22,9 +22,10 @@ type senderStore interface {
 	ReleaseClaim(ctx context.Context, d Delivery) error
 }
 
-// Claim asks for due deliveries. InFlight counts this process's attempts per endpoint, so a
-// claim never takes more for one endpoint than PerEndpoint allows: a slow endpoint fills its
-// own slots and leaves the pool to the others.
+// Claim asks for due deliveries. InFlight counts what this process holds per endpoint
+// (attempts running and claimed deliveries queued for a slot), so a claim never takes more for
+// one endpoint than PerEndpoint allows: a slow endpoint fills its own slots and queue and
+// leaves the pool to the others.
 type Claim struct {
 	Limit       int
 	PerEndpoint int
@@ -38,27 +39,51 @@ type sender struct {
 	policy      Policy
 	workers     int
 	perEndpoint int
-	poll        time.Duration
-	lease       time.Duration
-	log         *slog.Logger
-	m           *metrics
-	wake        <-chan struct{}
-	now         func() time.Time
-	rnd         func(int64) int64
+	// prefetch is how many claimed deliveries per endpoint may wait for one of its slots, so a
+	// finished attempt starts the next one at once instead of after a claim's round trip.
+	prefetch int
+	poll     time.Duration
+	lease    time.Duration
+	log      *slog.Logger
+	m        *metrics
+	wake     <-chan struct{}
+	now      func() time.Time
+	rnd      func(int64) int64
 
 	mu       sync.Mutex
-	inFlight map[string]int
+	inFlight map[string]int // attempts running, per endpoint
 	running  int
+	queued   map[string][]held // claimed, waiting for a slot, oldest first
+	nQueued  int
 }
 
-func (s *sender) snapshot() (map[string]int, int) {
+// held is a claimed delivery waiting for a slot. It must start by startBy, so that its attempt
+// still ends well inside the lease.
+type held struct {
+	d       Delivery
+	startBy time.Time
+}
+
+// maxHold is how long a claimed delivery may wait for a slot: half the lease's margin beyond
+// the attempt timeout, so the write-back keeps at least the other half.
+func (s *sender) maxHold() time.Duration { return (s.lease - s.policy.Timeout) / 2 }
+
+// claimState is what the next claim needs: per endpoint, what this process holds (running
+// and queued), and whether a busy endpoint's queue has run low.
+func (s *sender) claimState() (holding map[string]int, running, nQueued int, low bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := make(map[string]int, len(s.inFlight))
+	holding = make(map[string]int, len(s.inFlight)+len(s.queued))
 	for k, v := range s.inFlight {
-		m[k] = v
+		holding[k] = v
+		if v >= s.perEndpoint && len(s.queued[k]) <= s.prefetch/2 {
+			low = true
+		}
 	}
-	return m, s.running
+	for k, q := range s.queued {
+		holding[k] += len(q)
+	}
+	return holding, s.running, s.nQueued, low
 }
 
 // run claims and sends until ctx ends, then releases what it still holds.
@@ -81,26 +106,34 @@ func (s *sender) run(ctx context.Context) error {
 	defer cancelSends()
 	t := time.NewTicker(s.poll)
 	defer t.Stop()
-	// Claiming costs a query; when the pool is busy, wait until a quarter of it is free (or
-	// the poll ticks) so claims come in batches instead of one per finished attempt.
+	// Claiming costs a query, and the claim is not on an attempt's critical path: a finished
+	// attempt takes the next queued delivery of its endpoint itself. So after an attempt
+	// the loop claims only when a busy endpoint's queue is half empty, or when a quarter of
+	// the pool is free and the last claim was cut short by the pool (more may be due).
 	threshold := max(1, s.workers/4)
-	force := true
+	force, capped := true, false
 	for {
-		inFlight, running := s.snapshot()
-		free := s.workers - running
-		if free > 0 && (force || free >= threshold || running == 0) {
-			ds, err := s.store.ClaimDeliveries(ctx, Claim{Limit: free, PerEndpoint: s.perEndpoint, InFlight: inFlight, Lease: s.lease})
+		s.startQueued(ctx, sendCtx, &wg, freed, reports)
+		holding, running, nQueued, low := s.claimState()
+		// Held deliveries (running or queued) stay within twice the pool; per endpoint the
+		// claim keeps them within perEndpoint + prefetch.
+		free := 2*s.workers - running - nQueued
+		if free > 0 && (force || running == 0 || low || (capped && s.workers-running >= threshold)) {
+			startBy := s.now().Add(s.maxHold())
+			ds, err := s.store.ClaimDeliveries(ctx, Claim{Limit: free, PerEndpoint: s.perEndpoint + s.prefetch, InFlight: holding, Lease: s.lease})
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn("claiming due deliveries", "err", err)
 			}
+			capped = len(ds) == free
 			for _, d := range ds {
-				s.start(ctx, sendCtx, &wg, d, freed, reports)
+				s.startOrQueue(ctx, sendCtx, &wg, held{d: d, startBy: startBy}, freed, reports)
 			}
 		}
 		force = false
 		select {
 		case <-ctx.Done():
 			cancelSends()
+			s.releaseQueued(context.WithoutCancel(ctx))
 			return nil
 		case <-s.wake:
 			force = true
@@ -111,28 +144,136 @@ func (s *sender) run(ctx context.Context) error {
 	}
 }
 
-func (s *sender) start(ctx, sendCtx context.Context, wg *sync.WaitGroup, d Delivery, freed chan<- struct{}, reports chan<- Report) {
+// startOrQueue starts a claimed delivery if its endpoint and the pool have a free slot, and
+// queues it for the next free slot of its endpoint otherwise.
+func (s *sender) startOrQueue(ctx, sendCtx context.Context, wg *sync.WaitGroup, h held, freed chan<- struct{}, reports chan<- Report) {
 	s.mu.Lock()
-	s.inFlight[d.EndpointID]++
+	ep := h.d.EndpointID
+	if s.inFlight[ep] >= s.perEndpoint || s.running >= s.workers {
+		s.queued[ep] = append(s.queued[ep], h)
+		s.nQueued++
+		s.mu.Unlock()
+		return
+	}
+	s.inFlight[ep]++
 	s.running++
 	s.mu.Unlock()
+	s.start(ctx, sendCtx, wg, h.d, freed, reports)
+}
+
+// startQueued starts queued deliveries whose endpoint has a free slot while the pool has one
+// too (a slot freed by another endpoint), and gives back those that waited too long.
+func (s *sender) startQueued(ctx, sendCtx context.Context, wg *sync.WaitGroup, freed chan<- struct{}, reports chan<- Report) {
+	var starts []Delivery
+	var stale []held
+	now := s.now()
+	s.mu.Lock()
+	for ep, q := range s.queued {
+		for len(q) > 0 && (q[0].startBy.Before(now) || (s.inFlight[ep] < s.perEndpoint && s.running < s.workers)) {
+			if q[0].startBy.Before(now) {
+				stale = append(stale, q[0])
+			} else {
+				s.inFlight[ep]++
+				s.running++
+				starts = append(starts, q[0].d)
+			}
+			q = q[1:]
+			s.nQueued--
+		}
+		if len(q) == 0 {
+			delete(s.queued, ep)
+		} else {
+			s.queued[ep] = q
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range starts {
+		s.start(ctx, sendCtx, wg, d, freed, reports)
+	}
+	s.release(context.WithoutCancel(ctx), stale)
+}
+
+// next takes (if take) the next queued delivery of an endpoint whose attempt just finished;
+// the slot passes to it. Otherwise the slot is given back. Queued deliveries past their
+// startBy are returned as stale, to be released.
+func (s *sender) next(ep string, take bool) (d Delivery, ok bool, stale []held) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queued[ep]
+	for take && len(q) > 0 && !ok {
+		if q[0].startBy.Before(now) {
+			stale = append(stale, q[0])
+		} else {
+			d, ok = q[0].d, true
+		}
+		q = q[1:]
+		s.nQueued--
+	}
+	if len(q) == 0 {
+		delete(s.queued, ep)
+	} else {
+		s.queued[ep] = q
+	}
+	if !ok {
+		if s.inFlight[ep]--; s.inFlight[ep] <= 0 {
+			delete(s.inFlight, ep)
+		}
+		s.running--
+	}
+	return d, ok, stale
+}
+
+// releaseQueued gives back every queued delivery at shutdown, so the next deliverer takes
+// them at once instead of after the lease.
+func (s *sender) releaseQueued(ctx context.Context) {
+	var all []held
+	s.mu.Lock()
+	for _, q := range s.queued {
+		all = append(all, q...)
+	}
+	clear(s.queued)
+	s.nQueued = 0
+	s.mu.Unlock()
+	s.release(ctx, all)
+}
+
+func (s *sender) release(ctx context.Context, hs []held) {
+	for _, h := range hs {
+		if err := s.store.ReleaseClaim(ctx, h.d); err != nil {
+			s.log.Warn("releasing delivery claim", "delivery_id", h.d.ID, "err", err)
+		}
+	}
+}
+
+// start runs attempts in one goroutine, which holds one of the endpoint's slots (counted by
+// the caller): after each attempt it goes on with the endpoint's next queued delivery, if
+// any, and hands the slot back otherwise.
+func (s *sender) start(ctx, sendCtx context.Context, wg *sync.WaitGroup, d Delivery, freed chan<- struct{}, reports chan<- Report) {
 	s.m.inFlight.Inc()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if rep, ok := s.attempt(ctx, sendCtx, d); ok {
-			reports <- rep
-		}
-		s.mu.Lock()
-		if s.inFlight[d.EndpointID]--; s.inFlight[d.EndpointID] <= 0 {
-			delete(s.inFlight, d.EndpointID)
-		}
-		s.running--
-		s.mu.Unlock()
-		s.m.inFlight.Dec()
-		select {
-		case freed <- struct{}{}:
-		default:
+		defer s.m.inFlight.Dec()
+		for {
+			if rep, ok := s.attempt(ctx, sendCtx, d); ok {
+				reports <- rep
+			}
+			var (
+				ok    bool
+				stale []held
+			)
+			// Once ctx ends nothing new starts; run releases what is still queued.
+			d, ok, stale = s.next(d.EndpointID, ctx.Err() == nil)
+			s.release(context.WithoutCancel(ctx), stale)
+			// Either way the loop may want to claim: a slot or a queue place is free.
+			select {
+			case freed <- struct{}{}:
+			default:
+			}
+			if !ok {
+				return
+			}
 		}
 	}()
 }

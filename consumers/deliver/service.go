@@ -123,9 +123,9 @@ func New(cfg Config, store Store) (*Service, error) {
 		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
 		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
-			perEndpoint: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
+			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
-			inFlight: map[string]int{}},
+			inFlight: map[string]int{}, queued: map[string][]held{}},
 	}
 	return s, nil
 }
