@@ -125,28 +125,56 @@ pg_user() {
 as_pg() {
 	local u
 	u=$(pg_user)
-	if [ "$(id -u)" = 0 ] && [ "$u" != root ]; then runuser -u "$u" -- "$@"; else "$@"; fi
+	# From /, so the unprivileged user is not left in a directory it may not enter.
+	if [ "$(id -u)" = 0 ] && [ "$u" != root ]; then (cd / && runuser -u "$u" -- "$@"); else "$@"; fi
+}
+
+# pg_dirs sets PGDIR (data), PGSOCK and PGLOG. They live under .local/ unless PostgreSQL's
+# unprivileged user cannot reach it (a checkout under /root, mode 700): then they go to a
+# directory of their own under /var/tmp, named after this checkout and recorded in
+# .local/pg-home. A .local/ without that record is a fresh checkout, so an old directory of
+# the same name (an earlier clone at the same path) is wiped, never reused.
+pg_dirs() {
+	PGDIR="$LOCAL/pg" PGSOCK="$LOCAL/pgsock" PGLOG="$LOG/postgres.log"
+	local u home
+	u=$(pg_user)
+	mkdir -p "$LOCAL"
+	if [ -f "$LOCAL/pg-home" ]; then
+		home=$(cat "$LOCAL/pg-home")
+	elif [ "$(id -u)" = 0 ] && [ "$u" != root ] && ! runuser -u "$u" -- test -x "$LOCAL" 2>/dev/null; then
+		home="/var/tmp/orderflow-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
+		rm -rf "$home"
+		mkdir -p "$home"
+		chown "$u" "$home"
+		printf '%s\n' "$home" >"$LOCAL/pg-home"
+		ln -sfn "$home/pg" "$LOCAL/pg"
+	fi
+	if [ -n "${home:-}" ]; then
+		PGDIR="$home/pg" PGSOCK="$home/sock" PGLOG="$home/postgres.log"
+	fi
 }
 
 pg_up() {
 	local bin u
 	bin=$(pg_bin) || die "initdb not found"
 	u=$(pg_user)
-	mkdir -p "$RUN" "$LOG" "$LOCAL/pgsock"
-	touch "$LOG/postgres.log"
-	if [ "$(id -u)" = 0 ]; then chown "$u" "$LOCAL/pgsock" "$LOG/postgres.log"; chmod 755 "$LOCAL"; fi
-	if [ ! -f "$LOCAL/pg/PG_VERSION" ]; then
-		say "postgres: initdb into .local/pg (user $u, port $PG_PORT)"
-		mkdir -p "$LOCAL/pg"
-		[ "$(id -u)" = 0 ] && chown "$u" "$LOCAL/pg"
-		as_pg "$bin/initdb" -D "$LOCAL/pg" -U "$PG_SUPERUSER" --auth=trust -E UTF8 --locale=C.UTF-8 >"$LOCAL/initdb.log" 2>&1 ||
+	pg_dirs
+	mkdir -p "$RUN" "$LOG" "$PGSOCK"
+	touch "$PGLOG"
+	[ "$PGLOG" = "$LOG/postgres.log" ] || ln -sfn "$PGLOG" "$LOG/postgres.log"
+	if [ "$(id -u)" = 0 ]; then chown "$u" "$PGSOCK" "$PGLOG"; chmod 755 "$LOCAL"; fi
+	if [ ! -f "$PGDIR/PG_VERSION" ]; then
+		say "postgres: initdb into $PGDIR (user $u, port $PG_PORT)"
+		mkdir -p "$PGDIR"
+		[ "$(id -u)" = 0 ] && chown "$u" "$PGDIR"
+		as_pg "$bin/initdb" -D "$PGDIR" -U "$PG_SUPERUSER" --auth=trust -E UTF8 --locale=C.UTF-8 >"$LOCAL/initdb.log" 2>&1 ||
 			{ cat "$LOCAL/initdb.log" >&2; die "initdb failed"; }
-		cat >>"$LOCAL/pg/postgresql.conf" <<EOF
+		cat >>"$PGDIR/postgresql.conf" <<EOF
 
 # orderflow local stack
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
-unix_socket_directories = '$LOCAL/pgsock'
+unix_socket_directories = '$PGSOCK'
 wal_level = logical
 max_wal_senders = 40
 max_replication_slots = 40
@@ -164,9 +192,9 @@ EOF
 	fi
 	if alive postgres; then say "postgres: running (pid $(cat "$RUN/postgres.pid"))"; return 0; fi
 	port_in_use "$PG_PORT" && die "postgres: 127.0.0.1:$PG_PORT is already in use by another process (set ORDERFLOW_PG_PORT)"
-	as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -l "$LOG/postgres.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null ||
-		{ tail -n 20 "$LOG/postgres.log" >&2; die "postgres did not start (see .local/log/postgres.log)"; }
-	head -n1 "$LOCAL/pg/postmaster.pid" >"$RUN/postgres.pid"
+	as_pg "$bin/pg_ctl" -D "$PGDIR" -l "$PGLOG" -o "-p $PG_PORT" -w -t 60 start >/dev/null ||
+		{ tail -n 20 "$PGLOG" >&2; die "postgres did not start (see .local/log/postgres.log)"; }
+	head -n1 "$PGDIR/postmaster.pid" >"$RUN/postgres.pid"
 	"$bin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" -d postgres -tAc \
 		"SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1 ||
 		"$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_SUPERUSER" "$PG_DB"
@@ -176,8 +204,9 @@ EOF
 pg_down() {
 	local bin
 	bin=$(pg_bin) || return 0
-	if [ -f "$LOCAL/pg/postmaster.pid" ]; then
-		as_pg "$bin/pg_ctl" -D "$LOCAL/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+	pg_dirs
+	if [ -f "$PGDIR/postmaster.pid" ]; then
+		as_pg "$bin/pg_ctl" -D "$PGDIR" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 		say "postgres: stopped"
 	fi
 	rm -f "$RUN/postgres.pid"
