@@ -113,7 +113,7 @@ func TestRecordsFollowTheContract(t *testing.T) {
 	if v, _ := metricValue(t, addr, "orderflow_capture_commit_to_ack_seconds_count"); v != 4 {
 		t.Errorf("commit_to_ack count = %v, want 4", v)
 	}
-	if err := r.stop(t); err != nil {
+	if err := r.Stop(t); err != nil {
 		t.Errorf("stop: %v", err)
 	}
 	resp, err := http.Get(srv.URL + "/readyz")
@@ -141,7 +141,7 @@ func TestSlotDroppedAfterEventsStopsCapture(t *testing.T) {
 	w := newWriter()
 	writeOrders(t, context.Background(), e.dsn, w, keysN(3), 5, 2, 1)
 	waitDrained(t, e, 5, 60*time.Second)
-	mustOK(t, r.stop(t))
+	mustOK(t, r.Stop(t))
 	dropSlot(t, e) // retries while the stopped walsender lets go of it
 
 	c, cerr := capture.New(e.config())

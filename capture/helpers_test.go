@@ -103,9 +103,8 @@ func (e *env) config() capture.Config {
 
 // running is a capture started in-process.
 type running struct {
-	c      *capture.Capture
-	cancel context.CancelFunc
-	done   chan error
+	c *capture.Capture
+	*testenv.Running
 }
 
 func startCapture(t *testing.T, cfg capture.Config) *running {
@@ -114,27 +113,7 @@ func startCapture(t *testing.T, cfg capture.Config) *running {
 	if err != nil {
 		t.Fatalf("capture.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Run(ctx) }()
-	t.Cleanup(func() { r.stop(t) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if ok {
-			close(r.done)
-			return err
-		}
-		return nil
-	case <-time.After(60 * time.Second):
-		t.Fatalf("capture did not stop within 60 s")
-		return nil
-	}
+	return &running{c: c, Running: testenv.Start(t, "capture", c.Run)}
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
@@ -160,8 +139,8 @@ func (r *running) waitStreaming(t *testing.T) {
 	t.Helper()
 	waitFor(t, "capture to stream", 60*time.Second, func() (bool, error) {
 		select {
-		case err := <-r.done:
-			t.Fatalf("capture stopped: %v", err)
+		case <-r.Done():
+			t.Fatalf("capture stopped: %v", r.Err())
 		default:
 		}
 		return r.c.Streaming(), nil

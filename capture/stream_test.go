@@ -121,7 +121,7 @@ func TestRetentionDeletesOnlyOldRowsAndLosesNothing(t *testing.T) {
 	e := newEnv(t)
 	r := startCapture(t, e.config()) // creates the slot
 	r.waitStreaming(t)
-	mustOK(t, r.stop(t))
+	mustOK(t, r.Stop(t))
 
 	ctx := context.Background()
 	w := newWriter()

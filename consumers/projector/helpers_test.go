@@ -220,36 +220,15 @@ func (e *env) config() Config {
 
 // running is a projector started in-process.
 type running struct {
-	p      *Projector
-	cancel context.CancelFunc
-	done   chan error
+	p *Projector
+	*testenv.Running
 }
 
 func start(t *testing.T, cfg Config, store summaryStore) *running {
 	t.Helper()
 	p, err := New(cfg, store)
 	testenv.Must(t, err, "projector.New")
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{p: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- p.Run(ctx) }()
-	t.Cleanup(func() { _ = r.stop(t) })
-	return r
-}
-
-func (r *running) stop(t *testing.T) error {
-	t.Helper()
-	r.cancel()
-	select {
-	case err, ok := <-r.done:
-		if ok {
-			close(r.done)
-			return err
-		}
-		return nil
-	case <-time.After(60 * time.Second):
-		t.Fatal("projector did not stop within 60 s")
-		return nil
-	}
+	return &running{p: p, Running: testenv.Start(t, "projector", p.Run)}
 }
 
 func mustOpenDB(t testing.TB, dsn string) *postgres.DB {

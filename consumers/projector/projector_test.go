@@ -106,7 +106,7 @@ func TestDuplicatesAndOutOfOrderEventsLeaveTheSummaryRight(t *testing.T) {
 	if n := counterValue(m.WithLabelValues(outcomeUnknownType)); n != 1 {
 		t.Errorf("skipped_unknown_type = %v, want 1", n)
 	}
-	if err := r.stop(t); err != nil {
+	if err := r.Stop(t); err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 }

@@ -135,7 +135,7 @@ func Count(tb testing.TB, c *pgx.Conn, query string, args ...any) int64 {
 func Must(tb testing.TB, err error, what string) {
 	tb.Helper()
 	if err != nil {
-		tb.Fatalf("%s: %v", what, fmt.Errorf("%w", err))
+		tb.Fatalf("%s: %v", what, err)
 	}
 }
 
@@ -164,4 +164,44 @@ func Binary(tb testing.TB) string {
 		tb.Fatal(binErr)
 	}
 	return binPath
+}
+
+// Running is a component's Run(ctx) on a goroutine of its own, for in-process tests.
+type Running struct {
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Start runs run until Stop or the end of the test.
+func Start(tb testing.TB, name string, run func(context.Context) error) *Running {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{name: name, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = run(ctx)
+		close(r.done)
+	}()
+	tb.Cleanup(func() { _ = r.Stop(tb) })
+	return r
+}
+
+// Done is closed when Run has returned; Err then says what it returned.
+func (r *Running) Done() <-chan struct{} { return r.done }
+
+// Err is what Run returned; call it after Done is closed.
+func (r *Running) Err() error { return r.err }
+
+// Stop cancels Run's context and returns what Run returned; calling it again is harmless.
+func (r *Running) Stop(tb testing.TB) error {
+	tb.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		return r.err
+	case <-time.After(60 * time.Second):
+		tb.Fatalf("%s did not stop within 60 s", r.name)
+		return nil
+	}
 }
