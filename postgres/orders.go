@@ -165,15 +165,7 @@ func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n ord
 // concurrent orders for the last units cannot both win. SKUs are locked in sorted order to
 // keep deadlocks rare (inTx retries the ones that still happen).
 func reserve(ctx context.Context, tx pgx.Tx, want map[string]int64) error {
-	skus := make([]string, 0, len(want))
-	for s := range want {
-		skus = append(skus, s)
-	}
-	sort.Strings(skus)
-	qtys := make([]int64, len(skus))
-	for i, s := range skus {
-		qtys[i] = want[s]
-	}
+	skus, qtys := sortedQuantities(want)
 	rows, err := tx.Query(ctx, `
 		UPDATE inventory i SET reserved = i.reserved + w.qty, updated_at = now()
 		FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty)
@@ -213,6 +205,21 @@ func reserve(ctx context.Context, tx pgx.Tx, want map[string]int64) error {
 	e := orderflow.Errorf(orderflow.ECodeInsufficientStock, "not enough stock for %d of the order's SKUs", len(missing))
 	e.SKUs = missing
 	return e
+}
+
+// sortedQuantities lays out per-SKU quantities as parallel arrays in SKU order, the order in
+// which every statement touching inventory locks its rows.
+func sortedQuantities(want map[string]int64) ([]string, []int64) {
+	skus := make([]string, 0, len(want))
+	for s := range want {
+		skus = append(skus, s)
+	}
+	sort.Strings(skus)
+	qtys := make([]int64, len(skus))
+	for i, s := range skus {
+		qtys[i] = want[s]
+	}
+	return skus, qtys
 }
 
 // queueEvent adds the outbox row for o's latest change. Its payload is the order exactly as
@@ -288,16 +295,7 @@ func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id st
 			return nil, "", orderflow.Errorf(orderflow.ECodeInvalidTransition,
 				"an order that is %s cannot be %s", o.Status, a.Target())
 		}
-		want := orderflow.NewOrder{Items: o.Items}.Quantities()
-		skus := make([]string, 0, len(want))
-		for s := range want {
-			skus = append(skus, s)
-		}
-		sort.Strings(skus)
-		qtys := make([]int64, len(skus))
-		for i, s := range skus {
-			qtys[i] = want[s]
-		}
+		skus, qtys := sortedQuantities(orderflow.NewOrder{Items: o.Items}.Quantities())
 		release := `UPDATE inventory i SET reserved = i.reserved - w.qty, updated_at = now()
 			FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
 		if a == orderflow.ActionFulfill {
