@@ -47,6 +47,8 @@ type drill struct {
 	injected []string
 	mu       sync.Mutex
 	started  time.Time
+	svcOnce  sync.Once
+	svcs     []string
 	// svcEnv is the extra environment a service runs with during the drill (the partner's
 	// faults, the deliverer's short timeouts); every restart passes it again.
 	svcEnv map[string][]string
@@ -124,12 +126,18 @@ func (d *drill) run(ctx context.Context) error {
 	return d.report(res)
 }
 
+// services is the stack's service list, asked of stack.sh once: the settle loop consults it
+// every two seconds and must not fork a shell each time.
 func (d *drill) services() []string {
-	out, err := exec.Command(d.cfg.root+"/deploy/local/stack.sh", "services").Output()
-	if err != nil {
-		return []string{"api", "capture"}
-	}
-	return strings.Fields(string(out))
+	d.svcOnce.Do(func() {
+		out, err := exec.Command(d.cfg.root+"/deploy/local/stack.sh", "services").Output()
+		if err != nil {
+			d.svcs = []string{"api", "capture"}
+			return
+		}
+		d.svcs = strings.Fields(string(out))
+	})
+	return d.svcs
 }
 
 func (d *drill) hasService(name string) bool {
