@@ -168,9 +168,6 @@ func (s *Service) refreshStats(ctx context.Context) {
 	}
 }
 
-// Registry holds the deliverer's metrics.
-func (s *Service) Registry() *prometheus.Registry { return s.reg }
-
 // Handler serves /healthz, /readyz (the database answers) and /metrics.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
