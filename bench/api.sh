@@ -9,7 +9,7 @@ eval "$(deploy/local/stack.sh env)"
 C=${BENCH_CONCURRENCY:-16}
 D=${BENCH_DURATION:-20}
 SKUS=${BENCH_SKUS:-1000}
-PORT=${BENCH_API_PORT:-58090}
+PORT=${BENCH_API_PORT:-18090}
 PGBIN=$(dirname "$(command -v pgbench 2>/dev/null || ls /usr/lib/postgresql/*/bin/pgbench | tail -n1)")
 BENCH_URL="${DATABASE_URL/\/orderflow\?/\/orderflow_bench?}"
 KEY="bench-key-$RANDOM$RANDOM"

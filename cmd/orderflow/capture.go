@@ -18,7 +18,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newFlagSet("capture", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the role needs REPLICATION (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
-	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58081"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18081"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	slot := fs.String("slot", envOr(getenv, "CAPTURE_SLOT", "orderflow_capture"), "logical replication slot (env CAPTURE_SLOT)")
 	publication := fs.String("publication", envOr(getenv, "CAPTURE_PUBLICATION", "orderflow_outbox"), "publication on the outbox table (env CAPTURE_PUBLICATION)")
 	prefix := fs.String("topic-prefix", envOr(getenv, "CAPTURE_TOPIC_PREFIX", "orderflow"), "topics are <prefix>.<aggregate_type> (env CAPTURE_TOPIC_PREFIX)")

@@ -17,7 +17,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newFlagSet("deliver", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
-	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58083"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18083"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	topic := fs.String("topic", envOr(getenv, "DELIVER_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to deliver from (env DELIVER_TOPIC)")
 	group := fs.String("group", envOr(getenv, "DELIVER_GROUP", "orderflow-deliver"), "Kafka consumer group (env DELIVER_GROUP)")
 	timeout := fs.Duration("timeout", envDuration(getenv, "DELIVER_TIMEOUT", def.Timeout), "one attempt's timeout: no 2xx within it is a failure (env DELIVER_TIMEOUT)")

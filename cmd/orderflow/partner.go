@@ -13,7 +13,7 @@ import (
 func runPartner(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("partner", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the partner keeps its tables in schema partner (env DATABASE_URL)")
-	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58084"), "listen address for /partner-hook, /healthz, /readyz, /metrics (env HTTP_ADDR)")
+	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18084"), "listen address for /partner-hook, /healthz, /readyz, /metrics (env HTTP_ADDR)")
 	secrets := fs.String("webhook-secret", getenv("WEBHOOK_SECRET"), "the endpoint's whsec_ secret; during a rotation both, comma-separated (env WEBHOOK_SECRET)")
 	apiURL := fs.String("api-url", getenv("API_URL"), "orderflow API for the callbacks (env API_URL)")
 	apiKey := fs.String("api-key", envOr(getenv, "PARTNER_API_KEY", getenv("API_KEY")), "API key for the callbacks (env PARTNER_API_KEY, else API_KEY)")

@@ -17,7 +17,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	fs := newFlagSet("project", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
-	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58082"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18082"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	topic := fs.String("topic", envOr(getenv, "PROJECT_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to consume (env PROJECT_TOPIC)")
 	group := fs.String("group", envOr(getenv, "PROJECT_GROUP", projector.DefaultGroupID), "Kafka consumer group (env PROJECT_GROUP)")
 	dlq := fs.String("dlq-topic", getenv("PROJECT_DLQ_TOPIC"), "dead-letter topic, created if missing (default <topic>.dlq; env PROJECT_DLQ_TOPIC)")

@@ -15,7 +15,7 @@ import (
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reconcile", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
-	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:58085"), "address for /healthz, /readyz and /metrics with --every (env HTTP_ADDR)")
+	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18085"), "address for /healthz, /readyz and /metrics with --every (env HTTP_ADDR)")
 	every := fs.Duration("every", envDuration(getenv, "RECONCILE_EVERY", 0), "run as a daemon, reconciling at this interval; 0: once, then exit (env RECONCILE_EVERY)")
 	fix := fs.Bool("fix", envOr(getenv, "RECONCILE_FIX", "") == "true", "repair drift by re-publishing the orders through the outbox (env RECONCILE_FIX=true)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")

@@ -18,6 +18,9 @@ LOG="$LOCAL/log"
 # shellcheck source=versions.env
 . "$ROOT/deploy/local/versions.env"
 
+# Default ports sit below 32768, outside Linux's ephemeral range (32768-60999): a port in that
+# range can be taken at any moment by an outgoing connection's local end, and a service then
+# fails to bind although nothing listens there.
 # Ports: the environment wins, then what the first 'make up' of this checkout chose (saved in
 # .local/ports.env, so a later 'make down', 'make drill' or 'stack.sh start' finds the same
 # stack), then the defaults.
@@ -26,15 +29,15 @@ if [ -f "$LOCAL/ports.env" ]; then
 		[ -n "$k" ] && [ -z "${!k:-}" ] && export "$k=$v"
 	done <"$LOCAL/ports.env"
 fi
-PG_PORT=${ORDERFLOW_PG_PORT:-55432}
-KAFKA_PORT=${ORDERFLOW_KAFKA_PORT:-59092}
-CONTROLLER_PORT=${ORDERFLOW_KAFKA_CONTROLLER_PORT:-59093}
-API_PORT=${ORDERFLOW_API_PORT:-58080}
-CAPTURE_METRICS_PORT=${ORDERFLOW_CAPTURE_METRICS_PORT:-58081}
-PROJECT_METRICS_PORT=${ORDERFLOW_PROJECT_METRICS_PORT:-58082}
-DELIVER_METRICS_PORT=${ORDERFLOW_DELIVER_METRICS_PORT:-58083}
-PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-58084}
-RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-58085}
+PG_PORT=${ORDERFLOW_PG_PORT:-15432}
+KAFKA_PORT=${ORDERFLOW_KAFKA_PORT:-19092}
+CONTROLLER_PORT=${ORDERFLOW_KAFKA_CONTROLLER_PORT:-19093}
+API_PORT=${ORDERFLOW_API_PORT:-18080}
+CAPTURE_METRICS_PORT=${ORDERFLOW_CAPTURE_METRICS_PORT:-18081}
+PROJECT_METRICS_PORT=${ORDERFLOW_PROJECT_METRICS_PORT:-18082}
+DELIVER_METRICS_PORT=${ORDERFLOW_DELIVER_METRICS_PORT:-18083}
+PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-18084}
+RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-18085}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
 
@@ -380,20 +383,23 @@ EOF
 
 # register_partner makes the mock partner a webhook endpoint for order.created, through the
 # admin API (so the demo shows the real path), once: the secret it returns goes to .local/env
-# and is reused by every later 'make up'. An endpoint for the partner's URL whose secret we no
-# longer hold is disabled, or its deliveries would fail signature checks until they die.
+# and is reused by every later 'make up'.
 register_partner() {
 	local bin hook body id
 	bin=$(pg_bin)
 	hook="$PARTNER_URL/partner-hook"
+	# Any other enabled endpoint of the local mock partner is stale: a secret we no longer hold,
+	# or an old port. Left enabled, its deliveries would fail until they die.
+	for id in $("$bin/psql" -X -tAq "$DATABASE_URL" -c "SELECT id FROM webhook_endpoints
+		WHERE disabled_at IS NULL AND url LIKE 'http://127.0.0.1:%/partner-hook'
+		AND NOT (url = '$hook' AND secret = '${WEBHOOK_SECRET:-}')"); do
+		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$id/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
+			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $id failed"
+	done
 	if [ -n "${WEBHOOK_SECRET:-}" ] && [ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c \
 		"SELECT count(*) FROM webhook_endpoints WHERE url = '$hook' AND secret = '$WEBHOOK_SECRET' AND disabled_at IS NULL")" = 1 ]; then
 		return 0
 	fi
-	for id in $("$bin/psql" -X -tAq "$DATABASE_URL" -c "SELECT id FROM webhook_endpoints WHERE url = '$hook' AND disabled_at IS NULL"); do
-		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$id/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
-			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $id failed"
-	done
 	body=$(curl -fsS -X POST "$API_URL/v1/admin/endpoints" -H "Authorization: Bearer $ADMIN_API_KEY" \
 		-H 'Content-Type: application/json' -d "{\"url\": \"$hook\", \"event_types\": [\"order.created\"]}") ||
 		die "registering the partner as a webhook endpoint failed"

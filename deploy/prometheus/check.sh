@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 # shellcheck source=/dev/null
 . .local/env
-PORT=${ORDERFLOW_PROMETHEUS_PORT:-59090}
+PORT=${ORDERFLOW_PROMETHEUS_PORT:-19090}
 promtool check rules deploy/prometheus/rules.yml
 dir=$(mktemp -d)
 trap 'kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
