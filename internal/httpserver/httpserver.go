@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Serve listens on addr and serves h until ctx is cancelled, then stops accepting connections
@@ -54,4 +57,28 @@ func ServeListener(ctx context.Context, ln net.Listener, h http.Handler, log *sl
 		return fmt.Errorf("serving http: %w", err)
 	}
 	return nil
+}
+
+// OpsHandler serves what every orderflow service exposes to operators: GET /healthz (the
+// process is up), GET /readyz (ready returns nil; otherwise 503 with its message) and GET
+// /metrics from reg. extra, if not nil, receives the mux so a service can add its own routes.
+func OpsHandler(reg prometheus.Gatherer, ready func(context.Context) error, extra func(*http.ServeMux)) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if extra != nil {
+		extra(mux)
+	}
+	return mux
 }
