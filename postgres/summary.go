@@ -14,23 +14,12 @@ import (
 	"orderflow"
 )
 
-// ProjectorDeadLetter records an event the projector sent to its dead-letter topic.
-type ProjectorDeadLetter struct {
-	Topic     string
-	Partition int
-	Offset    int64
-	EventID   string
-	OrderID   string
-	Error     string
-	Attempts  int
-}
-
 // ApplySummaries writes a batch of summaries and dead-letter records in one transaction and
 // reports, per summary, whether it changed the row. A summary replaces the stored row only
 // when its version is strictly newer: that single condition is what makes duplicate, replayed
 // and out-of-order events harmless, so the caller may deliver any event any number of times.
 // ProjectedAt is set here, from the database clock.
-func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []ProjectorDeadLetter) ([]bool, error) {
+func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	applied := make([]bool, len(ss))
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
@@ -164,19 +153,6 @@ func (db *DB) CustomerSummaries(ctx context.Context, customerID string, after *o
 // Reconciliation reads. They compare the source of truth with the read model and the
 // delivery tables; reconcile decides what is drift.
 
-// OrderState is one order as reconcile compares it: the source of truth and its summary, if
-// any.
-type OrderState struct {
-	OrderID        string
-	Status         orderflow.Status
-	Version        int
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	HasSummary     bool
-	SummaryStatus  orderflow.Status
-	SummaryVersion int
-}
-
 // ReconcileClock returns the database's clock and its count of orders, so a scan measures
 // ages against one clock and can report progress against a total.
 func (db *DB) ReconcileClock(ctx context.Context) (time.Time, int64, error) {
@@ -190,7 +166,7 @@ func (db *DB) ReconcileClock(ctx context.Context) (time.Time, int64, error) {
 
 // OrderStates returns up to limit orders with ids after afterID, in id order, each with its
 // summary: one page of a keyset scan over every order.
-func (db *DB) OrderStates(ctx context.Context, afterID string, limit int) ([]OrderState, error) {
+func (db *DB) OrderStates(ctx context.Context, afterID string, limit int) ([]orderflow.OrderState, error) {
 	if afterID == "" {
 		afterID = uuid.Nil.String()
 	}
@@ -203,9 +179,9 @@ func (db *DB) OrderStates(ctx context.Context, afterID string, limit int) ([]Ord
 		return nil, fmt.Errorf("scanning orders: %w", err)
 	}
 	defer rows.Close()
-	var out []OrderState
+	var out []orderflow.OrderState
 	for rows.Next() {
-		var s OrderState
+		var s orderflow.OrderState
 		var status, sumStatus string
 		if err := rows.Scan(&s.OrderID, &status, &s.Version, &s.CreatedAt, &s.UpdatedAt,
 			&s.HasSummary, &sumStatus, &s.SummaryVersion); err != nil {
@@ -218,19 +194,6 @@ func (db *DB) OrderStates(ctx context.Context, afterID string, limit int) ([]Ord
 		return nil, fmt.Errorf("scanning orders: %w", err)
 	}
 	return out, nil
-}
-
-// UndeliveredEvent is an order event that an enabled endpoint subscribed to, with neither a
-// successful delivery nor a dead letter for it.
-type UndeliveredEvent struct {
-	EventID    string
-	EventType  string
-	OrderID    string
-	At         time.Time
-	EndpointID string
-	// Pending is true when a delivery exists and is still being retried; false when none
-	// exists at all (the event never reached the deliverer's intake).
-	Pending bool
 }
 
 // HasDeliveryTables reports whether the webhook tables exist (migration 00003), so reconcile
@@ -250,7 +213,7 @@ func (db *DB) HasDeliveryTables(ctx context.Context) (bool, error) {
 // letter for that endpoint. A successful or dead delivery of a reconcile repair of the same
 // order counts too: the repair stands in for the event it repaired. It only sees events still
 // in the outbox (capture's retention deletes older rows).
-func (db *DB) UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]UndeliveredEvent, error) {
+func (db *DB) UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]orderflow.UndeliveredEvent, error) {
 	rows, err := db.pool.Query(ctx, `
 		SELECT ob.id::text, ob.event_type, ob.aggregate_id, ob.created_at, e.id::text,
 		       EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ob.id::text AND d.endpoint_id = e.id)
@@ -269,9 +232,9 @@ func (db *DB) UndeliveredEvents(ctx context.Context, from, to time.Time, limit i
 		return nil, fmt.Errorf("finding undelivered events: %w", err)
 	}
 	defer rows.Close()
-	var out []UndeliveredEvent
+	var out []orderflow.UndeliveredEvent
 	for rows.Next() {
-		var u UndeliveredEvent
+		var u orderflow.UndeliveredEvent
 		if err := rows.Scan(&u.EventID, &u.EventType, &u.OrderID, &u.At, &u.EndpointID, &u.Pending); err != nil {
 			return nil, fmt.Errorf("finding undelivered events: %w", err)
 		}
@@ -282,16 +245,6 @@ func (db *DB) UndeliveredEvents(ctx context.Context, from, to time.Time, limit i
 		return nil, fmt.Errorf("finding undelivered events: %w", err)
 	}
 	return out, nil
-}
-
-// Repair is the outcome of RepublishOrder.
-type Repair struct {
-	EventID string
-	Version int
-	// Published is true when this call wrote the outbox row; false when a repair of the same
-	// order version is still in flight (written less than the cooldown ago) and this call
-	// wrote nothing.
-	Published bool
 }
 
 // stateEventType is the event type that announces an order in status s.
@@ -317,10 +270,10 @@ func stateEventType(s orderflow.Status) string {
 // writes nothing. A claim older than cooldown is taken over, because by then the first repair
 // has evidently not done its job. The order row is read FOR SHARE, so a concurrent cancel or
 // fulfill commits after the repair and its newer version reaches consumers last.
-func (db *DB) RepublishOrder(ctx context.Context, orderID, kind string, cooldown time.Duration) (Repair, error) {
-	var rep Repair
+func (db *DB) RepublishOrder(ctx context.Context, orderID, kind string, cooldown time.Duration) (orderflow.Repair, error) {
+	var rep orderflow.Repair
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
-		rep = Repair{}
+		rep = orderflow.Repair{}
 		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+" FOR SHARE", orderID))
 		if err != nil {
 			return err

@@ -96,7 +96,7 @@ func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
 
 	// Concurrent repairs of one version: exactly one writes an event.
 	var wg sync.WaitGroup
-	results := make([]postgres.Repair, 4)
+	results := make([]orderflow.Repair, 4)
 	errs := make([]error, len(results))
 	for i := range results {
 		wg.Add(1)

@@ -18,7 +18,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 // Defaults of Config.
@@ -95,7 +94,7 @@ func (c *Config) defaults() {
 
 // summaryStore is what the projector needs from the database.
 type summaryStore interface {
-	ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error)
+	ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error)
 	Ping(ctx context.Context) error
 }
 
@@ -246,7 +245,7 @@ func (p *Projector) process(work, ctx context.Context, batch []kafka.Message) er
 	var (
 		items []decoded
 		ss    []orderflow.Summary
-		dead  []postgres.ProjectorDeadLetter
+		dead  []orderflow.ProjectorDeadLetter
 	)
 	for _, m := range batch {
 		d, err := p.decodeWithRetries(work, m)
@@ -287,7 +286,7 @@ var errPoison = errors.New("the database answers but refuses the batch")
 // database does not even answer a ping is an outage: it is retried until it ends or ctx is
 // cancelled, because it is not the events' fault. When the database answers and giveUp says
 // so, apply returns errPoison.
-func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter,
+func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter,
 	giveUp func(failures int) bool) ([]bool, error) {
 	backoff := p.cfg.RetryBackoff
 	failures := 0
@@ -323,7 +322,7 @@ func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dea
 // applyOneByOne applies a batch the database refused, one event per transaction; an event the
 // database refuses MaxAttempts times while it answers pings is dead-lettered, so one bad event
 // cannot stall its partition forever.
-func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, dead []postgres.ProjectorDeadLetter) error {
+func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, dead []orderflow.ProjectorDeadLetter) error {
 	p.log.Warn("the database refuses a batch; applying its events one by one", "events", len(items))
 	never := func(int) bool { return false }
 	if len(dead) > 0 {
@@ -339,7 +338,7 @@ func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, de
 			if err := p.sendDead(work, ctx, it.msg, cause); err != nil {
 				return err
 			}
-			if _, err := p.apply(work, ctx, nil, []postgres.ProjectorDeadLetter{deadRecord(it.msg, cause, p.cfg.MaxAttempts)}, never); err != nil {
+			if _, err := p.apply(work, ctx, nil, []orderflow.ProjectorDeadLetter{deadRecord(it.msg, cause, p.cfg.MaxAttempts)}, never); err != nil {
 				return err
 			}
 			continue
@@ -422,8 +421,8 @@ func (p *Projector) sendDead(work, ctx context.Context, m kafka.Message, cause e
 	}
 }
 
-func deadRecord(m kafka.Message, cause error, attempts int) postgres.ProjectorDeadLetter {
-	return postgres.ProjectorDeadLetter{
+func deadRecord(m kafka.Message, cause error, attempts int) orderflow.ProjectorDeadLetter {
+	return orderflow.ProjectorDeadLetter{
 		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
 		EventID: header(m, orderflow.HeaderEventID), OrderID: string(m.Key),
 		Error: truncate(cause.Error(), 2000), Attempts: attempts,

@@ -163,7 +163,7 @@ type failingStore struct {
 	violated atomic.Bool
 }
 
-func (s *failingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error) {
+func (s *failingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.e.committed(s.t)[0]; c > s.stored {
@@ -234,7 +234,7 @@ type refusingStore struct {
 	refuse string
 }
 
-func (s *refusingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []postgres.ProjectorDeadLetter) ([]bool, error) {
+func (s *refusingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	for _, x := range ss {
 		if x.OrderID == s.refuse {
 			return nil, errors.New("ERROR: new row violates check constraint (SQLSTATE 23514)")
@@ -299,7 +299,7 @@ func TestStartsBeforeTheTopicExists(t *testing.T) {
 // downStore is a database that does not answer.
 type downStore struct{}
 
-func (downStore) ApplySummaries(context.Context, []orderflow.Summary, []postgres.ProjectorDeadLetter) ([]bool, error) {
+func (downStore) ApplySummaries(context.Context, []orderflow.Summary, []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	return nil, errors.New("connection refused")
 }
 func (downStore) Ping(context.Context) error { return errors.New("connection refused") }

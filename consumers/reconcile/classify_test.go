@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 func TestClassify(t *testing.T) {
@@ -20,24 +19,24 @@ func TestClassify(t *testing.T) {
 	fresh := now.Add(-time.Second)
 	cases := []struct {
 		name string
-		o    postgres.OrderState
+		o    orderflow.OrderState
 		want []Kind
 	}{
-		{"in sync", postgres.OrderState{Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old,
+		{"in sync", orderflow.OrderState{Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old,
 			HasSummary: true, SummaryStatus: "pending", SummaryVersion: 1}, nil},
-		{"missing past the SLA", postgres.OrderState{Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old}, []Kind{KindMissingSummary}},
-		{"missing within the SLA is not drift yet", postgres.OrderState{Status: "pending", Version: 1, CreatedAt: fresh, UpdatedAt: fresh}, nil},
-		{"older version", postgres.OrderState{Status: "fulfilled", Version: 2, CreatedAt: old, UpdatedAt: old,
+		{"missing past the SLA", orderflow.OrderState{Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old}, []Kind{KindMissingSummary}},
+		{"missing within the SLA is not drift yet", orderflow.OrderState{Status: "pending", Version: 1, CreatedAt: fresh, UpdatedAt: fresh}, nil},
+		{"older version", orderflow.OrderState{Status: "fulfilled", Version: 2, CreatedAt: old, UpdatedAt: old,
 			HasSummary: true, SummaryStatus: "pending", SummaryVersion: 1}, []Kind{KindStaleSummary}},
-		{"older version within the SLA", postgres.OrderState{Status: "fulfilled", Version: 2, CreatedAt: old, UpdatedAt: fresh,
+		{"older version within the SLA", orderflow.OrderState{Status: "fulfilled", Version: 2, CreatedAt: old, UpdatedAt: fresh,
 			HasSummary: true, SummaryStatus: "pending", SummaryVersion: 1}, nil},
-		{"same version, other status", postgres.OrderState{Status: "cancelled", Version: 2, CreatedAt: old, UpdatedAt: old,
+		{"same version, other status", orderflow.OrderState{Status: "cancelled", Version: 2, CreatedAt: old, UpdatedAt: old,
 			HasSummary: true, SummaryStatus: "fulfilled", SummaryVersion: 2}, []Kind{KindStaleSummary}},
-		{"pending past the fulfillment SLA", postgres.OrderState{Status: "pending", Version: 1, CreatedAt: ancient, UpdatedAt: ancient,
+		{"pending past the fulfillment SLA", orderflow.OrderState{Status: "pending", Version: 1, CreatedAt: ancient, UpdatedAt: ancient,
 			HasSummary: true, SummaryStatus: "pending", SummaryVersion: 1}, []Kind{KindOpenPastSLA}},
-		{"fulfilled long ago is fine", postgres.OrderState{Status: orderflow.StatusFulfilled, Version: 2, CreatedAt: ancient, UpdatedAt: ancient,
+		{"fulfilled long ago is fine", orderflow.OrderState{Status: orderflow.StatusFulfilled, Version: 2, CreatedAt: ancient, UpdatedAt: ancient,
 			HasSummary: true, SummaryStatus: "fulfilled", SummaryVersion: 2}, nil},
-		{"both", postgres.OrderState{Status: "pending", Version: 1, CreatedAt: ancient, UpdatedAt: ancient}, []Kind{KindMissingSummary, KindOpenPastSLA}},
+		{"both", orderflow.OrderState{Status: "pending", Version: 1, CreatedAt: ancient, UpdatedAt: ancient}, []Kind{KindMissingSummary, KindOpenPastSLA}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,17 +56,17 @@ func TestClassify(t *testing.T) {
 
 // fakeStore is a store whose methods are fields, so each test says what it needs.
 type fakeStore struct {
-	orders      []postgres.OrderState
-	undelivered []postgres.UndeliveredEvent
-	republish   func(orderID string) (postgres.Repair, error)
+	orders      []orderflow.OrderState
+	undelivered []orderflow.UndeliveredEvent
+	republish   func(orderID string) (orderflow.Repair, error)
 }
 
 func (f *fakeStore) ReconcileClock(context.Context) (time.Time, int64, error) {
 	return time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC), int64(len(f.orders)), nil
 }
 
-func (f *fakeStore) OrderStates(_ context.Context, after string, limit int) ([]postgres.OrderState, error) {
-	var out []postgres.OrderState
+func (f *fakeStore) OrderStates(_ context.Context, after string, limit int) ([]orderflow.OrderState, error) {
+	var out []orderflow.OrderState
 	for _, o := range f.orders {
 		if o.OrderID > after && len(out) < limit {
 			out = append(out, o)
@@ -80,11 +79,11 @@ func (f *fakeStore) HasDeliveryTables(context.Context) (bool, error) {
 	return f.undelivered != nil, nil
 }
 
-func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, int) ([]postgres.UndeliveredEvent, error) {
+func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, int) ([]orderflow.UndeliveredEvent, error) {
 	return f.undelivered, nil
 }
 
-func (f *fakeStore) RepublishOrder(_ context.Context, orderID, _ string, _ time.Duration) (postgres.Repair, error) {
+func (f *fakeStore) RepublishOrder(_ context.Context, orderID, _ string, _ time.Duration) (orderflow.Repair, error) {
 	return f.republish(orderID)
 }
 
@@ -93,13 +92,13 @@ func TestFixWritesOneEventPerOrderAndStopsAtMaxRepairs(t *testing.T) {
 	old := time.Date(2026, 1, 2, 11, 0, 0, 0, time.UTC)
 	st := &fakeStore{}
 	for _, id := range []string{"o1", "o2", "o3"} {
-		st.orders = append(st.orders, postgres.OrderState{OrderID: id, Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old})
+		st.orders = append(st.orders, orderflow.OrderState{OrderID: id, Status: "pending", Version: 1, CreatedAt: old, UpdatedAt: old})
 	}
-	st.undelivered = []postgres.UndeliveredEvent{{EventID: "e1", EventType: "order.created", OrderID: "o1", At: old, EndpointID: "ep"}}
+	st.undelivered = []orderflow.UndeliveredEvent{{EventID: "e1", EventType: "order.created", OrderID: "o1", At: old, EndpointID: "ep"}}
 	calls := map[string]int{}
-	st.republish = func(id string) (postgres.Repair, error) {
+	st.republish = func(id string) (orderflow.Repair, error) {
 		calls[id]++
-		return postgres.Repair{EventID: "r-" + id, Version: 1, Published: true}, nil
+		return orderflow.Repair{EventID: "r-" + id, Version: 1, Published: true}, nil
 	}
 	rep, err := New(Config{Fix: true, MaxRepairs: 2, PageSize: 2}, st).Run(context.Background())
 	if err != nil {

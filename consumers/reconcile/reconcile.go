@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"orderflow"
-	"orderflow/postgres"
 )
 
 // Kind names a kind of drift; it is the label of orderflow_reconcile_drift.
@@ -139,10 +138,10 @@ func (c *Config) defaults() {
 // store is what reconcile reads and writes.
 type store interface {
 	ReconcileClock(ctx context.Context) (time.Time, int64, error)
-	OrderStates(ctx context.Context, afterID string, limit int) ([]postgres.OrderState, error)
+	OrderStates(ctx context.Context, afterID string, limit int) ([]orderflow.OrderState, error)
 	HasDeliveryTables(ctx context.Context) (bool, error)
-	UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]postgres.UndeliveredEvent, error)
-	RepublishOrder(ctx context.Context, orderID, kind string, cooldown time.Duration) (postgres.Repair, error)
+	UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
+	RepublishOrder(ctx context.Context, orderID, kind string, cooldown time.Duration) (orderflow.Repair, error)
 }
 
 // Reconciler runs reconciliations.
@@ -161,7 +160,7 @@ func New(cfg Config, st store) *Reconciler {
 
 // classify returns the drift of one order at time now. It is the whole definition of order
 // drift, kept free of I/O so it can be tested case by case.
-func classify(o postgres.OrderState, now time.Time, cfg Config) []Drift {
+func classify(o orderflow.OrderState, now time.Time, cfg Config) []Drift {
 	var out []Drift
 	base := Drift{OrderID: o.OrderID, Status: o.Status, Version: o.Version,
 		SummaryStatus: o.SummaryStatus, SummaryVersion: o.SummaryVersion}
