@@ -13,20 +13,20 @@ import (
 	"github.com/gorilla/mux"
 
 	"orderflow"
-	"orderflow/consumers/deliver"
+	"orderflow/webhook"
 )
 
 // webhookAdmin is what the webhook admin routes need. The store given to New provides it when
 // it can (postgres.DB does), so New keeps its one store argument and a store without webhooks
 // still serves orders.
 type webhookAdmin interface {
-	CreateEndpoint(ctx context.Context, url string, eventTypes []string, secret string) (deliver.Endpoint, error)
-	Endpoints(ctx context.Context) ([]deliver.Endpoint, error)
-	DisableEndpoint(ctx context.Context, id, reason string) (deliver.Endpoint, error)
-	EnableEndpoint(ctx context.Context, id string) (deliver.Endpoint, error)
-	RotateEndpointSecret(ctx context.Context, id, secret string, grace time.Duration) (deliver.Endpoint, error)
-	DeadLetters(ctx context.Context, endpointID, after string, limit int) ([]deliver.DeadLetter, error)
-	ReplayDeadLetter(ctx context.Context, id string) (deliver.DeadLetter, error)
+	CreateEndpoint(ctx context.Context, url string, eventTypes []string, secret string) (orderflow.Endpoint, error)
+	Endpoints(ctx context.Context) ([]orderflow.Endpoint, error)
+	DisableEndpoint(ctx context.Context, id, reason string) (orderflow.Endpoint, error)
+	EnableEndpoint(ctx context.Context, id string) (orderflow.Endpoint, error)
+	RotateEndpointSecret(ctx context.Context, id, secret string, grace time.Duration) (orderflow.Endpoint, error)
+	DeadLetters(ctx context.Context, endpointID, after string, limit int) ([]orderflow.DeadLetter, error)
+	ReplayDeadLetter(ctx context.Context, id string) (orderflow.DeadLetter, error)
 }
 
 // Limits of the webhook admin API.
@@ -59,7 +59,7 @@ type createEndpointRequest struct {
 
 func (req createEndpointRequest) problems() []orderflow.FieldProblem {
 	var ps []orderflow.FieldProblem
-	if !deliver.ValidEndpointURL(req.URL) {
+	if !orderflow.ValidEndpointURL(req.URL) {
 		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: "must be an absolute http or https URL of at most 2048 characters"})
 	}
 	if len(req.EventTypes) == 0 || len(req.EventTypes) > maxEventTypes {
@@ -99,7 +99,7 @@ func (s *Server) handleCreateEndpoint() http.Handler {
 		if ps := req.problems(); len(ps) > 0 {
 			return validationError(ps)
 		}
-		secret, err := deliver.NewSecret()
+		secret, err := webhook.NewSecret()
 		if err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (s *Server) handleListEndpoints() http.Handler {
 			return err
 		}
 		if eps == nil {
-			eps = []deliver.Endpoint{}
+			eps = []orderflow.Endpoint{}
 		}
 		encode(w, http.StatusOK, map[string]any{"data": eps})
 		return nil
@@ -201,7 +201,7 @@ func (s *Server) handleRotateSecret() http.Handler {
 			}
 			grace = time.Duration(req.GraceSeconds.n) * time.Second
 		}
-		secret, err := deliver.NewSecret()
+		secret, err := webhook.NewSecret()
 		if err != nil {
 			return err
 		}
@@ -238,7 +238,7 @@ func (s *Server) handleListDeadLetters() http.Handler {
 		}
 		body := map[string]any{"data": letters}
 		if letters == nil {
-			body["data"] = []deliver.DeadLetter{}
+			body["data"] = []orderflow.DeadLetter{}
 		}
 		if len(letters) == limit {
 			body["next_after"] = letters[len(letters)-1].ID

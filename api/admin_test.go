@@ -17,6 +17,7 @@ import (
 
 	"orderflow/consumers/deliver"
 	"orderflow/internal/testenv"
+	"orderflow/webhook"
 )
 
 func (e *env) admin(method, path, body string) reply {
@@ -53,7 +54,7 @@ func TestWebhookEndpointAdministration(t *testing.T) {
 	mustStatus(t, r, http.StatusCreated, "")
 	ep := r.json(t)
 	id, secret := ep["id"].(string), ep["secret"].(string)
-	if !deliver.ValidSecret(secret) || r.header.Get("Location") != "/v1/admin/endpoints/"+id || ep["disabled"] != false {
+	if !webhook.ValidSecret(secret) || r.header.Get("Location") != "/v1/admin/endpoints/"+id || ep["disabled"] != false {
 		t.Fatalf("created %v (Location %q)", ep, r.header.Get("Location"))
 	}
 	// The secret is shown once; listings never carry it.
@@ -66,7 +67,7 @@ func TestWebhookEndpointAdministration(t *testing.T) {
 	rot := e.admin(http.MethodPost, "/v1/admin/endpoints/"+id+"/rotate-secret", `{"grace_seconds": 3600}`)
 	mustStatus(t, rot, http.StatusOK, "")
 	rotated := rot.json(t)
-	if s := rotated["secret"].(string); !deliver.ValidSecret(s) || s == secret || rotated["previous_secret_expires_at"] == nil {
+	if s := rotated["secret"].(string); !webhook.ValidSecret(s) || s == secret || rotated["previous_secret_expires_at"] == nil {
 		t.Fatalf("rotation answered %v", rotated)
 	}
 	mustStatus(t, e.admin(http.MethodPost, "/v1/admin/endpoints/"+id+"/rotate-secret", `{"grace_seconds": -1}`), http.StatusUnprocessableEntity, "validation-failed")
@@ -105,8 +106,8 @@ func TestDeadLetterReplayThroughTheAdminAPI(t *testing.T) {
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		s, _ := secret.Load().(string)
-		if err := deliver.Verify([]string{s}, r.Header.Get(deliver.HeaderID), r.Header.Get(deliver.HeaderTimestamp),
-			r.Header.Get(deliver.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+		if err := webhook.Verify([]string{s}, r.Header.Get(webhook.HeaderID), r.Header.Get(webhook.HeaderTimestamp),
+			r.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -115,7 +116,7 @@ func TestDeadLetterReplayThroughTheAdminAPI(t *testing.T) {
 			return
 		}
 		got.Add(1)
-		ids <- r.Header.Get(deliver.HeaderID)
+		ids <- r.Header.Get(webhook.HeaderID)
 		w.WriteHeader(http.StatusOK)
 	}))
 	t.Cleanup(receiver.Close)

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"orderflow"
-	"orderflow/consumers/deliver"
 )
 
 // ProblemTypeBase prefixes every problem type. The URIs identify problems; they are stable
@@ -56,13 +55,13 @@ func problemStatus(code string) (int, string) {
 		return http.StatusConflict, "Invalid state transition"
 	case orderflow.ECodeStockBelowReserved:
 		return http.StatusConflict, "Stock below reserved quantity"
-	case deliver.ECodeEndpointNotFound:
+	case orderflow.ECodeEndpointNotFound:
 		return http.StatusNotFound, "Webhook endpoint not found"
-	case deliver.ECodeDeadLetterNotFound:
+	case orderflow.ECodeDeadLetterNotFound:
 		return http.StatusNotFound, "Dead letter not found"
-	case deliver.ECodeEndpointDisabled:
+	case orderflow.ECodeEndpointDisabled:
 		return http.StatusConflict, "Webhook endpoint disabled"
-	case deliver.ECodeNotDeadLetter:
+	case orderflow.ECodeNotDeadLetter:
 		return http.StatusConflict, "Delivery is not a dead letter"
 	case codeUnauthorized:
 		return http.StatusUnauthorized, "Authentication required"

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"orderflow"
 	"orderflow/consumers/deliver"
 	"orderflow/internal/testenv"
+	"orderflow/webhook"
 )
 
 func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
@@ -182,7 +184,7 @@ func TestExhaustedDeliveryIsADeadLetterUntilReplayed(t *testing.T) {
 	e.start(func(c *deliver.Config) { c.Policy.MaxAttempts = 3 })
 
 	ctx := context.Background()
-	var letters []deliver.DeadLetter
+	var letters []orderflow.DeadLetter
 	eventually(t, "a dead letter", 60*time.Second, func() bool {
 		var err error
 		letters, err = e.db.DeadLetters(ctx, "", "", 10)
@@ -281,14 +283,14 @@ func TestACrashedDeliverersClaimComesBack(t *testing.T) {
 	r.setSecrets(ep.Secret)
 	ctx := context.Background()
 	ev, b := event(t, "order.created")
-	_, err := e.db.EnqueueDeliveries(ctx, []deliver.Event{{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: b}})
+	_, err := e.db.EnqueueDeliveries(ctx, []orderflow.WebhookEvent{{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: b}})
 	testenv.Must(t, err, "enqueueing")
 	// A deliverer claims the delivery and dies without reporting back.
-	crashed, err := e.db.ClaimDeliveries(ctx, deliver.Claim{Limit: 10, PerEndpoint: 10, Lease: 500 * time.Millisecond})
+	crashed, err := e.db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 10, Lease: 500 * time.Millisecond})
 	if err != nil || len(crashed) != 1 {
 		t.Fatalf("claim: %v %v", crashed, err)
 	}
-	if again, _ := e.db.ClaimDeliveries(ctx, deliver.Claim{Limit: 10, PerEndpoint: 10, Lease: time.Second}); len(again) != 0 {
+	if again, _ := e.db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 10, Lease: time.Second}); len(again) != 0 {
 		t.Fatalf("a claimed delivery was claimed twice: %v", again)
 	}
 	e.start(nil)
@@ -296,9 +298,9 @@ func TestACrashedDeliverersClaimComesBack(t *testing.T) {
 		return e.count("SELECT count(*) FROM webhook_deliveries WHERE state = 'succeeded'") == 1
 	})
 	// The dead deliverer's late write-back must not overwrite the outcome.
-	owned, err := e.db.RecordAttempts(ctx, []deliver.Report{{Delivery: crashed[0],
-		Attempt: deliver.Attempt{Number: 1, StartedAt: time.Now(), Outcome: "network", Error: "late"},
-		Result:  deliver.Result{State: deliver.StateDead}}})
+	owned, err := e.db.RecordAttempts(ctx, []orderflow.DeliveryReport{{Delivery: crashed[0],
+		Attempt: orderflow.Attempt{Number: 1, StartedAt: time.Now(), Outcome: "network", Error: "late"},
+		Result:  orderflow.DeliveryResult{State: orderflow.DeliveryDead}}})
 	if err != nil || len(owned) != 1 || owned[0] {
 		t.Fatalf("late write-back from an expired claim: owned=%v err=%v, want it refused", owned, err)
 	}
@@ -312,7 +314,7 @@ func TestACrashedDeliverersClaimComesBack(t *testing.T) {
 
 func mustSecret(t *testing.T) string {
 	t.Helper()
-	s, err := deliver.NewSecret()
+	s, err := webhook.NewSecret()
 	testenv.Must(t, err, "making secret")
 	return s
 }

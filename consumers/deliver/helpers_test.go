@@ -21,6 +21,7 @@ import (
 	"orderflow/consumers/deliver"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
+	"orderflow/webhook"
 )
 
 // env is one test's database, topic and consumer group.
@@ -148,9 +149,9 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 	return s
 }
 
-func (e *env) endpoint(url string, types ...string) deliver.Endpoint {
+func (e *env) endpoint(url string, types ...string) orderflow.Endpoint {
 	e.t.Helper()
-	secret, err := deliver.NewSecret()
+	secret, err := webhook.NewSecret()
 	testenv.Must(e.t, err, "making secret")
 	ep, err := e.db.CreateEndpoint(context.Background(), url, types, secret)
 	testenv.Must(e.t, err, "creating endpoint")
@@ -206,14 +207,14 @@ func (r *receiver) setSecrets(s ...string) {
 
 func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
-	id := req.Header.Get(deliver.HeaderID)
+	id := req.Header.Get(webhook.HeaderID)
 	r.mu.Lock()
 	secrets := r.secrets
 	r.calls[id]++
 	n := r.calls[id]
-	r.sigs[id] = req.Header.Get(deliver.HeaderSignature)
+	r.sigs[id] = req.Header.Get(webhook.HeaderSignature)
 	r.mu.Unlock()
-	if err := deliver.Verify(secrets, id, req.Header.Get(deliver.HeaderTimestamp), req.Header.Get(deliver.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+	if err := webhook.Verify(secrets, id, req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
 		r.mu.Lock()
 		r.badSig++
 		r.mu.Unlock()

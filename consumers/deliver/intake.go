@@ -16,7 +16,7 @@ import (
 type intakeStore interface {
 	// EnqueueDeliveries writes, in one transaction, a pending delivery for every event and
 	// every enabled endpoint subscribed to its type, skipping pairs that already exist.
-	EnqueueDeliveries(ctx context.Context, evs []Event) (int64, error)
+	EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error)
 }
 
 // intake turns Kafka records into pending deliveries. Offsets are committed only after the
@@ -41,7 +41,7 @@ func (in *intake) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading from kafka: %w", err)
 		}
-		evs := make([]Event, 0, len(batch))
+		evs := make([]orderflow.WebhookEvent, 0, len(batch))
 		for _, m := range batch {
 			ev, err := orderflow.DecodeCloudEvent(m.Value)
 			if err != nil {
@@ -52,7 +52,7 @@ func (in *intake) run(ctx context.Context) error {
 				in.log.Warn("skipping undecodable record", "partition", m.Partition, "offset", m.Offset, "err", err)
 				continue
 			}
-			evs = append(evs, Event{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: m.Value})
+			evs = append(evs, orderflow.WebhookEvent{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: m.Value})
 		}
 		if err := in.enqueue(ctx, evs); err != nil {
 			return nil // ctx ended while the database was unavailable; nothing was committed
@@ -70,7 +70,7 @@ func (in *intake) run(ctx context.Context) error {
 
 // enqueue retries until the database takes the batch: the records stay uncommitted meanwhile,
 // which is exactly the back-pressure we want when there is nowhere to write.
-func (in *intake) enqueue(ctx context.Context, evs []Event) error {
+func (in *intake) enqueue(ctx context.Context, evs []orderflow.WebhookEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}

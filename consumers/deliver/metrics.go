@@ -6,18 +6,18 @@ import (
 )
 
 type metrics struct {
-	attempts      *prometheus.CounterVec
-	attemptTime   prometheus.Histogram
-	eventToSucess prometheus.Histogram
-	enqueued      prometheus.Counter
-	skipped       *prometheus.CounterVec
-	deadLettered  prometheus.Counter
-	disabled      prometheus.Counter
-	pending       prometheus.Gauge
-	retrying      prometheus.Gauge
-	dead          prometheus.Gauge
-	lag           prometheus.Gauge
-	inFlight      prometheus.Gauge
+	attempts       *prometheus.CounterVec
+	attemptTime    prometheus.Histogram
+	eventToSuccess prometheus.Histogram
+	enqueued       prometheus.Counter
+	skipped        *prometheus.CounterVec
+	deadLettered   prometheus.Counter
+	disabled       prometheus.Counter
+	pending        prometheus.Gauge
+	retrying       prometheus.Gauge
+	dead           prometheus.Gauge
+	lag            prometheus.Gauge
+	inFlight       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "orderflow_deliver_attempt_duration_seconds", Help: "Duration of one webhook POST, any outcome.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
-		eventToSucess: prometheus.NewHistogram(prometheus.HistogramOpts{
+		eventToSuccess: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "orderflow_deliver_event_to_delivered_seconds", Help: "From the event's time (its commit) to the partner's 2xx.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400},
 		}),
@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
 		}),
 	}
-	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSucess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
+	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
 		m.pending, m.retrying, m.dead, m.lag, m.inFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {

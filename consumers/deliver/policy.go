@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"orderflow"
 )
 
 // Policy bounds retries. The defaults spread 18 attempts over at most about 8.5 hours, as the
@@ -107,17 +109,17 @@ func isTimeout(err error) bool {
 }
 
 // decide turns an attempt's response into the delivery's next state.
-func (p Policy) decide(d Delivery, r response, now time.Time, rnd func(int64) int64) Result {
+func (p Policy) decide(d orderflow.Delivery, r response, now time.Time, rnd func(int64) int64) orderflow.DeliveryResult {
 	if r.err == nil && r.status >= 200 && r.status < 300 {
-		return Result{State: StateSucceeded}
+		return orderflow.DeliveryResult{State: orderflow.DeliverySucceeded}
 	}
 	if r.err == nil && r.status == http.StatusGone {
 		// The receiver says it wants nothing more from us: stop sending to it at all.
-		return Result{State: StateDead, DisableReason: "endpoint answered 410 Gone"}
+		return orderflow.DeliveryResult{State: orderflow.DeliveryDead, DisableReason: "endpoint answered 410 Gone"}
 	}
 	attempts := d.Attempts + 1
 	if attempts >= p.MaxAttempts {
-		return Result{State: StateDead}
+		return orderflow.DeliveryResult{State: orderflow.DeliveryDead}
 	}
 	delay := p.backoff(attempts, rnd)
 	if r.err == nil && (r.status == http.StatusTooManyRequests || r.status == http.StatusServiceUnavailable) && r.retryAfter > 0 {
@@ -125,9 +127,9 @@ func (p Policy) decide(d Delivery, r response, now time.Time, rnd func(int64) in
 	}
 	next := now.Add(delay)
 	if next.Sub(d.CycleStartedAt) > p.MaxAge {
-		return Result{State: StateDead}
+		return orderflow.DeliveryResult{State: orderflow.DeliveryDead}
 	}
-	return Result{State: StatePending, NextAttemptAt: next}
+	return orderflow.DeliveryResult{State: orderflow.DeliveryPending, NextAttemptAt: next}
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 §10.2.3).

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"orderflow"
 )
 
 func TestBackoffIsFullJitterUnderAGrowingCeiling(t *testing.T) {
@@ -37,28 +39,28 @@ func TestDecide(t *testing.T) {
 	p := Policy{Timeout: time.Second, MaxAttempts: 5, MaxAge: time.Hour, BaseBackoff: time.Second, MaxBackoff: time.Minute, MaxRetryAfter: 10 * time.Minute}
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	half := func(n int64) int64 { return n / 2 }
-	fresh := Delivery{Attempts: 0, CycleStartedAt: now}
+	fresh := orderflow.Delivery{Attempts: 0, CycleStartedAt: now}
 	cases := []struct {
 		name    string
-		d       Delivery
+		d       orderflow.Delivery
 		r       response
-		state   string
+		state   orderflow.DeliveryState
 		next    time.Duration
 		disable bool
 	}{
-		{"200", fresh, response{status: 200}, StateSucceeded, 0, false},
-		{"204", fresh, response{status: 204}, StateSucceeded, 0, false},
-		{"redirect is a failure", fresh, response{status: 302}, StatePending, 500 * time.Millisecond, false},
-		{"500 retries with backoff", fresh, response{status: 500}, StatePending, 500 * time.Millisecond, false},
-		{"third failure", Delivery{Attempts: 2, CycleStartedAt: now}, response{status: 500}, StatePending, 2 * time.Second, false},
-		{"timeout", fresh, response{err: errors.New("deadline")}, StatePending, 500 * time.Millisecond, false},
-		{"429 Retry-After", fresh, response{status: 429, retryAfter: 7 * time.Second}, StatePending, 7 * time.Second, false},
-		{"503 Retry-After", fresh, response{status: 503, retryAfter: 30 * time.Second}, StatePending, 30 * time.Second, false},
-		{"Retry-After capped", fresh, response{status: 503, retryAfter: 5 * time.Hour}, StateDead, 0, false}, // 10 min cap, but still within age? see below
-		{"Retry-After on 500 ignored", fresh, response{status: 500, retryAfter: 30 * time.Second}, StatePending, 500 * time.Millisecond, false},
-		{"410 disables", fresh, response{status: 410}, StateDead, 0, true},
-		{"last attempt", Delivery{Attempts: 4, CycleStartedAt: now}, response{status: 500}, StateDead, 0, false},
-		{"too old", Delivery{Attempts: 1, CycleStartedAt: now.Add(-time.Hour + 500*time.Millisecond)}, response{status: 500}, StateDead, 0, false},
+		{"200", fresh, response{status: 200}, orderflow.DeliverySucceeded, 0, false},
+		{"204", fresh, response{status: 204}, orderflow.DeliverySucceeded, 0, false},
+		{"redirect is a failure", fresh, response{status: 302}, orderflow.DeliveryPending, 500 * time.Millisecond, false},
+		{"500 retries with backoff", fresh, response{status: 500}, orderflow.DeliveryPending, 500 * time.Millisecond, false},
+		{"third failure", orderflow.Delivery{Attempts: 2, CycleStartedAt: now}, response{status: 500}, orderflow.DeliveryPending, 2 * time.Second, false},
+		{"timeout", fresh, response{err: errors.New("deadline")}, orderflow.DeliveryPending, 500 * time.Millisecond, false},
+		{"429 Retry-After", fresh, response{status: 429, retryAfter: 7 * time.Second}, orderflow.DeliveryPending, 7 * time.Second, false},
+		{"503 Retry-After", fresh, response{status: 503, retryAfter: 30 * time.Second}, orderflow.DeliveryPending, 30 * time.Second, false},
+		{"Retry-After capped", fresh, response{status: 503, retryAfter: 5 * time.Hour}, orderflow.DeliveryDead, 0, false}, // 10 min cap, but still within age? see below
+		{"Retry-After on 500 ignored", fresh, response{status: 500, retryAfter: 30 * time.Second}, orderflow.DeliveryPending, 500 * time.Millisecond, false},
+		{"410 disables", fresh, response{status: 410}, orderflow.DeliveryDead, 0, true},
+		{"last attempt", orderflow.Delivery{Attempts: 4, CycleStartedAt: now}, response{status: 500}, orderflow.DeliveryDead, 0, false},
+		{"too old", orderflow.Delivery{Attempts: 1, CycleStartedAt: now.Add(-time.Hour + 500*time.Millisecond)}, response{status: 500}, orderflow.DeliveryDead, 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,7 +74,7 @@ func TestDecide(t *testing.T) {
 			if res.State != c.state || (res.DisableReason != "") != c.disable {
 				t.Fatalf("state %s disable %q, want %s disable=%v", res.State, res.DisableReason, c.state, c.disable)
 			}
-			if c.state == StatePending && res.NextAttemptAt.Sub(now) != c.next {
+			if c.state == orderflow.DeliveryPending && res.NextAttemptAt.Sub(now) != c.next {
 				t.Fatalf("next attempt in %s, want %s", res.NextAttemptAt.Sub(now), c.next)
 			}
 		})

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"orderflow"
+	"orderflow/webhook"
 )
 
 // fakeStore is one endpoint's pending deliveries in memory. Claims take claimDelay, like a
@@ -20,13 +23,13 @@ type fakeStore struct {
 	claimDelay time.Duration
 
 	mu       sync.Mutex
-	pending  []Delivery
+	pending  []orderflow.Delivery
 	claims   int
 	released map[string]int
 	recorded map[string]int
 }
 
-func (f *fakeStore) ClaimDeliveries(ctx context.Context, c Claim) ([]Delivery, error) {
+func (f *fakeStore) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([]orderflow.Delivery, error) {
 	time.Sleep(f.claimDelay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -35,12 +38,12 @@ func (f *fakeStore) ClaimDeliveries(ctx context.Context, c Claim) ([]Delivery, e
 	if n <= 0 {
 		return nil, nil
 	}
-	out := append([]Delivery(nil), f.pending[:n]...)
+	out := append([]orderflow.Delivery(nil), f.pending[:n]...)
 	f.pending = f.pending[n:]
 	return out, nil
 }
 
-func (f *fakeStore) RecordAttempts(ctx context.Context, rs []Report) ([]bool, error) {
+func (f *fakeStore) RecordAttempts(ctx context.Context, rs []orderflow.DeliveryReport) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	owned := make([]bool, len(rs))
@@ -51,7 +54,7 @@ func (f *fakeStore) RecordAttempts(ctx context.Context, rs []Report) ([]bool, er
 	return owned, nil
 }
 
-func (f *fakeStore) ReleaseClaim(ctx context.Context, d Delivery) error {
+func (f *fakeStore) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.released[d.ID]++
@@ -74,7 +77,7 @@ func (h *hook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.inFlight++
 	h.maxIn = max(h.maxIn, h.inFlight)
-	h.calls[r.Header.Get(HeaderID)]++
+	h.calls[r.Header.Get(webhook.HeaderID)]++
 	h.mu.Unlock()
 	defer func() { h.mu.Lock(); h.inFlight--; h.mu.Unlock() }()
 	if h.hang != nil {
@@ -92,13 +95,13 @@ func newTestSender(t *testing.T, st *fakeStore, h *hook, perEndpoint int, leaseM
 	t.Helper()
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	secret, err := NewSecret()
+	secret, err := webhook.NewSecret()
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.released, st.recorded, h.calls = map[string]int{}, map[string]int{}, map[string]int{}
 	for i := range n {
-		st.pending = append(st.pending, Delivery{ID: fmt.Sprint("d", i), EventID: fmt.Sprint("ev", i), EndpointID: "ep",
+		st.pending = append(st.pending, orderflow.Delivery{ID: fmt.Sprint("d", i), EventID: fmt.Sprint("ev", i), EndpointID: "ep",
 			URL: srv.URL, Secrets: []string{secret}, Payload: []byte(`{}`), CycleStartedAt: time.Now()})
 	}
 	p := DefaultPolicy()

@@ -9,18 +9,19 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"orderflow"
+	"orderflow/internal/httpserver"
+	"orderflow/internal/periodic"
 )
 
 // Store is everything the deliverer needs from the database; postgres.DB implements it.
 type Store interface {
 	intakeStore
 	senderStore
-	DeliveryStats(ctx context.Context) (Stats, error)
+	DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error)
 	Ping(ctx context.Context) error
 }
 
@@ -138,51 +139,35 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.intake.run(gctx) })
 	g.Go(func() error { return s.sender.run(gctx) })
-	g.Go(func() error { s.refreshStats(gctx); return nil })
+	g.Go(func() error {
+		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
+	})
 	return g.Wait()
 }
 
-func (s *Service) refreshStats(ctx context.Context) {
-	t := time.NewTicker(s.cfg.StatsEvery)
-	defer t.Stop()
-	for {
-		st, err := s.store.DeliveryStats(ctx)
-		if err == nil {
-			s.m.pending.Set(float64(st.Pending))
-			s.m.retrying.Set(float64(st.Retrying))
-			s.m.dead.Set(float64(st.Dead))
-		}
-		if lag, lerr := s.lag.lag(ctx); lerr == nil {
-			s.m.lag.Set(float64(lag))
-		} else if ctx.Err() == nil {
-			s.log.Debug("measuring consumer lag", "err", lerr)
-		}
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("counting deliveries", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// refreshStats sets the gauges from the delivery tables and the group's lag on the broker.
+func (s *Service) refreshStats(ctx context.Context) error {
+	st, err := s.store.DeliveryStats(ctx)
+	if err == nil {
+		s.m.pending.Set(float64(st.Pending))
+		s.m.retrying.Set(float64(st.Retrying))
+		s.m.dead.Set(float64(st.Dead))
 	}
+	if lag, lerr := s.lag.lag(ctx); lerr == nil {
+		s.m.lag.Set(float64(lag))
+	} else if ctx.Err() == nil {
+		s.log.Debug("measuring consumer lag", "err", lerr)
+	}
+	return err
 }
 
 // Handler serves /healthz, /readyz (the database answers) and /metrics.
 func (s *Service) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
+	return httpserver.OpsHandler(s.reg, func(ctx context.Context) error {
 		if err := s.store.Ping(ctx); err != nil {
-			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
-			return
+			// /readyz says what is down, not the driver's error, which may name hosts and users.
+			return errors.New("database unavailable")
 		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	return mux
+		return nil
+	}, nil)
 }

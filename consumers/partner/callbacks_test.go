@@ -12,9 +12,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"orderflow/consumers/deliver"
 	"orderflow/consumers/partner"
 	"orderflow/internal/testenv"
+	"orderflow/webhook"
 )
 
 // The callback is the partner's side of the saga: it must survive an API that is down or
@@ -61,12 +61,12 @@ func TestCallbacksRetryUntilTheAPIAnswers(t *testing.T) {
 				`"time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","schemaversion":1,` +
 				`"data":{"id":"` + orderID + `","version":1,"items":[{"sku":"A","quantity":1,"unit_price_cents":1}]}}`)
 			now := time.Now()
-			sig, err := deliver.Sign(e.secret, id, now, body)
+			sig, err := webhook.Sign(e.secret, id, now, body)
 			testenv.Must(t, err, "signing")
 			req, _ := http.NewRequest(http.MethodPost, hook.URL+"/partner-hook", bytes.NewReader(body))
-			req.Header.Set(deliver.HeaderID, id)
-			req.Header.Set(deliver.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
-			req.Header.Set(deliver.HeaderSignature, sig)
+			req.Header.Set(webhook.HeaderID, id)
+			req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+			req.Header.Set(webhook.HeaderSignature, sig)
 			resp, err := http.DefaultClient.Do(req)
 			testenv.Must(t, err, "posting the webhook")
 			resp.Body.Close()

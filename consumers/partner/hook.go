@@ -11,30 +11,25 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"orderflow"
-	"orderflow/consumers/deliver"
+	"orderflow/internal/httpserver"
+	"orderflow/webhook"
 )
 
 const maxBody = 1 << 20
 
 // Handler serves POST /partner-hook, /healthz, /readyz and /metrics.
 func (p *Partner) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("POST /partner-hook", p.handleHook())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
+	return httpserver.OpsHandler(p.reg, func(ctx context.Context) error {
 		if err := p.pool.Ping(ctx); err != nil {
-			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
-			return
+			// /readyz says what is down, not the driver's error, which may name hosts and users.
+			return errors.New("database unavailable")
 		}
-		_, _ = w.Write([]byte("ready\n"))
+		return nil
+	}, func(mux *http.ServeMux) {
+		mux.Handle("POST /partner-hook", p.handleHook())
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{}))
-	return mux
 }
 
 type hookAnswer struct {
@@ -57,8 +52,8 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 		http.Error(w, "body unreadable or too large", http.StatusRequestEntityTooLarge)
 		return http.StatusRequestEntityTooLarge
 	}
-	id := r.Header.Get(deliver.HeaderID)
-	err = deliver.Verify(p.cfg.Secrets, id, r.Header.Get(deliver.HeaderTimestamp), r.Header.Get(deliver.HeaderSignature), body, time.Now(), p.cfg.Tolerance)
+	id := r.Header.Get(webhook.HeaderID)
+	err = webhook.Verify(p.cfg.Secrets, id, r.Header.Get(webhook.HeaderTimestamp), r.Header.Get(webhook.HeaderSignature), body, time.Now(), p.cfg.Tolerance)
 	if err != nil {
 		// The reason is counted and logged; the signature and body never are.
 		p.m.rejected.WithLabelValues(rejectReason(err)).Inc()
@@ -122,9 +117,9 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 
 func rejectReason(err error) string {
 	switch {
-	case errors.Is(err, deliver.ErrMissingHeaders):
+	case errors.Is(err, webhook.ErrMissingHeaders):
 		return "missing_headers"
-	case errors.Is(err, deliver.ErrBadTimestamp), errors.Is(err, deliver.ErrTimestampTooOld):
+	case errors.Is(err, webhook.ErrBadTimestamp), errors.Is(err, webhook.ErrTimestampTooOld):
 		return "timestamp"
 	default:
 		return "signature"

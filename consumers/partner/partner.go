@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"orderflow/internal/httpserver"
+	"orderflow/webhook"
 )
 
 // Faults are the failures the partner injects on purpose. Rates are probabilities in [0, 1],
@@ -109,6 +110,13 @@ type Partner struct {
 func New(ctx context.Context, cfg Config) (*Partner, error) {
 	if len(cfg.Secrets) == 0 {
 		return nil, errors.New("partner: a webhook secret is required")
+	}
+	// Verify skips a malformed secret, so one would only show up as refused webhooks; saying
+	// which one at start is kinder. The secret itself is never printed.
+	for i, s := range cfg.Secrets {
+		if !webhook.ValidSecret(s) {
+			return nil, fmt.Errorf("partner: webhook secret %d of %d is not in whsec_<base64> form", i+1, len(cfg.Secrets))
+		}
 	}
 	if cfg.APIURL == "" {
 		return nil, errors.New("partner: the API URL is required for the callbacks")

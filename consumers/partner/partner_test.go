@@ -27,6 +27,7 @@ import (
 	"orderflow/consumers/partner"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
+	"orderflow/webhook"
 )
 
 const (
@@ -91,7 +92,7 @@ func newEnv(t *testing.T) *env {
 
 func mustSecret(t *testing.T) string {
 	t.Helper()
-	s, err := deliver.NewSecret()
+	s, err := webhook.NewSecret()
 	testenv.Must(t, err, "making secret")
 	return s
 }
@@ -401,12 +402,12 @@ func TestHookVerifiesDedupesAndRefuses(t *testing.T) {
 
 	body := []byte(`{"specversion":"1.0","id":"evt-1","source":"/t","type":"order.cancelled","subject":"o-1","time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","schemaversion":1,"data":{"id":"o-1","version":2}}`)
 	post := func(id string, ts time.Time, secret string, b []byte) int {
-		sig, err := deliver.Sign(secret, id, ts, b)
+		sig, err := webhook.Sign(secret, id, ts, b)
 		testenv.Must(t, err, "signing")
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/partner-hook", bytes.NewReader(b))
-		req.Header.Set(deliver.HeaderID, id)
-		req.Header.Set(deliver.HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
-		req.Header.Set(deliver.HeaderSignature, sig)
+		req.Header.Set(webhook.HeaderID, id)
+		req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
+		req.Header.Set(webhook.HeaderSignature, sig)
 		resp, err := http.DefaultClient.Do(req)
 		testenv.Must(t, err, "posting")
 		resp.Body.Close()

@@ -1,18 +1,13 @@
-// Package deliver sends orderflow's events to partners as signed Standard Webhooks.
-//
-// Delivery is two loops that never wait on each other. The intake reads the order topic in
-// its own consumer group and, per event, writes one pending delivery for every enabled
-// endpoint subscribed to the event's type, then commits the Kafka offsets: a slow or dead
-// endpoint can never hold up a partition. The sender claims due deliveries from PostgreSQL,
-// POSTs them with a bounded number of attempts in flight per endpoint and overall, and
-// schedules retries with exponential backoff and full jitter until the delivery succeeds or
-// becomes a dead letter that an operator can replay.
-package deliver
+package orderflow
 
 import (
 	"net/url"
 	"time"
 )
+
+// Webhook delivery types. They live at the root because three packages speak them: the
+// deliverer sends them, the PostgreSQL adapter stores them and the API shows them; none of
+// those may import another to borrow a type.
 
 // Error codes of the webhook admin surface, rendered by the API as problem types.
 const (
@@ -22,12 +17,15 @@ const (
 	ECodeNotDeadLetter      = "delivery-not-dead"
 )
 
-// Delivery states. A delivery is pending until it succeeds or runs out of attempts or age;
-// a dead delivery is a dead letter until it is replayed, which makes it pending again.
+// DeliveryState is where a delivery is. A delivery is pending until it succeeds or runs out
+// of attempts or age; a dead delivery is a dead letter until it is replayed, which makes it
+// pending again. The values are stored in webhook_deliveries.state and shown by the API.
+type DeliveryState string
+
 const (
-	StatePending   = "pending"
-	StateSucceeded = "succeeded"
-	StateDead      = "dead"
+	DeliveryPending   DeliveryState = "pending"
+	DeliverySucceeded DeliveryState = "succeeded"
+	DeliveryDead      DeliveryState = "dead"
 )
 
 // Endpoint is a partner's URL and what it subscribed to. Secret is only filled when it is
@@ -53,30 +51,41 @@ func ValidEndpointURL(u string) bool {
 // DeadLetter is a delivery that gave up: which event, to which endpoint, after how many
 // attempts, and the last answer.
 type DeadLetter struct {
-	ID            string     `json:"id"`
-	EventID       string     `json:"event_id"`
-	EventType     string     `json:"event_type"`
-	Subject       string     `json:"subject"`
-	EndpointID    string     `json:"endpoint_id"`
-	EndpointURL   string     `json:"endpoint_url"`
-	State         string     `json:"state"`
-	Attempts      int        `json:"attempts"`
-	LastStatus    *int       `json:"last_status,omitempty"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastAttemptAt *time.Time `json:"last_attempt_at,omitempty"`
-	DeadAt        *time.Time `json:"dead_at,omitempty"`
-	Replays       int        `json:"replays"`
-	CreatedAt     time.Time  `json:"created_at"`
+	ID            string        `json:"id"`
+	EventID       string        `json:"event_id"`
+	EventType     string        `json:"event_type"`
+	Subject       string        `json:"subject"`
+	EndpointID    string        `json:"endpoint_id"`
+	EndpointURL   string        `json:"endpoint_url"`
+	State         DeliveryState `json:"state"`
+	Attempts      int           `json:"attempts"`
+	LastStatus    *int          `json:"last_status,omitempty"`
+	LastError     string        `json:"last_error,omitempty"`
+	LastAttemptAt *time.Time    `json:"last_attempt_at,omitempty"`
+	DeadAt        *time.Time    `json:"dead_at,omitempty"`
+	Replays       int           `json:"replays"`
+	CreatedAt     time.Time     `json:"created_at"`
 }
 
-// Event is what the intake persists for one record: the CloudEvent's identity and its exact
-// bytes, because the signature covers the body byte for byte.
-type Event struct {
+// WebhookEvent is what the deliverer's intake persists for one record: the CloudEvent's
+// identity and its exact bytes, because the signature covers the body byte for byte.
+type WebhookEvent struct {
 	ID      string
 	Type    string
 	Subject string
 	Time    time.Time
 	Payload []byte
+}
+
+// DeliveryClaim asks for due deliveries. InFlight counts what the claiming process holds per
+// endpoint (attempts running and claimed deliveries queued for a slot), so a claim never takes
+// more for one endpoint than PerEndpoint allows: a slow endpoint fills its own slots and queue
+// and leaves the pool to the others.
+type DeliveryClaim struct {
+	Limit       int
+	PerEndpoint int
+	InFlight    map[string]int
+	Lease       time.Duration
 }
 
 // Delivery is one claimed delivery, ready to send.
@@ -105,23 +114,23 @@ type Attempt struct {
 	Error     string
 }
 
-// Result is what an attempt leads to.
-type Result struct {
-	State         string
+// DeliveryResult is what an attempt leads to.
+type DeliveryResult struct {
+	State         DeliveryState
 	NextAttemptAt time.Time
 	// DisableReason, when set, disables the endpoint (it answered 410 Gone).
 	DisableReason string
 }
 
-// Report is one attempt and what it leads to, as the sender hands it to the store.
-type Report struct {
+// DeliveryReport is one attempt and what it leads to, as the sender hands it to the store.
+type DeliveryReport struct {
 	Delivery Delivery
 	Attempt  Attempt
-	Result   Result
+	Result   DeliveryResult
 }
 
-// Stats is the state of the delivery tables, for the gauges.
-type Stats struct {
+// DeliveryStats is the state of the delivery tables, for the gauges.
+type DeliveryStats struct {
 	Pending     int64
 	Retrying    int64 // pending with at least one failed attempt
 	Dead        int64

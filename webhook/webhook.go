@@ -1,4 +1,8 @@
-package deliver
+// Package webhook is the Standard Webhooks signature scheme (https://www.standardwebhooks.com/):
+// whsec_ secrets, the v1 HMAC-SHA256 signature over "id.timestamp.body" and the receiver's
+// check. It uses the standard library only, so the sender, the API and a receiver can all
+// import it without importing each other.
+package webhook
 
 import (
 	"crypto/hmac"
@@ -96,7 +100,8 @@ func SignatureHeader(secrets []string, id string, ts time.Time, body []byte) (st
 
 // Verify checks a received message as a Standard Webhooks receiver must: the timestamp within
 // tolerance of now (against replays of captured requests), then any v1 signature in the
-// header matching any of the receiver's secrets, compared in constant time.
+// header matching any of the receiver's secrets, compared in constant time. A malformed
+// secret is skipped, not an error: it cannot have signed anything.
 func Verify(secrets []string, id, timestamp, signatures string, body []byte, now time.Time, tolerance time.Duration) error {
 	if id == "" || timestamp == "" || signatures == "" {
 		return ErrMissingHeaders
@@ -111,7 +116,10 @@ func Verify(secrets []string, id, timestamp, signatures string, body []byte, now
 	for _, s := range secrets {
 		k, err := secretKey(s)
 		if err != nil {
-			return err
+			// A malformed secret can match nothing; skipping it lets a receiver with one bad
+			// secret among good ones still accept what the good ones signed. Receivers
+			// check their secrets with ValidSecret when they start.
+			continue
 		}
 		want := []byte(sign(k, id, ts, body))
 		for _, sig := range strings.Fields(signatures) {

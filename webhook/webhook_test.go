@@ -1,4 +1,4 @@
-package deliver
+package webhook
 
 import (
 	"errors"
@@ -68,6 +68,9 @@ func TestVerify(t *testing.T) {
 		{"rotation: receiver still on the old secret", []string{vectorSecret}, vectorID, tsHeader, rotated, vectorPayload, ts, nil},
 		{"rotation: receiver already on the new secret", []string{other}, vectorID, tsHeader, rotated, vectorPayload, ts, nil},
 		{"truncated signature", []string{vectorSecret}, vectorID, tsHeader, vectorSignature[:8], vectorPayload, ts, ErrNoValidSignature},
+		{"malformed secret skipped, good one verifies", []string{"whsec_not base64!", vectorSecret}, vectorID, tsHeader, vectorSignature, vectorPayload, ts, nil},
+		{"good secret after an empty one", []string{"", vectorSecret}, vectorID, tsHeader, vectorSignature, vectorPayload, ts, nil},
+		{"only malformed secrets", []string{"whsec_not base64!"}, vectorID, tsHeader, vectorSignature, vectorPayload, ts, ErrNoValidSignature},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

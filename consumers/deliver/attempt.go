@@ -1,0 +1,119 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"orderflow"
+	"orderflow/webhook"
+)
+
+// start runs attempts in one goroutine, which holds one of the endpoint's slots (counted by
+// the caller): after each attempt it goes on with the endpoint's next queued delivery, if
+// any, and hands the slot back otherwise.
+func (s *sender) start(ctx, sendCtx context.Context, wg *sync.WaitGroup, d orderflow.Delivery, freed chan<- struct{}, reports chan<- orderflow.DeliveryReport) {
+	s.m.inFlight.Inc()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer s.m.inFlight.Dec()
+		for {
+			if rep, ok := s.attempt(ctx, sendCtx, d); ok {
+				reports <- rep
+			}
+			var (
+				ok    bool
+				stale []held
+			)
+			// Once ctx ends nothing new starts; run releases what is still queued.
+			d, ok, stale = s.next(d.EndpointID, ctx.Err() == nil)
+			s.release(context.WithoutCancel(ctx), stale)
+			// Either way the loop may want to claim: a slot or a queue place is free.
+			select {
+			case freed <- struct{}{}:
+			default:
+			}
+			if !ok {
+				return
+			}
+		}
+	}()
+}
+
+// attempt makes one POST and decides what follows. On shutdown (ctx done) a failed attempt
+// is abandoned and its claim released, so the next deliverer retries it at once instead of
+// after the lease.
+func (s *sender) attempt(ctx, sendCtx context.Context, d orderflow.Delivery) (orderflow.DeliveryReport, bool) {
+	start := s.now()
+	r := s.post(sendCtx, d, start)
+	latency := s.now().Sub(start)
+	if ctx.Err() != nil && r.err != nil {
+		if err := s.store.ReleaseClaim(context.WithoutCancel(ctx), d); err != nil {
+			s.log.Warn("releasing delivery claim", "delivery_id", d.ID, "err", err)
+		}
+		return orderflow.DeliveryReport{}, false
+	}
+	outcome := r.outcome()
+	s.m.attempts.WithLabelValues(outcome).Inc()
+	s.m.attemptTime.Observe(latency.Seconds())
+	a := orderflow.Attempt{Number: d.Attempts + 1, StartedAt: start, Latency: latency, Status: r.status, Outcome: outcome}
+	switch {
+	case r.err != nil:
+		a.Error = r.err.Error()
+	case outcome != OutcomeSuccess:
+		a.Error = "HTTP " + strconv.Itoa(r.status)
+	}
+	return orderflow.DeliveryReport{Delivery: d, Attempt: a, Result: s.policy.decide(d, r, s.now(), s.rnd)}, true
+}
+
+func (s *sender) post(ctx context.Context, d orderflow.Delivery, now time.Time) response {
+	ctx, cancel := context.WithTimeout(ctx, s.policy.Timeout)
+	defer cancel()
+	sig, err := webhook.SignatureHeader(d.Secrets, d.EventID, now, d.Payload)
+	if err != nil {
+		return response{err: fmt.Errorf("signing: %w", err)}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URL, bytes.NewReader(d.Payload))
+	if err != nil {
+		return response{err: fmt.Errorf("building request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "orderflow-deliver/1")
+	req.Header.Set(webhook.HeaderID, d.EventID)
+	req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set(webhook.HeaderSignature, sig)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return response{err: fmt.Errorf("no answer within %s: %w", s.policy.Timeout, context.DeadlineExceeded)}
+		}
+		return response{err: err}
+	}
+	defer resp.Body.Close()
+	// Drain a little so the connection can be reused; the body itself is never kept or logged.
+	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)); err != nil && isTimeout(err) {
+		return response{status: resp.StatusCode, err: fmt.Errorf("reading the answer: %w", err)}
+	}
+	return response{status: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
+}
+
+// newHTTPClient never follows redirects: a 3xx is a failure, the endpoint's URL should be
+// updated instead (Standard Webhooks, "Delivery success and failure").
+func newHTTPClient(perEndpoint int) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = perEndpoint
+	tr.MaxIdleConns = 1000
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}

@@ -1,0 +1,210 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"orderflow"
+)
+
+// EnqueueDeliveries writes a pending delivery for every event and every enabled endpoint
+// subscribed to its type ("*" subscribes to all), in one statement. The (event id, endpoint id)
+// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late.
+func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error) {
+	ids := make([]string, len(evs))
+	types := make([]string, len(evs))
+	subjects := make([]string, len(evs))
+	times := make([]*time.Time, len(evs))
+	payloads := make([][]byte, len(evs))
+	for i, ev := range evs {
+		ids[i], types[i], subjects[i], payloads[i] = ev.ID, ev.Type, ev.Subject, ev.Payload
+		if !ev.Time.IsZero() {
+			t := ev.Time
+			times[i] = &t
+		}
+	}
+	tag, err := db.pool.Exec(ctx, `
+		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, payload)
+		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[]) AS ev(id, type, subject, time, payload)
+		JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
+		ON CONFLICT (event_id, endpoint_id) DO NOTHING`, ids, types, subjects, times, payloads)
+	if err != nil {
+		return 0, fmt.Errorf("enqueueing deliveries: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// ClaimDeliveries takes due deliveries for this process. SKIP LOCKED lets several deliverers
+// claim side by side; the claim itself is a lease (next_attempt_at pushed past the attempt's
+// timeout), so a deliverer that dies mid-attempt loses its claims to the others. The claim
+// walks each enabled endpoint's due deliveries separately (an index range per endpoint), so
+// each endpoint stays within its per-endpoint limit, counting what the deliverer already holds
+// (in flight or queued for a slot), and a huge backlog on one endpoint costs the others nothing.
+func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([]orderflow.Delivery, error) {
+	busyIDs := make([]string, 0, len(c.InFlight))
+	busyN := make([]int32, 0, len(c.InFlight))
+	for id, n := range c.InFlight {
+		busyIDs, busyN = append(busyIDs, id), append(busyN, int32(n))
+	}
+	rows, err := db.pool.Query(ctx, `
+		WITH busy AS (
+			SELECT * FROM unnest($1::uuid[], $2::int[]) AS b(endpoint_id, n)
+		), claimed AS (
+			SELECT c.id FROM webhook_endpoints e
+			LEFT JOIN busy b ON b.endpoint_id = e.id
+			CROSS JOIN LATERAL (
+				SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
+				WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
+				ORDER BY d.next_attempt_at
+				LIMIT greatest($3 - coalesce(b.n, 0), 0)
+				FOR UPDATE SKIP LOCKED
+			) c
+			WHERE e.disabled_at IS NULL
+			ORDER BY c.next_attempt_at
+			LIMIT $4
+		)
+		UPDATE webhook_deliveries d
+		SET next_attempt_at = now() + make_interval(secs => $5), claim_token = gen_random_uuid()
+		FROM claimed, webhook_endpoints e
+		WHERE d.id = claimed.id AND e.id = d.endpoint_id
+		RETURNING d.id::text, d.event_id, d.event_type, d.endpoint_id::text, e.url, e.secret,
+		          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
+		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text`,
+		busyIDs, busyN, c.PerEndpoint, c.Limit, c.Lease.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (orderflow.Delivery, error) {
+		var (
+			d        orderflow.Delivery
+			secret   string
+			previous *string
+			evTime   *time.Time
+		)
+		err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.URL, &secret, &previous,
+			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken)
+		d.Secrets = []string{secret}
+		if previous != nil {
+			d.Secrets = append(d.Secrets, *previous)
+		}
+		if evTime != nil {
+			d.EventTime = *evTime
+		}
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// RecordAttempts logs a batch of attempts and moves each delivery to its next state, in one
+// transaction. A delivery whose claim token no longer matches (the lease ran out and another
+// deliverer owns it now) keeps its state: its attempt is still logged, because it happened,
+// and owned reports false for it.
+func (db *DB) RecordAttempts(ctx context.Context, rs []orderflow.DeliveryReport) ([]bool, error) {
+	// Updating in id order keeps two batches from locking the same rows in opposite orders.
+	order := make([]int, len(rs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return rs[order[a]].Delivery.ID < rs[order[b]].Delivery.ID })
+	n := len(rs)
+	var (
+		ids, tokens, outcomes, states = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		numbers                       = make([]int32, n)
+		started                       = make([]time.Time, n)
+		latencies                     = make([]float64, n)
+		statuses                      = make([]*int32, n)
+		errs                          = make([]*string, n)
+		nexts                         = make([]*time.Time, n)
+	)
+	for k, i := range order {
+		r := rs[i]
+		ids[k], tokens[k], outcomes[k], states[k] = r.Delivery.ID, r.Delivery.ClaimToken, r.Attempt.Outcome, string(r.Result.State)
+		numbers[k], started[k] = int32(r.Attempt.Number), r.Attempt.StartedAt
+		latencies[k] = float64(r.Attempt.Latency.Microseconds()) / 1000
+		if r.Attempt.Status != 0 {
+			st := int32(r.Attempt.Status)
+			statuses[k] = &st
+		}
+		if r.Attempt.Error != "" {
+			e := orderflow.StorableText(r.Attempt.Error, 1000)
+			errs[k] = &e
+		}
+		if r.Result.State == orderflow.DeliveryPending {
+			next := r.Result.NextAttemptAt
+			nexts[k] = &next
+		}
+	}
+	owned := make([]bool, n)
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_delivery_attempts (delivery_id, attempt, started_at, latency_ms, status, outcome, error)
+			SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[], $7::text[])`,
+			ids, numbers, started, latencies, statuses, outcomes, errs); err != nil {
+			return fmt.Errorf("logging delivery attempts: %w", err)
+		}
+		rows, err := tx.Query(ctx, `UPDATE webhook_deliveries d SET
+				attempts = d.attempts + 1, state = u.state, next_attempt_at = coalesce(u.next, d.next_attempt_at), claim_token = NULL,
+				last_status = u.status, last_error = u.error, last_attempt_at = u.started,
+				succeeded_at = CASE WHEN u.state = 'succeeded' THEN now() END,
+				dead_at = CASE WHEN u.state = 'dead' THEN now() END
+			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::int[], $6::text[], $7::timestamptz[])
+				AS u(id, token, state, next, status, error, started)
+			WHERE d.id = u.id AND d.claim_token = u.token
+			RETURNING d.id::text`, ids, tokens, states, nexts, statuses, errs, started)
+		if err != nil {
+			return fmt.Errorf("updating deliveries: %w", err)
+		}
+		done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("updating deliveries: %w", err)
+		}
+		mine := make(map[string]bool, len(done))
+		for _, id := range done {
+			mine[id] = true
+		}
+		clear(owned)
+		for i, r := range rs {
+			owned[i] = mine[r.Delivery.ID]
+			if owned[i] && r.Result.DisableReason != "" {
+				if err := disableEndpoint(ctx, tx, r.Delivery.EndpointID, r.Result.DisableReason); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return owned, nil
+}
+
+// ReleaseClaim gives a claimed delivery back at once, for a deliverer that stops mid-attempt.
+func (db *DB) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
+	if _, err := db.pool.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = now(), claim_token = NULL
+		WHERE id = $1 AND claim_token = $2`, d.ID, d.ClaimToken); err != nil {
+		return fmt.Errorf("releasing delivery claim: %w", err)
+	}
+	return nil
+}
+
+// DeliveryStats counts deliveries by state for the gauges.
+func (db *DB) DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error) {
+	var s orderflow.DeliveryStats
+	err := db.pool.QueryRow(ctx, `SELECT
+			count(*) FILTER (WHERE state = 'pending'),
+			count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+			count(*) FILTER (WHERE state = 'dead')
+		FROM webhook_deliveries WHERE state <> 'succeeded'`).Scan(&s.Pending, &s.Retrying, &s.Dead)
+	if err != nil {
+		return s, fmt.Errorf("counting deliveries: %w", err)
+	}
+	return s, nil
+}
