@@ -18,6 +18,9 @@ type fatalError struct{ err error }
 func (e fatalError) Error() string { return e.err.Error() }
 func (e fatalError) Unwrap() error { return e.err }
 
+// streamLoop runs replication sessions one after another: a standby retries until the slot is
+// free, a session that failed reconnects with jittered backoff, and only errors no restart can
+// fix (a lost slot, a misconfiguration) end it.
 func (c *Capture) streamLoop(ctx context.Context) error {
 	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
