@@ -3,12 +3,21 @@ package orderflow
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
+	"unicode/utf8"
 )
+
+// TopicPrefix is the first part of every topic name orderflow publishes to.
+const TopicPrefix = "orderflow"
 
 // Topic names the Kafka topic of an aggregate type: one topic per aggregate, keyed by the
 // aggregate id so one order's events stay in order.
-func Topic(aggregateType string) string { return "orderflow." + aggregateType }
+func Topic(aggregateType string) string { return PrefixedTopic(TopicPrefix, aggregateType) }
+
+// PrefixedTopic is Topic under another prefix, for a deployment (or a test) that keeps its
+// topics apart from the default ones.
+func PrefixedTopic(prefix, aggregateType string) string { return prefix + "." + aggregateType }
 
 // Kafka record headers that repeat the event's identity and give its position in the WAL, so
 // readers can filter and order without parsing the value.
@@ -18,6 +27,9 @@ const (
 	HeaderLSN       = "pg_lsn"
 	HeaderSeq       = "pg_seq"
 )
+
+// EventSource is the CloudEvents source attribute of every event orderflow publishes.
+const EventSource = "/orderflow/outbox"
 
 // CloudEvent is an event as it travels on Kafka and to partners: CloudEvents 1.0 in
 // structured JSON mode, id = the outbox row's id, subject = the aggregate id, data = the
@@ -32,6 +44,79 @@ type CloudEvent struct {
 	DataContentType string          `json:"datacontenttype"`
 	SchemaVersion   int             `json:"schemaversion"`
 	Data            json.RawMessage `json:"data"`
+}
+
+// AppendCloudEvent appends ev as a CloudEvents 1.0 structured-mode JSON object, the record
+// value on Kafka and the webhook body: specversion (always "1.0"), id, source, type, subject,
+// time (UTC, RFC 3339 with nanoseconds), datacontenttype, schemaversion, data, in that order.
+// Data is copied verbatim and must be JSON (empty becomes null). It is written by hand because
+// capture runs it once per event on its hot path and must not re-encode the payload.
+func AppendCloudEvent(b []byte, ev *CloudEvent) []byte {
+	b = append(b, `{"specversion":"1.0","id":`...)
+	b = appendJSONString(b, ev.ID)
+	b = append(b, `,"source":`...)
+	b = appendJSONString(b, ev.Source)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, ev.Type)
+	b = append(b, `,"subject":`...)
+	b = appendJSONString(b, ev.Subject)
+	b = append(b, `,"time":"`...)
+	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","datacontenttype":`...)
+	b = appendJSONString(b, ev.DataContentType)
+	b = append(b, `,"schemaversion":`...)
+	b = strconv.AppendInt(b, int64(ev.SchemaVersion), 10)
+	b = append(b, `,"data":`...)
+	if len(ev.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, ev.Data...)
+	}
+	return append(b, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string literal (RFC 8259), replacing invalid UTF-8.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // DecodeCloudEvent parses a record value and checks what every consumer relies on. Unknown

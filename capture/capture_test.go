@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
+	"orderflow"
 	"orderflow/capture"
 )
 
@@ -62,7 +63,7 @@ func TestRecordsFollowTheContract(t *testing.T) {
 		if rec.key != key || ce.Subject != key {
 			t.Errorf("key %q subject %q, want %q", rec.key, ce.Subject, key)
 		}
-		if ce.SpecVersion != "1.0" || ce.Source != capture.Source || ce.DataContentType != "application/json" || ce.SchemaVersion != 2 {
+		if ce.SpecVersion != "1.0" || ce.Source != orderflow.EventSource || ce.DataContentType != "application/json" || ce.SchemaVersion != 2 {
 			t.Errorf("cloudevent attributes: %+v", ce)
 		}
 		if ce.Time != "2026-01-02T03:04:05.123456Z" {

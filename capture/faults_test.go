@@ -11,9 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-
-	"orderflow/capture"
 )
 
 // TestKillNineWhileWriting kills the capture process with SIGKILL at ten random moments while
@@ -270,11 +269,11 @@ func TestKafkaUnreachable(t *testing.T) {
 		lag, _ := metricValue(t, maddr, "orderflow_capture_slot_lag_bytes")
 		return (errs > 0 || reconnects > 0) && lag > 0, nil
 	})
-	var confirmedDuringOutage capture.LSN
+	var confirmedDuringOutage pglogrepl.LSN
 	for i := 0; i < 10; i++ { // sample the slot for a while to catch any confirmation
 		var s string
 		mustOK(t, e.db.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, e.slot).Scan(&s))
-		l, err := capture.ParseLSN(s)
+		l, err := pglogrepl.ParseLSN(s)
 		mustOK(t, err)
 		confirmedDuringOutage = max(confirmedDuringOutage, l)
 		time.Sleep(100 * time.Millisecond)
@@ -289,7 +288,7 @@ func TestKafkaUnreachable(t *testing.T) {
 	for _, o := range during.committed {
 		duringIDs[o.id] = true
 	}
-	var firstOutageCommit capture.LSN
+	var firstOutageCommit pglogrepl.LSN
 	for _, rec := range recs {
 		if duringIDs[rec.headers["ce_id"]] {
 			if l := position(t, rec).LSN; firstOutageCommit == 0 || l < firstOutageCommit {

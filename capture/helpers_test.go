@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
@@ -433,7 +434,7 @@ func checkPerKeyOrder(t *testing.T, recs []record) {
 
 func position(t *testing.T, r record) capture.Position {
 	t.Helper()
-	lsn, err := capture.ParseLSN(r.headers["pg_lsn"])
+	lsn, err := pglogrepl.ParseLSN(r.headers["pg_lsn"])
 	if err != nil {
 		t.Fatalf("pg_lsn header %q: %v", r.headers["pg_lsn"], err)
 	}

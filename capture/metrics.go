@@ -1,11 +1,8 @@
 package capture
 
 import (
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type metrics struct {
@@ -23,7 +20,7 @@ type metrics struct {
 	reconnects     prometheus.Counter
 	active         prometheus.Gauge
 	streamingSince prometheus.Gauge
-	inflightEvents prometheus.Gauge
+	inflightTxns   prometheus.Gauge
 }
 
 var latencyBuckets = []float64{.0005, .001, .002, .003, .004, .005, .0075, .01, .015, .02, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
@@ -89,30 +86,12 @@ func newMetrics() *metrics {
 			Name: "orderflow_capture_streaming_since_seconds",
 			Help: "Unix time at which the current replication session started streaming.",
 		}),
-		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+		inflightTxns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_capture_inflight_transactions",
 			Help: "Transactions received but not yet fully acknowledged by Kafka.",
 		}),
 	}
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
-		m.produceErrors, m.reconnects, m.active, m.streamingSince, m.inflightEvents)
+		m.produceErrors, m.reconnects, m.active, m.streamingSince, m.inflightTxns)
 	return m
-}
-
-// Handler serves /healthz (the process is up), /readyz (this instance streams from the slot)
-// and /metrics.
-func (c *Capture) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !c.ready.Load() {
-			http.Error(w, "not streaming (standby or reconnecting)", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("streaming\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(c.metrics.registry, promhttp.HandlerOpts{}))
-	return mux
 }

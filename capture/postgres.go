@@ -27,7 +27,7 @@ type slotInfo struct {
 	plugin         string
 	database       string
 	walStatus      string
-	confirmedFlush LSN
+	confirmedFlush pglogrepl.LSN
 }
 
 func readSlot(ctx context.Context, db *pgx.Conn, slot string) (slotInfo, error) {
@@ -49,7 +49,7 @@ func readSlot(ctx context.Context, db *pgx.Conn, slot string) (slotInfo, error) 
 	si.exists = true
 	si.plugin, si.database, si.walStatus = deref(plugin), deref(database), deref(walStatus)
 	if confirmed != nil {
-		if si.confirmedFlush, err = ParseLSN(*confirmed); err != nil {
+		if si.confirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
 			return si, err
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"testing"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 )
 
 // fakeSink records what the stream publishes and answers with publish.
@@ -26,14 +28,14 @@ func (f *fakeSink) publish(_ context.Context, ev *outEvent, _ time.Duration) (pu
 	return resQueued, nil
 }
 
-func beginMsg(commitLSN LSN) []byte {
+func beginMsg(commitLSN pglogrepl.LSN) []byte {
 	b := []byte{'B'}
 	b = binary.BigEndian.AppendUint64(b, uint64(commitLSN))
 	b = binary.BigEndian.AppendUint64(b, 0)
 	return binary.BigEndian.AppendUint32(b, 1)
 }
 
-func commitMsg(commitLSN, endLSN LSN) []byte {
+func commitMsg(commitLSN, endLSN pglogrepl.LSN) []byte {
 	b := []byte{'C', 0}
 	b = binary.BigEndian.AppendUint64(b, uint64(commitLSN))
 	b = binary.BigEndian.AppendUint64(b, uint64(endLSN))
@@ -64,7 +66,7 @@ func insertMsg(id string) []byte {
 type step struct {
 	msg       []byte
 	ack       int // ack the n-th published event (1-based)
-	keepalive LSN
+	keepalive pglogrepl.LSN
 }
 
 // TestConfirmedPosition checks the invariant of the whole package: the confirmed position
@@ -72,12 +74,12 @@ type step struct {
 // in commit order, and a keepalive moves it only when nothing is open or in flight.
 func TestConfirmedPosition(t *testing.T) {
 	t.Parallel()
-	const start = LSN(50)
+	const start = pglogrepl.LSN(50)
 	for _, tc := range []struct {
 		name  string
 		steps []step
 		skip  map[string]bool // event ids the sink already holds
-		want  LSN
+		want  pglogrepl.LSN
 	}{
 		{"nothing happened", nil, nil, start},
 		{"received but not acked", []step{{msg: beginMsg(100)}, {msg: insertMsg("a")}, {msg: commitMsg(100, 110)}}, nil, start},

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"orderflow"
+	ofkafka "orderflow/internal/kafka"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
 )
@@ -30,6 +31,12 @@ type env struct {
 	conn              *pgx.Conn
 	writer            *kafka.Writer
 	lsn               int
+}
+
+// ensureTopic creates a test topic as capture would, with n partitions.
+func ensureTopic(ctx context.Context, c *kafka.Client, topic string, n int) error {
+	_, err := ofkafka.CreateTopic(ctx, c, ofkafka.TopicSpec{Name: topic, Partitions: n})
+	return err
 }
 
 func newEnv(t *testing.T, partitions int) *env {

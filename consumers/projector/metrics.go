@@ -1,11 +1,10 @@
 package projector
 
 import (
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"orderflow/internal/kafka"
 )
 
 // Outcomes of an event, the label of orderflow_projector_events_total.
@@ -20,13 +19,13 @@ type metrics struct {
 	registry     *prometheus.Registry
 	events       *prometheus.CounterVec
 	applyLatency prometheus.Histogram
-	lag          *prometheus.GaugeVec
 	dbErrors     prometheus.Counter
 	phase        *prometheus.HistogramVec
 	batchSize    prometheus.Histogram
 }
 
-func newMetrics() *metrics {
+// newMetrics registers the service's metrics, lag included, in a registry of its own.
+func newMetrics(lag *kafka.Lag) *metrics {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
@@ -40,10 +39,6 @@ func newMetrics() *metrics {
 			Help:    "From the event's time (the order change's commit-time timestamp) to the database commit that applied it to order_summary.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "orderflow_projector_consumer_lag",
-			Help: "Records in the partition the group has not committed: log end offset - committed offset (log start offset before the first commit), refreshed every 2 s.",
-		}, []string{"group", "topic", "partition"}),
 		dbErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_projector_db_errors_total",
 			Help: "Failed attempts to apply a batch (each is retried).",
@@ -62,24 +57,6 @@ func newMetrics() *metrics {
 	for _, o := range []string{outcomeApplied, outcomeStale, outcomeUnknownType, outcomeDeadLettered} {
 		m.events.WithLabelValues(o)
 	}
-	r.MustRegister(m.events, m.applyLatency, m.lag, m.dbErrors, m.phase, m.batchSize)
+	r.MustRegister(m.events, m.applyLatency, lag, m.dbErrors, m.phase, m.batchSize)
 	return m
-}
-
-// Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL
-// and Kafka) and /metrics.
-func (p *Projector) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !p.Ready() {
-			http.Error(w, "not connected to PostgreSQL and Kafka", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.metrics.registry, promhttp.HandlerOpts{}))
-	return mux
 }

@@ -220,6 +220,33 @@ func errorAs(err error, target **unknownTypeError) bool {
 	return false
 }
 
+// gaugeValue reads the series of the gauge name with exactly these labels from reg, -1 if it
+// has none yet.
+func gaugeValue(reg prometheus.Gatherer, name string, labels map[string]string) (float64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			return m.GetGauge().GetValue(), nil
+		}
+	}
+	return -1, nil
+}
+
 func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	if err := c.Write(&m); err != nil {
@@ -314,11 +341,9 @@ func TestLagGrowsAndNothingIsDeadLetteredWhileTheDatabaseIsDown(t *testing.T) {
 	e.produce(t, evs...)
 	r := start(t, e.config(), downStore{})
 	waitFor(t, "lag of 5", 30*time.Second, func() (bool, error) {
-		var m dto.Metric
-		if err := r.p.metrics.lag.WithLabelValues(e.group, e.topic, "0").Write(&m); err != nil {
-			return false, err
-		}
-		return m.GetGauge().GetValue() == 5, nil
+		lag, err := gaugeValue(r.p.metrics.registry, "orderflow_projector_consumer_lag",
+			map[string]string{"group": e.group, "topic": e.topic, "partition": "0"})
+		return lag == 5, err
 	})
 	if r.p.Ready() {
 		t.Error("ready while the database is down")

@@ -1,0 +1,125 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"orderflow"
+)
+
+type partitionWriter struct {
+	topic     string
+	partition int
+	queue     chan *outEvent
+}
+
+// lingerMin is how many queued events make a writer linger (see write).
+const lingerMin = 4
+
+// write is a partition's only producer: one request in flight, in queue order, and nothing
+// more after a failure (see the type comment for why that makes the dedupe exact).
+func (s *kafkaSink) write(w *partitionWriter) {
+	batch := make([]*outEvent, 0, s.cfg.MaxBatch)
+	records := make([]kafkago.Record, 0, s.cfg.MaxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for ev := range w.queue {
+		batch = append(batch[:0], ev)
+		size := len(ev.value)
+		lingering, decided := false, false
+	fill:
+		for len(batch) < s.cfg.MaxBatch && size < 1<<20 {
+			select {
+			case e, ok := <-w.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, e)
+				size += len(e.value)
+				continue
+			default:
+			}
+			// The queue is empty. Wait up to Linger for more only when it held several
+			// events, i.e. events arrive faster than requests complete: a backlog of
+			// single-event transactions otherwise becomes thousands of tiny requests a
+			// second, and on a small machine the broker's per-request work starves the
+			// walsender we read from. A trickle of events still goes out at once.
+			if !decided {
+				decided = true
+				if s.cfg.Linger > 0 && len(batch) >= lingerMin {
+					linger.Reset(s.cfg.Linger)
+					lingering = true
+				}
+			}
+			if !lingering {
+				break
+			}
+			select {
+			case e, ok := <-w.queue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, e)
+				size += len(e.value)
+			case <-linger.C:
+				lingering = false
+			}
+		}
+		if lingering && !linger.Stop() {
+			<-linger.C
+		}
+		if s.aborted.Load() || s.err() != nil {
+			break
+		}
+		records = records[:0]
+		now := time.Now()
+		for _, e := range batch {
+			records = append(records, kafkago.Record{
+				Time:  now,
+				Key:   kafkago.NewBytes(e.key),
+				Value: kafkago.NewBytes(e.value),
+				Headers: []kafkago.Header{
+					{Key: orderflow.HeaderEventID, Value: []byte(e.id)},
+					{Key: orderflow.HeaderEventType, Value: []byte(e.eventType)},
+					{Key: orderflow.HeaderLSN, Value: []byte(e.pos.LSN.String())},
+					{Key: orderflow.HeaderSeq, Value: strconv.AppendUint(nil, uint64(e.pos.Seq), 10)},
+				},
+			})
+		}
+		// Not the session's context: a request already on the wire is waited for, never
+		// abandoned, so that the next session's read of the last record sees its outcome.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		t0 := time.Now()
+		resp, err := s.client.Produce(ctx, &kafkago.ProduceRequest{
+			Topic: w.topic, Partition: w.partition, RequiredAcks: kafkago.RequireAll,
+			Records: kafkago.NewRecordReader(records...),
+		})
+		cancel()
+		s.metrics.produceSeconds.Observe(time.Since(t0).Seconds())
+		s.metrics.batchSize.Observe(float64(len(batch)))
+		if err == nil {
+			err = resp.Error
+		}
+		if err == nil {
+			for _, re := range resp.RecordErrors {
+				err = re
+				break
+			}
+		}
+		if err != nil {
+			s.metrics.produceErrors.Inc()
+			s.fail(fmt.Errorf("producing to %s[%d]: %w", w.topic, w.partition, err))
+			break
+		}
+		for _, e := range batch {
+			s.onAck(e)
+		}
+	}
+	// Drop whatever is left: after a failure nothing more may reach this partition.
+	for range w.queue {
+	}
+}

@@ -1,0 +1,298 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"orderflow"
+)
+
+// ack is called by the sink, from its writer goroutines, once Kafka acknowledged ev.
+func (c *Capture) ack(ev *outEvent) {
+	c.metrics.produced.WithLabelValues(ev.eventType).Inc()
+	c.metrics.commitToAck.Observe(time.Since(ev.txn.commitTime).Seconds())
+	ev.txn.pending.Add(-1)
+}
+
+// txn is a transaction on its way to Kafka. pending counts its events not yet acknowledged,
+// plus one until its Commit message arrived; at zero, its end LSN may be confirmed.
+type txn struct {
+	commitLSN  pglogrepl.LSN
+	endLSN     pglogrepl.LSN
+	commitTime time.Time
+	pending    atomic.Int64
+}
+
+// outEvent is one event ready for the sink.
+type outEvent struct {
+	txn       *txn
+	pos       Position
+	topic     string
+	id        string
+	eventType string
+	key       []byte
+	value     []byte
+}
+
+// stream owns the replication connection: only its goroutine reads from or writes to conn.
+type stream struct {
+	c    *Capture
+	conn *pgconn.PgConn
+	sink eventSink
+	rels map[uint32]*relation
+
+	cur *txn // between Begin and Commit
+	seq uint32
+	// inflight holds, in commit order, the transactions not yet confirmed.
+	inflight []*txn
+
+	confirmed     pglogrepl.LSN
+	sentConfirmed pglogrepl.LSN
+	lastStatus    time.Time
+	readDeadline  time.Time
+	ev            Event
+}
+
+func (s *stream) run(ctx context.Context) error {
+	done := ctx.Done()
+	for {
+		select {
+		case <-done:
+			return s.stop(false, nil)
+		case <-s.sink.failed():
+			return s.stop(true, s.sink.err())
+		default:
+		}
+		now := time.Now()
+		s.advance()
+		if err := s.maybeSendStatus(now, false); err != nil {
+			return s.stop(true, err)
+		}
+		if s.readDeadline.Sub(now) < 100*time.Millisecond {
+			s.readDeadline = now.Add(250 * time.Millisecond)
+			if err := s.conn.Conn().SetReadDeadline(s.readDeadline); err != nil {
+				return s.stop(true, fmt.Errorf("setting read deadline: %w", err))
+			}
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return s.stop(true, fmt.Errorf("receiving from replication connection: %w", err))
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, msg.Data); err != nil {
+				if ctx.Err() != nil {
+					return s.stop(false, nil)
+				}
+				return s.stop(true, err)
+			}
+		case *pgproto3.ErrorResponse:
+			return s.stop(true, fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg)))
+		case *pgproto3.CopyDone:
+			return s.stop(true, errors.New("replication stream ended by the server"))
+		}
+	}
+}
+
+// idleAdvance moves the confirmed position to the server's WAL end if nothing is open or in
+// flight (see the keepalive case of handleCopyData).
+func (s *stream) idleAdvance(walEnd pglogrepl.LSN) {
+	if s.cur == nil && len(s.inflight) == 0 && walEnd > s.confirmed {
+		s.confirmed = walEnd
+	}
+}
+
+func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parsing keepalive: %w", err)
+		}
+		// With nothing received and unacknowledged, everything up to the server's WAL end
+		// is either not for us or already in Kafka, so the slot may move there: a quiet
+		// outbox on a busy database must not pin WAL. Never while a transaction is open or
+		// in flight: that is how a connector skips events (confirming WAL end on receipt).
+		s.advance()
+		s.idleAdvance(pkm.ServerWALEnd)
+		return s.maybeSendStatus(time.Now(), pkm.ReplyRequested)
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parsing xlogdata: %w", err)
+		}
+		return s.handleMessage(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (s *stream) handleMessage(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch pglogrepl.MessageType(data[0]) {
+	case pglogrepl.MessageTypeBegin:
+		var m pglogrepl.BeginMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return fmt.Errorf("decoding begin: %w", err)
+		}
+		t := &txn{commitLSN: m.FinalLSN, commitTime: m.CommitTime}
+		t.pending.Store(1)
+		s.cur, s.seq = t, 0
+		s.inflight = append(s.inflight, t)
+		s.c.metrics.inflightTxns.Set(float64(len(s.inflight)))
+	case pglogrepl.MessageTypeCommit:
+		var m pglogrepl.CommitMessage
+		if err := m.Decode(data[1:]); err != nil {
+			return fmt.Errorf("decoding commit: %w", err)
+		}
+		if s.cur == nil {
+			return errors.New("commit without begin")
+		}
+		// The end of the commit record, not its start: the server resumes after the
+		// confirmed position, and confirming the start would replay this transaction.
+		s.cur.endLSN = m.TransactionEndLSN
+		s.c.metrics.commitToRecv.Observe(time.Since(m.CommitTime).Seconds())
+		s.cur.pending.Add(-1)
+		s.cur = nil
+	case pglogrepl.MessageTypeRelation:
+		r, id, err := decodeRelation(data)
+		if err != nil {
+			return err
+		}
+		s.rels[id] = r
+	case pglogrepl.MessageTypeInsert:
+		if s.cur == nil {
+			return errors.New("insert outside a transaction")
+		}
+		return s.handleInsert(ctx, data[1:])
+	}
+	return nil
+}
+
+func (s *stream) handleInsert(ctx context.Context, data []byte) error {
+	ev := &s.ev
+	if err := decodeInsert(data, s.rels, ev); err != nil {
+		return err
+	}
+	pos := Position{LSN: s.cur.commitLSN, Seq: s.seq}
+	s.seq++
+	oe := &outEvent{
+		txn:       s.cur,
+		pos:       pos,
+		topic:     orderflow.PrefixedTopic(s.c.cfg.TopicPrefix, ev.AggregateType),
+		id:        ev.ID,
+		eventType: ev.EventType,
+		key:       []byte(ev.AggregateID),
+		value:     AppendCloudEvent(make([]byte, 0, 256+len(ev.Payload)), ev),
+	}
+	// Count the event before the sink sees it: its ack may come before publish returns.
+	s.cur.pending.Add(1)
+	for {
+		res, err := s.sink.publish(ctx, oe, 200*time.Millisecond)
+		if err != nil {
+			s.cur.pending.Add(-1)
+			return err
+		}
+		switch res {
+		case resSkipped:
+			s.cur.pending.Add(-1)
+			s.c.metrics.skipped.Inc()
+			return nil
+		case resQueued:
+			return nil
+		}
+		// The partition's queue is full (Kafka is slow or down). Keep the connection alive
+		// while waiting; the confirmed position cannot move past this event anyway.
+		s.advance()
+		if err := s.maybeSendStatus(time.Now(), false); err != nil {
+			s.cur.pending.Add(-1)
+			return err
+		}
+		if ctx.Err() != nil {
+			s.cur.pending.Add(-1)
+			return ctx.Err()
+		}
+	}
+}
+
+// advance moves the confirmable position over the leading transactions that are committed and
+// fully acknowledged. Transactions are confirmed strictly in commit order: a later one being
+// done says nothing about an earlier one.
+func (s *stream) advance() {
+	i := 0
+	for i < len(s.inflight) && s.inflight[i].pending.Load() == 0 {
+		if end := s.inflight[i].endLSN; end > s.confirmed {
+			s.confirmed = end
+		}
+		s.inflight[i] = nil
+		i++
+	}
+	if i > 0 {
+		s.inflight = s.inflight[i:]
+		s.c.metrics.inflightTxns.Set(float64(len(s.inflight)))
+	}
+}
+
+func (s *stream) maybeSendStatus(now time.Time, force bool) error {
+	due := now.Sub(s.lastStatus) >= s.c.cfg.StatusInterval ||
+		(s.confirmed > s.sentConfirmed && now.Sub(s.lastStatus) >= s.c.cfg.ConfirmInterval)
+	if !force && !due {
+		return nil
+	}
+	return s.sendStatus(now)
+}
+
+// sendStatus reports the confirmed position as written, flushed and applied. The flush
+// position is what PostgreSQL stores as the slot's confirmed_flush_lsn, so it is always the
+// acknowledged position, never what was merely received.
+func (s *stream) sendStatus(now time.Time) error {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: s.confirmed,
+		WALFlushPosition: s.confirmed,
+		WALApplyPosition: s.confirmed,
+		ClientTime:       now,
+	})
+	if err != nil {
+		return fmt.Errorf("sending standby status: %w", err)
+	}
+	s.lastStatus = now
+	if s.confirmed != s.sentConfirmed {
+		s.sentConfirmed = s.confirmed
+		s.c.metrics.confirmedLSN.Set(float64(s.confirmed))
+	}
+	return nil
+}
+
+// stop ends the session. Graceful (abort false): let the sink produce what it holds and wait
+// for the acks. Abort: the sink sends nothing new but waits for requests on the wire. Either
+// way, confirm what is fully acknowledged before closing.
+func (s *stream) stop(abort bool, cause error) error {
+	s.c.ready.Store(false)
+	s.c.metrics.active.Set(0)
+	ferr := s.sink.finish(abort)
+	s.advance()
+	if !s.conn.IsClosed() {
+		if err := s.sendStatus(time.Now()); err != nil && cause == nil {
+			cause = err
+		}
+	}
+	s.c.log.Info("replication session stopped", "lsn", s.confirmed.String(), "abort", abort)
+	if cause == nil {
+		cause = ferr
+	}
+	return cause
+}

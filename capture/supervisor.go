@@ -1,0 +1,184 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"orderflow"
+)
+
+// fatalError marks a session error that reconnecting cannot fix.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
+
+// streamLoop runs replication sessions one after another: a standby retries until the slot is
+// free, a session that failed reconnects with jittered backoff, and only errors no restart can
+// fix (a lost slot, a misconfiguration) end it.
+func (c *Capture) streamLoop(ctx context.Context) error {
+	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	standbyLogged := false
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		c.ready.Store(false)
+		c.metrics.active.Set(0)
+		if ctx.Err() != nil {
+			if err != nil && !errors.Is(err, context.Canceled) {
+				c.log.Warn("stopped with error", "err", err)
+			}
+			return nil
+		}
+		var fatal fatalError
+		if errors.As(err, &fatal) || errors.Is(err, ErrSlotLost) {
+			return err
+		}
+		if errors.Is(err, errSlotBusy) {
+			if !standbyLogged {
+				c.log.Info("standby: the slot is held by another capture; retrying", "slot", c.cfg.Slot, "every", c.cfg.StandbyRetry)
+				standbyLogged = true
+			}
+			if !sleep(ctx, c.cfg.StandbyRetry) {
+				return nil
+			}
+			continue
+		}
+		standbyLogged = false
+		c.metrics.reconnects.Inc()
+		if time.Since(started) > time.Minute {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("replication session ended; reconnecting", "err", err, "backoff", wait)
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (c *Capture) topicsOf(types []string) []string {
+	out := make([]string, len(types))
+	for i, t := range types {
+		out[i] = orderflow.PrefixedTopic(c.cfg.TopicPrefix, t)
+	}
+	return out
+}
+
+func (c *Capture) newSink() eventSink {
+	if c.cfg.Discard {
+		return &discardSink{onAck: c.ack}
+	}
+	return newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
+}
+
+// session is one replication connection's life: set up, take the slot, stream, stop.
+func (c *Capture) session(ctx context.Context) error {
+	db, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("connecting to postgres: %w", err)
+	}
+	defer db.Close(context.Background())
+	if err := ensurePublication(ctx, db, c.cfg.Publication); err != nil {
+		return err
+	}
+	topics := c.topicsOf(c.cfg.AggregateTypes)
+	sink := c.newSink()
+	opened := false
+	defer func() {
+		if !opened {
+			_ = sink.finish(true)
+		}
+	}()
+	if err := c.ensureSlot(ctx, db, sink, topics); err != nil {
+		return err
+	}
+
+	conn, err := connectReplication(ctx, c.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if err := startReplication(ctx, conn, c.cfg.Slot, c.cfg.Publication); err != nil {
+		return err
+	}
+	// From here on this process holds the slot, so nobody else moves its position and no
+	// other capture produces: this is the moment to read where the slot and the partitions
+	// stand. Reading the partitions earlier could miss records a previous holder wrote after.
+	si, err := readSlot(ctx, db, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if err := sink.open(ctx, topics); err != nil {
+		return err
+	}
+	opened = true
+	s := &stream{
+		c: c, conn: conn, sink: sink, rels: map[uint32]*relation{},
+		confirmed: si.confirmedFlush, sentConfirmed: si.confirmedFlush,
+	}
+	c.metrics.confirmedLSN.Set(float64(si.confirmedFlush))
+	c.ready.Store(true)
+	c.metrics.active.Set(1)
+	c.metrics.streamingSince.SetToCurrentTime()
+	c.log.Info("streaming", "slot", c.cfg.Slot, "lsn", si.confirmedFlush.String())
+	return s.run(ctx)
+}
+
+// ensureSlot creates the slot when it does not exist, but only when no topic holds events
+// yet: a missing slot next to a non-empty topic means the slot was dropped, and a new one
+// would start at the current WAL position and silently skip every event in between.
+func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, topics []string) error {
+	si, err := readSlot(ctx, db, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if si.exists {
+		if si.walStatus == "lost" {
+			return fmt.Errorf("%w: slot %s was invalidated (wal_status lost, likely max_slot_wal_keep_size): "+
+				"events between its position and now are gone; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot)
+		}
+		if si.plugin != "pgoutput" {
+			return fatalError{fmt.Errorf("slot %s uses plugin %q, capture needs pgoutput", c.cfg.Slot, si.plugin)}
+		}
+		var dbName string
+		if err := db.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+			return fmt.Errorf("reading database name: %w", err)
+		}
+		if si.database != dbName {
+			return fatalError{fmt.Errorf("slot %s belongs to database %q, not %q", c.cfg.Slot, si.database, dbName)}
+		}
+		return nil
+	}
+	has, err := sink.hasRecords(ctx, topics)
+	if err != nil {
+		return fmt.Errorf("checking for a checkpoint before creating slot %s: %w", c.cfg.Slot, err)
+	}
+	if has {
+		return fmt.Errorf("%w: slot %s does not exist but topics %v already hold events, so it existed and was dropped: "+
+			"events committed since are not in the WAL any more; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot, topics)
+	}
+	if err := createSlot(ctx, db, c.cfg.Slot); err != nil {
+		return err
+	}
+	c.log.Info("created replication slot", "slot", c.cfg.Slot)
+	return nil
+}

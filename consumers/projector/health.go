@@ -1,0 +1,73 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"orderflow/internal/httpserver"
+	"orderflow/internal/kafka"
+)
+
+// waitForTopic waits until the source topic exists. The projector does not create it: capture
+// owns its partition count, and a consumer group that joined a missing topic would hold no
+// partitions until the next rebalance.
+func (p *Projector) waitForTopic(ctx context.Context) error {
+	logged := false
+	for {
+		n, err := kafka.PartitionCount(ctx, p.client, p.cfg.Topic)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if !logged {
+			p.log.Info("waiting for the topic to exist", "topic", p.cfg.Topic, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchHealth keeps the readiness flags and the consumer lag current, also while no events
+// flow or while the projector is stuck: lag must grow when nothing is consumed.
+func (p *Projector) watchHealth(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		p.dbOK.Store(p.store.Ping(pctx) == nil)
+		n, err := kafka.PartitionCount(pctx, p.client, p.cfg.Topic)
+		p.kafkaOK.Store(err == nil && n > 0)
+		if err == nil && n > 0 {
+			if _, err := p.lag.Refresh(pctx); err != nil {
+				p.log.Debug("measuring consumer lag", "err", err)
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports whether the last checks reached both the database and Kafka.
+func (p *Projector) Ready() bool { return p.dbOK.Load() && p.kafkaOK.Load() }
+
+var errNotReady = errors.New("not connected to PostgreSQL and Kafka")
+
+// Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL
+// and Kafka) and /metrics.
+func (p *Projector) Handler() http.Handler {
+	return httpserver.OpsHandler(p.metrics.registry, func(context.Context) error {
+		if !p.Ready() {
+			return errNotReady
+		}
+		return nil
+	}, nil)
+}
