@@ -16,7 +16,6 @@ type metrics struct {
 	pending        prometheus.Gauge
 	retrying       prometheus.Gauge
 	dead           prometheus.Gauge
-	lag            prometheus.Gauge
 	inFlight       prometheus.Gauge
 }
 
@@ -54,15 +53,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dead: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_deliver_dead_letters", Help: "Dead letters waiting for a replay.",
 		}),
-		lag: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "orderflow_deliver_consumer_lag", Help: "Records on the topic not yet committed by the deliver consumer group.",
-		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
 		}),
 	}
 	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
-		m.pending, m.retrying, m.dead, m.lag, m.inFlight,
+		m.pending, m.retrying, m.dead, m.inFlight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
 		m.attempts.WithLabelValues(o)

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"orderflow"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/kafka"
 	"orderflow/internal/periodic"
 )
 
@@ -50,8 +51,8 @@ type Config struct {
 type Service struct {
 	cfg    Config
 	store  Store
-	reader *kafka.Reader
-	lag    *lagReader
+	reader *kafkago.Reader
+	lag    *kafka.Lag
 	sender *sender
 	intake *intake
 	m      *metrics
@@ -106,21 +107,23 @@ func New(cfg Config, store Store) (*Service, error) {
 	}
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
-	reader := kafka.NewReader(kafka.ReaderConfig{
+	reader := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        cfg.Brokers,
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
 		MinBytes:       1,
 		MaxBytes:       10 << 20,
 		MaxWait:        250 * time.Millisecond,
-		StartOffset:    kafka.FirstOffset,
+		StartOffset:    kafkago.FirstOffset,
 		CommitInterval: 0, // synchronous: CommitMessages returns once the broker has the offsets
-		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
+		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, cfg.GroupID, cfg.Topic)
+	reg.MustRegister(lag)
 	s := &Service{
 		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,
-		lag: &lagReader{client: &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, group: cfg.GroupID, topic: cfg.Topic},
+		lag: lag,
 		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
 		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
@@ -153,9 +156,7 @@ func (s *Service) refreshStats(ctx context.Context) error {
 		s.m.retrying.Set(float64(st.Retrying))
 		s.m.dead.Set(float64(st.Dead))
 	}
-	if lag, lerr := s.lag.lag(ctx); lerr == nil {
-		s.m.lag.Set(float64(lag))
-	} else if ctx.Err() == nil {
+	if _, lerr := s.lag.Refresh(ctx); lerr != nil && ctx.Err() == nil {
 		s.log.Debug("measuring consumer lag", "err", lerr)
 	}
 	return err
