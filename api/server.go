@@ -51,9 +51,6 @@ func New(store orderStore, log *slog.Logger) *Server {
 	return s
 }
 
-// Registry is the server's metrics registry, for components that serve their metrics with it.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
-
 type cachedClient struct {
 	client  orderflow.Client
 	expires time.Time
