@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"orderflow"
+	"orderflow/internal/periodic"
 )
 
 // orderStore is what the API needs from the database.
@@ -50,9 +51,6 @@ func New(store orderStore, log *slog.Logger) *Server {
 	s.handler = s.routes()
 	return s
 }
-
-// Registry is the server's metrics registry, for components that serve their metrics with it.
-func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 type cachedClient struct {
 	client  orderflow.Client
@@ -98,24 +96,15 @@ func clientFrom(ctx context.Context) orderflow.Client {
 
 // RunKeyPurger purges expired idempotency keys every interval until ctx ends.
 func RunKeyPurger(ctx context.Context, purge func(context.Context) (int64, error), every time.Duration, log *slog.Logger) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	return periodic.Run(ctx, every, func(ctx context.Context) error {
 		n, err := purge(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			log.Warn("purging expired idempotency keys", "err", err)
-		case n > 0:
+		if err == nil && n > 0 {
 			log.Info("purged expired idempotency keys", "count", n)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+		return err
+	}, func(err error) {
+		log.Warn("purging expired idempotency keys", "err", err)
+	})
 }
 
 var _ http.Handler = (*Server)(nil)

@@ -48,9 +48,6 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Pool exposes the pool to tests and to tools in this repository.
-func (db *DB) Pool() *pgxpool.Pool { return db.pool }
-
 // timestamp is the current time at PostgreSQL's precision, so what the API answers before the
 // commit equals what a later read returns.
 func (db *DB) timestamp() time.Time { return db.now().UTC().Truncate(time.Microsecond) }

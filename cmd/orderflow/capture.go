@@ -16,6 +16,7 @@ import (
 
 func runCapture(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("capture", stderr)
+	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the role needs REPLICATION (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
 	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18081"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
@@ -23,26 +24,16 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	publication := fs.String("publication", envOr(getenv, "CAPTURE_PUBLICATION", "orderflow_outbox"), "publication on the outbox table (env CAPTURE_PUBLICATION)")
 	prefix := fs.String("topic-prefix", envOr(getenv, "CAPTURE_TOPIC_PREFIX", "orderflow"), "topics are <prefix>.<aggregate_type> (env CAPTURE_TOPIC_PREFIX)")
 	aggregates := fs.String("aggregate-types", envOr(getenv, "CAPTURE_AGGREGATE_TYPES", "order"), "aggregate types whose topics are created at start (env CAPTURE_AGGREGATE_TYPES)")
-	partitions := fs.Int("partitions", 6, "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
-	replication := fs.Int("replication-factor", 1, "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
-	heartbeat := fs.Duration("heartbeat", 0, "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
-	status := fs.Duration("status-interval", 10*time.Second, "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
-	retention := fs.Duration("retention", 7*24*time.Hour, "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
-	retentionEvery := fs.Duration("retention-interval", time.Minute, "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
+	partitions := fs.Int("partitions", env.Int("CAPTURE_PARTITIONS", 6), "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
+	replication := fs.Int("replication-factor", env.Int("CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
+	heartbeat := fs.Duration("heartbeat", env.Duration("CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
+	status := fs.Duration("status-interval", env.Duration("CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
+	retention := fs.Duration("retention", env.Duration("CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
+	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
-	// Numeric environment defaults go through the flag's own parser, so a malformed value is
-	// a usage error instead of a silently ignored setting; command-line flags still win.
-	for name, env := range map[string]string{
-		"partitions": "CAPTURE_PARTITIONS", "replication-factor": "CAPTURE_REPLICATION_FACTOR",
-		"heartbeat": "CAPTURE_HEARTBEAT", "status-interval": "CAPTURE_STATUS_INTERVAL",
-		"retention": "CAPTURE_RETENTION", "retention-interval": "CAPTURE_RETENTION_INTERVAL",
-	} {
-		if v := getenv(env); v != "" {
-			if err := fs.Set(name, v); err != nil {
-				return fmt.Errorf("%w: %s=%q: %v", errUsage, env, v, err)
-			}
-		}
+	if err := env.err(); err != nil {
+		return err
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -15,21 +15,25 @@ import (
 func runDeliver(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	def := deliver.DefaultPolicy()
 	fs := newFlagSet("deliver", stderr)
+	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
 	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18083"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	topic := fs.String("topic", envOr(getenv, "DELIVER_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to deliver from (env DELIVER_TOPIC)")
 	group := fs.String("group", envOr(getenv, "DELIVER_GROUP", "orderflow-deliver"), "Kafka consumer group (env DELIVER_GROUP)")
-	timeout := fs.Duration("timeout", envDuration(getenv, "DELIVER_TIMEOUT", def.Timeout), "one attempt's timeout: no 2xx within it is a failure (env DELIVER_TIMEOUT)")
-	maxAttempts := fs.Int("max-attempts", envInt(getenv, "DELIVER_MAX_ATTEMPTS", def.MaxAttempts), "attempts before a dead letter (env DELIVER_MAX_ATTEMPTS)")
-	maxAge := fs.Duration("max-age", envDuration(getenv, "DELIVER_MAX_AGE", def.MaxAge), "no retry starts later than this after the first attempt was due (env DELIVER_MAX_AGE)")
-	baseBackoff := fs.Duration("base-backoff", envDuration(getenv, "DELIVER_BASE_BACKOFF", def.BaseBackoff), "backoff ceiling of the first retry, doubling per retry (env DELIVER_BASE_BACKOFF)")
-	maxBackoff := fs.Duration("max-backoff", envDuration(getenv, "DELIVER_MAX_BACKOFF", def.MaxBackoff), "largest backoff ceiling (env DELIVER_MAX_BACKOFF)")
-	maxRetryAfter := fs.Duration("max-retry-after", envDuration(getenv, "DELIVER_MAX_RETRY_AFTER", def.MaxRetryAfter), "cap on a receiver's Retry-After (env DELIVER_MAX_RETRY_AFTER)")
-	workers := fs.Int("workers", envInt(getenv, "DELIVER_WORKERS", 64), "POSTs in flight in this process (env DELIVER_WORKERS)")
-	perEndpoint := fs.Int("per-endpoint", envInt(getenv, "DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
-	poll := fs.Duration("poll", envDuration(getenv, "DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
+	timeout := fs.Duration("timeout", env.Duration("DELIVER_TIMEOUT", def.Timeout), "one attempt's timeout: no 2xx within it is a failure (env DELIVER_TIMEOUT)")
+	maxAttempts := fs.Int("max-attempts", env.Int("DELIVER_MAX_ATTEMPTS", def.MaxAttempts), "attempts before a dead letter (env DELIVER_MAX_ATTEMPTS)")
+	maxAge := fs.Duration("max-age", env.Duration("DELIVER_MAX_AGE", def.MaxAge), "no retry starts later than this after the first attempt was due (env DELIVER_MAX_AGE)")
+	baseBackoff := fs.Duration("base-backoff", env.Duration("DELIVER_BASE_BACKOFF", def.BaseBackoff), "backoff ceiling of the first retry, doubling per retry (env DELIVER_BASE_BACKOFF)")
+	maxBackoff := fs.Duration("max-backoff", env.Duration("DELIVER_MAX_BACKOFF", def.MaxBackoff), "largest backoff ceiling (env DELIVER_MAX_BACKOFF)")
+	maxRetryAfter := fs.Duration("max-retry-after", env.Duration("DELIVER_MAX_RETRY_AFTER", def.MaxRetryAfter), "cap on a receiver's Retry-After (env DELIVER_MAX_RETRY_AFTER)")
+	workers := fs.Int("workers", env.Int("DELIVER_WORKERS", 64), "POSTs in flight in this process (env DELIVER_WORKERS)")
+	perEndpoint := fs.Int("per-endpoint", env.Int("DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
+	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -63,25 +63,85 @@ func requireFlag(name, value, env string) error {
 	return nil
 }
 
-// envInt, envFloat and envDuration give flags their environment defaults. A malformed value
-// falls back to def; commands that cannot afford that (capture) validate their variables.
-func envInt(getenv func(string) string, name string, def int) int {
-	if n, err := strconv.Atoi(getenv(name)); err == nil {
-		return n
-	}
-	return def
+// envDefaults gives flags their defaults from the environment. Every command treats a malformed
+// value the same way: it is a usage error naming the variable, never silently replaced by the
+// built-in default, because a setting the operator believes is in force must be in force. The
+// methods return def for a malformed value and remember the error; check err before parsing.
+type envDefaults struct {
+	getenv func(string) string
+	errs   []error
 }
 
-func envFloat(getenv func(string) string, name string, def float64) float64 {
-	if f, err := strconv.ParseFloat(getenv(name), 64); err == nil {
-		return f
-	}
-	return def
+func newEnvDefaults(getenv func(string) string) *envDefaults {
+	return &envDefaults{getenv: getenv}
 }
 
-func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(getenv(name)); err == nil {
-		return d
+// lookup returns the variable's value, or ok false when it is unset or empty.
+func (e *envDefaults) lookup(name string) (string, bool) {
+	v := e.getenv(name)
+	return v, v != ""
+}
+
+func (e *envDefaults) malformed(name, value, want string) {
+	e.errs = append(e.errs, fmt.Errorf("%s=%q: %s", name, value, want))
+}
+
+func (e *envDefaults) Int(name string, def int) int {
+	v, ok := e.lookup(name)
+	if !ok {
+		return def
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		e.malformed(name, v, "not an integer")
+		return def
+	}
+	return n
+}
+
+func (e *envDefaults) Float(name string, def float64) float64 {
+	v, ok := e.lookup(name)
+	if !ok {
+		return def
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		e.malformed(name, v, "not a number")
+		return def
+	}
+	return f
+}
+
+func (e *envDefaults) Duration(name string, def time.Duration) time.Duration {
+	v, ok := e.lookup(name)
+	if !ok {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		e.malformed(name, v, "not a duration (such as 250ms, 10s or 1h)")
+		return def
+	}
+	return d
+}
+
+func (e *envDefaults) Bool(name string, def bool) bool {
+	v, ok := e.lookup(name)
+	if !ok {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.malformed(name, v, "not a boolean (true or false)")
+		return def
+	}
+	return b
+}
+
+// err reports every malformed variable read so far as one usage error.
+func (e *envDefaults) err() error {
+	if len(e.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errUsage, errors.Join(e.errs...))
 }

@@ -12,20 +12,24 @@ import (
 
 func runPartner(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("partner", stderr)
+	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the partner keeps its tables in schema partner (env DATABASE_URL)")
 	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18084"), "listen address for /partner-hook, /healthz, /readyz, /metrics (env HTTP_ADDR)")
 	secrets := fs.String("webhook-secret", getenv("WEBHOOK_SECRET"), "the endpoint's whsec_ secret; during a rotation both, comma-separated (env WEBHOOK_SECRET)")
 	apiURL := fs.String("api-url", getenv("API_URL"), "orderflow API for the callbacks (env API_URL)")
 	apiKey := fs.String("api-key", envOr(getenv, "PARTNER_API_KEY", getenv("API_KEY")), "API key for the callbacks (env PARTNER_API_KEY, else API_KEY)")
-	delay := fs.Duration("fulfill-delay", envDuration(getenv, "PARTNER_FULFILL_DELAY", time.Second), "time from receipt to the callback (env PARTNER_FULFILL_DELAY)")
-	reject := fs.Float64("reject-ratio", envFloat(getenv, "PARTNER_REJECT_RATIO", 0), "share of orders the partner cancels (env PARTNER_REJECT_RATIO)")
+	delay := fs.Duration("fulfill-delay", env.Duration("PARTNER_FULFILL_DELAY", time.Second), "time from receipt to the callback (env PARTNER_FULFILL_DELAY)")
+	reject := fs.Float64("reject-ratio", env.Float("PARTNER_REJECT_RATIO", 0), "share of orders the partner cancels (env PARTNER_REJECT_RATIO)")
 	unknown := fs.String("unknown-sku", envOr(getenv, "PARTNER_UNKNOWN_SKU", "^UNKNOWN-"), "regexp of SKUs the partner does not carry; such orders are cancelled, empty for none (env PARTNER_UNKNOWN_SKU)")
-	tolerance := fs.Duration("tolerance", envDuration(getenv, "PARTNER_TOLERANCE", 5*time.Minute), "accepted webhook-timestamp skew (env PARTNER_TOLERANCE)")
-	errorRate := fs.Float64("error-rate", envFloat(getenv, "PARTNER_ERROR_RATE", 0), "fault: share of webhooks answered 500 before any work (env PARTNER_ERROR_RATE)")
-	latency := fs.Duration("latency", envDuration(getenv, "PARTNER_LATENCY", 0), "fault: added to every webhook request (env PARTNER_LATENCY)")
-	timeoutRate := fs.Float64("timeout-rate", envFloat(getenv, "PARTNER_TIMEOUT_RATE", 0), "fault: share of webhooks that hang until the sender gives up (env PARTNER_TIMEOUT_RATE)")
-	hang := fs.Duration("hang", envDuration(getenv, "PARTNER_HANG", time.Minute), "fault: longest hang of a timed-out webhook (env PARTNER_HANG)")
-	commit500 := fs.Float64("commit-then-500-rate", envFloat(getenv, "PARTNER_COMMIT_THEN_500_RATE", 0), "fault: share of webhooks stored and committed, then answered 500 (env PARTNER_COMMIT_THEN_500_RATE)")
+	tolerance := fs.Duration("tolerance", env.Duration("PARTNER_TOLERANCE", 5*time.Minute), "accepted webhook-timestamp skew (env PARTNER_TOLERANCE)")
+	errorRate := fs.Float64("error-rate", env.Float("PARTNER_ERROR_RATE", 0), "fault: share of webhooks answered 500 before any work (env PARTNER_ERROR_RATE)")
+	latency := fs.Duration("latency", env.Duration("PARTNER_LATENCY", 0), "fault: added to every webhook request (env PARTNER_LATENCY)")
+	timeoutRate := fs.Float64("timeout-rate", env.Float("PARTNER_TIMEOUT_RATE", 0), "fault: share of webhooks that hang until the sender gives up (env PARTNER_TIMEOUT_RATE)")
+	hang := fs.Duration("hang", env.Duration("PARTNER_HANG", time.Minute), "fault: longest hang of a timed-out webhook (env PARTNER_HANG)")
+	commit500 := fs.Float64("commit-then-500-rate", env.Float("PARTNER_COMMIT_THEN_500_RATE", 0), "fault: share of webhooks stored and committed, then answered 500 (env PARTNER_COMMIT_THEN_500_RATE)")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

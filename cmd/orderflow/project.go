@@ -15,16 +15,20 @@ import (
 
 func runProject(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("project", stderr)
+	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
 	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18082"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	topic := fs.String("topic", envOr(getenv, "PROJECT_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to consume (env PROJECT_TOPIC)")
 	group := fs.String("group", envOr(getenv, "PROJECT_GROUP", projector.DefaultGroupID), "Kafka consumer group (env PROJECT_GROUP)")
 	dlq := fs.String("dlq-topic", getenv("PROJECT_DLQ_TOPIC"), "dead-letter topic, created if missing (default <topic>.dlq; env PROJECT_DLQ_TOPIC)")
-	attempts := fs.Int("max-attempts", envInt(getenv, "PROJECT_MAX_ATTEMPTS", projector.DefaultMaxAttempts), "attempts at a poison event before it is dead-lettered (env PROJECT_MAX_ATTEMPTS)")
-	batch := fs.Int("batch-size", envInt(getenv, "PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
-	commitEvery := fs.Duration("commit-interval", envDuration(getenv, "PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
-	session := fs.Duration("session-timeout", envDuration(getenv, "PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
+	attempts := fs.Int("max-attempts", env.Int("PROJECT_MAX_ATTEMPTS", projector.DefaultMaxAttempts), "attempts at a poison event before it is dead-lettered (env PROJECT_MAX_ATTEMPTS)")
+	batch := fs.Int("batch-size", env.Int("PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
+	commitEvery := fs.Duration("commit-interval", env.Duration("PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
+	session := fs.Duration("session-timeout", env.Duration("PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

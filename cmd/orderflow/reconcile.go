@@ -14,19 +14,23 @@ import (
 
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("reconcile", stderr)
+	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18085"), "address for /healthz, /readyz and /metrics with --every (env HTTP_ADDR)")
-	every := fs.Duration("every", envDuration(getenv, "RECONCILE_EVERY", 0), "run as a daemon, reconciling at this interval; 0: once, then exit (env RECONCILE_EVERY)")
-	fix := fs.Bool("fix", envOr(getenv, "RECONCILE_FIX", "") == "true", "repair drift by re-publishing the orders through the outbox (env RECONCILE_FIX=true)")
+	every := fs.Duration("every", env.Duration("RECONCILE_EVERY", 0), "run as a daemon, reconciling at this interval; 0: once, then exit (env RECONCILE_EVERY)")
+	fix := fs.Bool("fix", env.Bool("RECONCILE_FIX", false), "repair drift by re-publishing the orders through the outbox (env RECONCILE_FIX=true)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
-	freshness := fs.Duration("freshness-sla", envDuration(getenv, "RECONCILE_FRESHNESS_SLA", reconcile.DefaultFreshnessSLA), "a summary may lag an order change this long (env RECONCILE_FRESHNESS_SLA)")
-	fulfillment := fs.Duration("fulfillment-sla", envDuration(getenv, "RECONCILE_FULFILLMENT_SLA", reconcile.DefaultFulfillmentSLA), "an order may stay pending this long (env RECONCILE_FULFILLMENT_SLA)")
-	delivery := fs.Duration("delivery-sla", envDuration(getenv, "RECONCILE_DELIVERY_SLA", reconcile.DefaultDeliverySLA), "an event may be neither delivered nor dead-lettered this long (env RECONCILE_DELIVERY_SLA)")
-	lookback := fs.Duration("lookback", envDuration(getenv, "RECONCILE_LOOKBACK", reconcile.DefaultLookback), "the delivery check looks at events this recent")
-	cooldown := fs.Duration("repair-cooldown", envDuration(getenv, "RECONCILE_REPAIR_COOLDOWN", reconcile.DefaultRepairCooldown), "a repair younger than this is in flight and not repeated (env RECONCILE_REPAIR_COOLDOWN)")
+	freshness := fs.Duration("freshness-sla", env.Duration("RECONCILE_FRESHNESS_SLA", reconcile.DefaultFreshnessSLA), "a summary may lag an order change this long (env RECONCILE_FRESHNESS_SLA)")
+	fulfillment := fs.Duration("fulfillment-sla", env.Duration("RECONCILE_FULFILLMENT_SLA", reconcile.DefaultFulfillmentSLA), "an order may stay pending this long (env RECONCILE_FULFILLMENT_SLA)")
+	delivery := fs.Duration("delivery-sla", env.Duration("RECONCILE_DELIVERY_SLA", reconcile.DefaultDeliverySLA), "an event may be neither delivered nor dead-lettered this long (env RECONCILE_DELIVERY_SLA)")
+	lookback := fs.Duration("lookback", env.Duration("RECONCILE_LOOKBACK", reconcile.DefaultLookback), "the delivery check looks at events this recent")
+	cooldown := fs.Duration("repair-cooldown", env.Duration("RECONCILE_REPAIR_COOLDOWN", reconcile.DefaultRepairCooldown), "a repair younger than this is in flight and not repeated (env RECONCILE_REPAIR_COOLDOWN)")
 	maxRepairs := fs.Int("max-repairs", 1000, "repair events one run writes at most; replay the topic for mass drift")
 	maxReport := fs.Int("max-report", 1000, "findings listed in the report (counts are always complete)")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

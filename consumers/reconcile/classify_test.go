@@ -59,9 +59,13 @@ type fakeStore struct {
 	orders      []orderflow.OrderState
 	undelivered []orderflow.UndeliveredEvent
 	republish   func(orderID string) (orderflow.Repair, error)
+	clockErr    error
 }
 
 func (f *fakeStore) ReconcileClock(context.Context) (time.Time, int64, error) {
+	if f.clockErr != nil {
+		return time.Time{}, 0, f.clockErr
+	}
 	return time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC), int64(len(f.orders)), nil
 }
 

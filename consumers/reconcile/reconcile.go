@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"orderflow"
+	"orderflow/internal/periodic"
 )
 
 // Kind names a kind of drift; it is the label of orderflow_reconcile_drift.
@@ -291,27 +292,20 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// RunEvery reconciles every interval until ctx is cancelled; each report goes to emit.
+// RunEvery reconciles every interval until ctx is cancelled; each report goes to emit. A failed
+// run is logged and counted, and /readyz answers 503 until the next run succeeds.
 func (r *Reconciler) RunEvery(ctx context.Context, every time.Duration, emit func(*Report)) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	return periodic.Run(ctx, every, func(ctx context.Context) error {
 		rep, err := r.Run(ctx)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil:
-			r.lastOK.Store(false)
-			r.metrics.failures.Inc()
-			r.cfg.Logger.Warn("reconciliation failed", "err", err)
-		default:
-			r.lastOK.Store(true)
-			emit(rep)
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-	}
+		r.lastOK.Store(true)
+		emit(rep)
+		return nil
+	}, func(err error) {
+		r.lastOK.Store(false)
+		r.metrics.failures.Inc()
+		r.cfg.Logger.Warn("reconciliation failed", "err", err)
+	})
 }

@@ -6,6 +6,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK="$ROOT/deploy/local/stack.sh"
 cd "$ROOT"
 
+# The static checks first: a formatting or vet error needs no database to be found.
+"$ROOT/deploy/local/lint.sh"
+
 # Everything this run starts, in start order; stopped in reverse on exit.
 started=()
 for s in postgres kafka $("$STACK" services); do "$STACK" running "$s" || started+=("$s"); done
@@ -23,8 +26,6 @@ export ORDERFLOW_TEST_DATABASE_URL="$DATABASE_URL"
 export ORDERFLOW_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 export ORDERFLOW_ROOT="$ROOT"
 
-echo "== go vet"
-go vet ./...
 echo "== go build"
 go build -o bin/orderflow ./cmd/orderflow
 echo "== go test"

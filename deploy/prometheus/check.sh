@@ -9,8 +9,19 @@ cd "$ROOT"
 . .local/env
 PORT=${ORDERFLOW_PROMETHEUS_PORT:-19090}
 promtool check rules deploy/prometheus/rules.yml
+# The Prometheus this check starts is recorded in .local/run, so one left behind by an
+# interrupted check is stopped by its pid, never by name: other Prometheus servers on the
+# machine are not ours.
+mkdir -p .local/run
+pidfile=.local/run/prometheus.pid
+if [ -f "$pidfile" ]; then
+	old=$(head -n1 "$pidfile")
+	[ "$(cat "/proc/$old/comm" 2>/dev/null)" != prometheus ] || kill "$old" 2>/dev/null || true
+	rm -f "$pidfile"
+fi
 dir=$(mktemp -d)
-trap 'kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+prom_pid=
+trap '[ -z "$prom_pid" ] || { kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; }; rm -f "$pidfile"; rm -rf "$dir"' EXIT
 {
 	printf 'global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%s]\nscrape_configs:\n  - job_name: orderflow\n    static_configs:\n' "$ROOT/deploy/prometheus/rules.yml"
 	for s in $(deploy/local/stack.sh services); do
@@ -24,6 +35,7 @@ promtool check config "$dir/prometheus.yml" >/dev/null
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
 	--web.listen-address="127.0.0.1:$PORT" >"$dir/log" 2>&1 &
 prom_pid=$!
+echo "$prom_pid" >"$pidfile"
 q() { curl -fsS "http://127.0.0.1:$PORT/api/v1/query" --data-urlencode "query=$1"; }
 want=$(deploy/local/stack.sh services | wc -w)
 for _ in $(seq 1 60); do

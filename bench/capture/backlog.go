@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+
+	ofsql "orderflow/sql"
+)
+
+func randHex(n int) string {
+	p := make([]byte, n)
+	_, _ = rand.Read(p)
+	return hex.EncodeToString(p)
+}
+
+func (b *bench) createDatabase(ctx context.Context) error {
+	b.dbName = "ofbench_capture_" + randHex(3)
+	admin, err := pgx.Connect(ctx, b.adminURL)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+b.dbName); err != nil {
+		return fmt.Errorf("creating database: %w", err)
+	}
+	u, err := url.Parse(b.adminURL)
+	if err != nil {
+		return err
+	}
+	u.Path = "/" + b.dbName
+	b.dsn = u.String()
+	if err := ofsql.Migrate(ctx, b.dsn, io.Discard); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	_, err = b.exec(ctx, `CREATE PUBLICATION ofbench FOR TABLE outbox WITH (publish = 'insert')`)
+	return err
+}
+
+func (b *bench) cleanup() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, b.adminURL)
+	if err == nil {
+		_, _ = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, b.dbName)
+		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+b.dbName+" WITH (FORCE)")
+		admin.Close(ctx)
+	}
+	c := &kafka.Client{Addr: kafka.TCP(strings.Split(b.brokers, ",")...)}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return
+	}
+	var names []string
+	for _, t := range md.Topics {
+		if strings.HasPrefix(t.Name, b.prefix) {
+			names = append(names, t.Name)
+		}
+	}
+	if len(names) > 0 {
+		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: names})
+	}
+}
+
+func (b *bench) exec(ctx context.Context, sql string, args ...any) (int64, error) {
+	c, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	tag, err := c.Exec(ctx, sql, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", strings.Fields(sql)[0], err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (b *bench) lsn(ctx context.Context) (string, error) {
+	c, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(ctx)
+	var s string
+	err = c.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s)
+	return s, err
+}
+
+func (b *bench) createSlots(ctx context.Context, names ...string) error {
+	for _, n := range names {
+		if _, err := b.exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitConfirmed waits until slot confirmed target and returns when that was first seen.
+func (b *bench) waitConfirmed(ctx context.Context, slot, target string, alive func() error) (time.Time, error) {
+	c, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer c.Close(ctx)
+	deadline := time.Now().Add(30 * time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var ok bool
+		if err := c.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`,
+			slot, target).Scan(&ok); err != nil {
+			return time.Time{}, err
+		}
+		if ok {
+			return time.Now(), nil
+		}
+		if alive != nil {
+			if err := alive(); err != nil {
+				return time.Time{}, err
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Time{}, fmt.Errorf("slot %s did not reach %s", slot, target)
+}
+
+// writeBacklog commits n single-row transactions (synchronous_commit off: the backlog's
+// speed is not what is measured).
+func (b *bench) writeBacklog(ctx context.Context, n int) error {
+	_, err := b.exec(ctx, `
+		DO $$
+		BEGIN
+			SET LOCAL synchronous_commit = off;
+			FOR i IN 1..`+strconv.Itoa(n)+` LOOP
+				INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
+				VALUES (gen_random_uuid(), 'order', gen_random_uuid()::text, 'order.created', 1,
+					jsonb_build_object('customer_id', 'c-' || (i % 1000), 'currency', 'EUR', 'total_cents', i,
+						'items', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (i % 500), 'quantity', 1, 'unit_price_cents', 1999))));
+				COMMIT;
+				SET LOCAL synchronous_commit = off;
+			END LOOP;
+		END $$`)
+	return err
+}

@@ -1,0 +1,74 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"orderflow/internal/httpserver"
+)
+
+type metrics struct {
+	registry *prometheus.Registry
+	drift    *prometheus.GaugeVec
+	repairs  *prometheus.CounterVec
+	runs     prometheus.Counter
+	failures prometheus.Counter
+	lastRun  prometheus.Gauge
+	duration prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := &metrics{
+		registry: r,
+		drift: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderflow_reconcile_drift",
+			Help: "Findings of the last reconciliation, by kind.",
+		}, []string{"kind"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_reconcile_repairs_total",
+			Help: "Repairs by outcome: published (a repair event written to the outbox), in_flight (an earlier repair of the same order version is recent), skipped (the run reached -max-repairs), failed.",
+		}, []string{"outcome"}),
+		runs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_reconcile_runs_total",
+			Help: "Completed reconciliations.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_reconcile_failures_total",
+			Help: "Reconciliations that failed (retried at the next interval).",
+		}),
+		lastRun: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_reconcile_last_run_timestamp_seconds",
+			Help: "Database time of the last completed reconciliation.",
+		}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_reconcile_duration_seconds",
+			Help:    "Duration of a reconciliation.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}),
+	}
+	for _, k := range Kinds {
+		m.drift.WithLabelValues(string(k))
+	}
+	for _, o := range []string{"published", "in_flight", "skipped", "failed"} {
+		m.repairs.WithLabelValues(o)
+	}
+	r.MustRegister(m.drift, m.repairs, m.runs, m.failures, m.lastRun, m.duration)
+	return m
+}
+
+// Handler serves /healthz, /readyz (the last reconciliation succeeded) and /metrics, for the
+// --every daemon.
+func (r *Reconciler) Handler() http.Handler {
+	return httpserver.OpsHandler(r.metrics.registry, func(context.Context) error {
+		if !r.lastOK.Load() {
+			return errors.New("no successful reconciliation yet")
+		}
+		return nil
+	}, nil)
+}
