@@ -70,7 +70,6 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		for _, want := range []string{
 			`orderflow_deliver_attempts_total{outcome="success"} 5`,
-			"orderflow_deliver_consumer_lag 0",
 			"orderflow_deliver_pending 0",
 			"orderflow_deliver_deliveries_enqueued_total 5",
 			"orderflow_deliver_event_to_delivered_seconds_count 5",
@@ -78,6 +77,19 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 			if !strings.Contains(string(body), want) {
 				return false
 			}
+		}
+		// Lag is one series per partition: every one of them must be at zero.
+		lagSeries := 0
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "orderflow_deliver_consumer_lag{") {
+				lagSeries++
+				if !strings.HasSuffix(line, " 0") {
+					return false
+				}
+			}
+		}
+		if lagSeries == 0 {
+			return false
 		}
 		return true
 	})
