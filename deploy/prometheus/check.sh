@@ -9,6 +9,7 @@ cd "$ROOT"
 . .local/env
 PORT=${ORDERFLOW_PROMETHEUS_PORT:-19090}
 promtool check rules deploy/prometheus/rules.yml
+promtool test rules deploy/prometheus/rules_test.yml
 dir=$(mktemp -d)
 trap 'kill "$prom_pid" 2>/dev/null || true; wait "$prom_pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 {
