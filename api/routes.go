@@ -15,6 +15,10 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/healthz", s.handleHealthz()).Methods(http.MethodGet)
 	r.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.Handle("/openapi.json", OpenAPIHandler()).Methods(http.MethodGet)
+	// Registered before the /v1 subrouter: what the events look like is public.
+	r.Handle("/v1/event-types", s.handleEventTypes()).Methods(http.MethodGet)
+	r.Handle("/v1/schemas/{type}/{version:[0-9]+}.json", s.handleSchema()).Methods(http.MethodGet)
 
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(s.requireClient)
