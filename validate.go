@@ -2,6 +2,7 @@ package orderflow
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -9,18 +10,45 @@ import (
 // ValidateID checks a client-supplied identifier (customer id, SKU): 1 to 64 printable
 // characters without spaces.
 func ValidateID(s string) string {
+	if p := textProblem(s); p != "" {
+		return p
+	}
 	switch {
 	case s == "":
 		return "must not be empty"
 	case utf8.RuneCountInString(s) > MaxIDLength:
 		return fmt.Sprintf("must be at most %d characters", MaxIDLength)
-	case !utf8.ValidString(s):
-		return "must be valid UTF-8"
 	}
 	for _, r := range s {
 		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
 			return "must contain only printable characters and no spaces"
 		}
+	}
+	return ""
+}
+
+// ValidateText checks client-supplied free text (a cancel reason) that is stored in
+// PostgreSQL: at most maxRunes characters, valid UTF-8, no NUL. Unlike StorableText it
+// refuses instead of repairing, because the client's text must round-trip exactly.
+func ValidateText(s string, maxRunes int) string {
+	if p := textProblem(s); p != "" {
+		return p
+	}
+	if utf8.RuneCountInString(s) > maxRunes {
+		return fmt.Sprintf("must be at most %d characters", maxRunes)
+	}
+	return ""
+}
+
+// textProblem names what PostgreSQL would refuse in a text column: invalid UTF-8
+// (SQLSTATE 22021) and NUL, which no text value may hold. Refusing them here gives the
+// client a field problem instead of a 500 from the failed write.
+func textProblem(s string) string {
+	switch {
+	case !utf8.ValidString(s):
+		return "must be valid UTF-8"
+	case strings.IndexByte(s, 0) >= 0:
+		return "must not contain NUL characters"
 	}
 	return ""
 }

@@ -67,3 +67,53 @@ func TestActionTargets(t *testing.T) {
 		t.Fatal("actions map to the wrong status or event")
 	}
 }
+
+func TestTextRefusals(t *testing.T) {
+	t.Parallel()
+	item := func(sku string) []orderflow.Item { return []orderflow.Item{{SKU: sku, Quantity: 1, UnitPriceCents: 1}} }
+	cases := []struct {
+		name    string
+		order   orderflow.NewOrder
+		pointer string
+		detail  string
+	}{
+		{"NUL in customer", orderflow.NewOrder{CustomerID: "c\x00", Currency: "EUR", Items: item("S")}, "/customer_id", "must not contain NUL characters"},
+		{"only NUL customer", orderflow.NewOrder{CustomerID: "\x00", Currency: "EUR", Items: item("S")}, "/customer_id", "must not contain NUL characters"},
+		{"invalid UTF-8 customer", orderflow.NewOrder{CustomerID: "c\xff", Currency: "EUR", Items: item("S")}, "/customer_id", "must be valid UTF-8"},
+		{"long invalid UTF-8 customer", orderflow.NewOrder{CustomerID: strings.Repeat("\xc3", 100), Currency: "EUR", Items: item("S")}, "/customer_id", "must be valid UTF-8"},
+		{"truncated multi-byte customer", orderflow.NewOrder{CustomerID: "caf\xc3", Currency: "EUR", Items: item("S")}, "/customer_id", "must be valid UTF-8"},
+		{"surrogate half customer", orderflow.NewOrder{CustomerID: "\xed\xa0\x80", Currency: "EUR", Items: item("S")}, "/customer_id", "must be valid UTF-8"},
+		{"NUL in SKU", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: item("S\x00KU")}, "/items/0/sku", "must not contain NUL characters"},
+		{"invalid UTF-8 SKU", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: item("\x80")}, "/items/0/sku", "must be valid UTF-8"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ps := c.order.Validate()
+			if len(ps) != 1 || ps[0].Pointer != c.pointer || ps[0].Detail != c.detail {
+				t.Fatalf("problems %+v, want one at %s: %s", ps, c.pointer, c.detail)
+			}
+		})
+	}
+}
+
+func TestValidateText(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		text   string
+		detail string
+	}{
+		{"", ""},
+		{"changed", ""},
+		{strings.Repeat("é", 10), ""},
+		{strings.Repeat("é", 11), "must be at most 10 characters"},
+		{"a\x00b", "must not contain NUL characters"},
+		{"a\xffb", "must be valid UTF-8"},
+		{"\xed\xbf\xbf", "must be valid UTF-8"},
+	}
+	for _, c := range cases {
+		if got := orderflow.ValidateText(c.text, 10); got != c.detail {
+			t.Errorf("ValidateText(%q) = %q, want %q", c.text, got, c.detail)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"orderflow"
 )
@@ -40,7 +42,85 @@ func decode(r *http.Request, v any, optional bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return orderflow.Errorf(codeMalformed, "the body has data after the JSON value")
 	}
+	if !utf8.Valid(body) {
+		// encoding/json silently turns invalid UTF-8 into U+FFFD, which would store text the
+		// client never sent; refuse it and name the field instead.
+		e := orderflow.Errorf(orderflow.ECodeValidation, "the body is not valid UTF-8")
+		e.Fields = []orderflow.FieldProblem{{Pointer: invalidUTF8Pointer(body), Detail: "must be valid UTF-8"}}
+		return e
+	}
 	return nil
+}
+
+// invalidUTF8Pointer returns the JSON pointer (RFC 6901) of the first value in body, a
+// syntactically valid JSON document, whose raw bytes are not valid UTF-8. An invalid member
+// name is reported at the object holding it.
+func invalidUTF8Pointer(body []byte) string {
+	type frame struct {
+		object    bool
+		expectKey bool
+		key       string
+		index     int
+	}
+	var stack []frame
+	pointer := func(frames []frame) string {
+		var b strings.Builder
+		for _, f := range frames {
+			b.WriteByte('/')
+			if f.object {
+				b.WriteString(strings.NewReplacer("~", "~0", "/", "~1").Replace(f.key))
+			} else {
+				b.WriteString(strconv.Itoa(f.index))
+			}
+		}
+		return b.String()
+	}
+	// valueDone moves the enclosing container past the value just read.
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := &stack[len(stack)-1]; top.object {
+			top.expectKey = true
+		} else {
+			top.index++
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var prev int64
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		// The bytes since the previous token hold only this token plus ASCII separators.
+		raw := body[prev:dec.InputOffset()]
+		prev = dec.InputOffset()
+		isKey := len(stack) > 0 && stack[len(stack)-1].object && stack[len(stack)-1].expectKey
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				stack = append(stack, frame{object: t == '{', expectKey: t == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+			continue
+		case string:
+			if isKey {
+				if !utf8.Valid(raw) {
+					return pointer(stack[:len(stack)-1])
+				}
+				stack[len(stack)-1].key, stack[len(stack)-1].expectKey = t, false
+				continue
+			}
+			if !utf8.Valid(raw) {
+				return pointer(stack)
+			}
+		}
+		valueDone()
+	}
 }
 
 func jsonErrorText(err error) string {

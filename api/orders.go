@@ -69,8 +69,10 @@ func idempotencyKey(r *http.Request) (string, error) {
 		return "", orderflow.Errorf(codeKeyInvalid, "send exactly one Idempotency-Key header")
 	case utf8.RuneCountInString(k) > maxKeyLength:
 		return "", orderflow.Errorf(codeKeyInvalid, "the Idempotency-Key is longer than %d characters", maxKeyLength)
-	case !utf8.ValidString(k):
-		return "", orderflow.Errorf(codeKeyInvalid, "the Idempotency-Key is not valid UTF-8")
+	case !utf8.ValidString(k) || strings.IndexByte(k, 0) >= 0:
+		e := orderflow.Errorf(codeKeyInvalid, "the Idempotency-Key must be valid UTF-8 without NUL characters")
+		e.Fields = []orderflow.FieldProblem{{Pointer: "#/header/Idempotency-Key", Detail: "must be valid UTF-8 without NUL characters"}}
+		return "", e
 	}
 	return k, nil
 }
@@ -191,9 +193,9 @@ func (s *Server) handleChangeOrder(action orderflow.Action) http.Handler {
 			e.Fields = []orderflow.FieldProblem{{Pointer: "/reason", Detail: "only cancel takes a reason"}}
 			return e
 		}
-		if utf8.RuneCountInString(req.Reason) > orderflow.MaxReasonLength {
-			e := orderflow.Errorf(orderflow.ECodeValidation, "the reason is too long")
-			e.Fields = []orderflow.FieldProblem{{Pointer: "/reason", Detail: fmt.Sprintf("must be at most %d characters", orderflow.MaxReasonLength)}}
+		if p := orderflow.ValidateText(req.Reason, orderflow.MaxReasonLength); p != "" {
+			e := orderflow.Errorf(orderflow.ECodeValidation, "the reason is not valid")
+			e.Fields = []orderflow.FieldProblem{{Pointer: "/reason", Detail: p}}
 			return e
 		}
 		fp, err := fingerprint(r, req)

@@ -97,6 +97,13 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 			}
 			limit = n
 		}
+		customerID := mux.Vars(r)["id"]
+		// Only what PostgreSQL would refuse with a 500; a merely unknown id lists nothing.
+		// len(customerID) as the limit never binds, since runes never outnumber bytes.
+		if p := orderflow.ValidateText(customerID, len(customerID)); p != "" {
+			return &orderflow.Error{Code: orderflow.ECodeValidation, Message: "invalid customer id",
+				Fields: []orderflow.FieldProblem{{Pointer: "#/path/id", Detail: p}}}
+		}
 		var after *orderflow.SummaryCursor
 		if v := q.Get("cursor"); v != "" {
 			c, err := decodeCursor(v)
@@ -107,7 +114,7 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 			after = &c
 		}
 		// One row more than the page tells whether there is a next page without a count.
-		rows, err := s.store.CustomerSummaries(r.Context(), mux.Vars(r)["id"], after, limit+1)
+		rows, err := s.store.CustomerSummaries(r.Context(), customerID, after, limit+1)
 		if err != nil {
 			return err
 		}
