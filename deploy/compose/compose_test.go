@@ -135,11 +135,14 @@ func (m mainPackage) subcommands(t *testing.T) map[string]string {
 	return out
 }
 
+// envReaders are the methods of cmd/orderflow's envDefaults that read one variable each.
+var envReaders = map[string]bool{"Int": true, "Float": true, "Duration": true, "Bool": true, "String": true}
+
 var envName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
 
 // envVars lists the environment variables fn reads, following calls into the package's other
-// functions: getenv("X"), helpers called as f(getenv, "X", ...), and getenv(v) over a table of
-// names written in the function.
+// functions: getenv("X"), helpers called as f(getenv, "X", ...), typed readers called as
+// env.Int("X", ...), and getenv(v) over a table of names written in the function.
 func (m mainPackage) envVars(fn string) map[string]bool {
 	seen := map[string]bool{}
 	vars := map[string]bool{}
@@ -164,6 +167,12 @@ func (m mainPackage) envVars(fn string) map[string]bool {
 						}
 					}
 					visit(id.Name)
+				}
+				// env.Int("X", def) and its siblings: the typed readers of flags.go's envDefaults.
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && envReaders[sel.Sel.Name] && len(n.Args) >= 1 {
+					if s, ok := stringLit(n.Args[0]); ok && envName.MatchString(s) {
+						vars[s] = true
+					}
 				}
 				if len(n.Args) >= 2 {
 					if id, ok := n.Args[0].(*ast.Ident); ok && id.Name == "getenv" {
