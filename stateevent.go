@@ -87,3 +87,12 @@ func isUUIDText(s string) bool {
 	}
 	return true
 }
+
+// StatePage is what one page of a backfill did: the orders it read, the state events it wrote
+// to the outbox (fewer when a state was already there), and the last order id, where the next
+// page starts ("" when there were no orders left).
+type StatePage struct {
+	Scanned     int
+	Emitted     int
+	LastOrderID string
+}
