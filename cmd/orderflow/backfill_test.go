@@ -54,7 +54,10 @@ func TestBackfillCommand(t *testing.T) {
 	for range 3 {
 		_, err := db.CreateOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("f")},
 			orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{{SKU: "sku-cmd", Quantity: 1, UnitPriceCents: 5}}},
-			func(o *orderflow.Order, err error) orderflow.Response { b, _ := json.Marshal(o); return orderflow.Response{Status: 201, Body: b} })
+			func(o *orderflow.Order, err error) orderflow.Response {
+				b, _ := json.Marshal(o)
+				return orderflow.Response{Status: 201, Body: b}
+			})
 		testenv.Must(t, err, "creating order")
 	}
 	getenv := func(k string) string {
