@@ -116,7 +116,49 @@ func AppendBinaryHeaders(hs []Header, ev *CloudEvent) []Header {
 // attributes are ignored, as CloudEvents asks of consumers; headers that are not attributes
 // (pg_lsn, pg_seq) are not part of the event.
 func DecodeRecord(headers []Header, value []byte) (*CloudEvent, error) {
-	var contentType string
+	var ev *CloudEvent
+	var err error
+	switch mode, contentType := RecordModeOf(headers); mode {
+	case ModeStructured:
+		mt, _, perr := mime.ParseMediaType(contentType)
+		if perr != nil || mt != "application/cloudevents+json" {
+			return nil, fmt.Errorf("decoding structured record: content-type %q, want application/cloudevents+json", contentType)
+		}
+		ev, err = DecodeCloudEvent(value)
+	case ModeBinary:
+		ev, err = decodeBinary(headers, value)
+	case ModeLegacy:
+		ev, err = DecodeCloudEvent(value)
+	default:
+		return nil, fmt.Errorf("decoding record: content-type %q without %s is not a CloudEvent", contentType, HeaderSpecVersion)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAttributes(ev); err != nil {
+		return nil, fmt.Errorf("decoding record %q: %w", ev.ID, err)
+	}
+	return ev, nil
+}
+
+// RecordMode is how a Kafka record carries its CloudEvent.
+type RecordMode string
+
+const (
+	// ModeBinary: attributes in ce_ headers, the data as the value.
+	ModeBinary RecordMode = "binary"
+	// ModeStructured: the whole event as the value, announced by content-type.
+	ModeStructured RecordMode = "structured"
+	// ModeLegacy: orderflow's records from before the switch to binary mode, a structured
+	// event as the value without the content-type header that would announce it.
+	ModeLegacy RecordMode = "legacy"
+	// ModeUnknown: a content-type that is no event format, and no ce_specversion.
+	ModeUnknown RecordMode = "unknown"
+)
+
+// RecordModeOf tells the modes apart the way the CloudEvents Kafka binding does, and returns
+// the content-type header too. See DecodeRecord.
+func RecordModeOf(headers []Header) (mode RecordMode, contentType string) {
 	var hasContentType, hasSpecVersion bool
 	for _, h := range headers {
 		switch strings.ToLower(h.Key) {
@@ -126,29 +168,15 @@ func DecodeRecord(headers []Header, value []byte) (*CloudEvent, error) {
 			hasSpecVersion = true
 		}
 	}
-	var ev *CloudEvent
-	var err error
 	switch {
 	case hasContentType && strings.HasPrefix(strings.ToLower(contentType), "application/cloudevents"):
-		mt, _, perr := mime.ParseMediaType(contentType)
-		if perr != nil || mt != "application/cloudevents+json" {
-			return nil, fmt.Errorf("decoding structured record: content-type %q, want application/cloudevents+json", contentType)
-		}
-		ev, err = DecodeCloudEvent(value)
+		return ModeStructured, contentType
 	case hasSpecVersion:
-		ev, err = decodeBinary(headers, value)
+		return ModeBinary, contentType
 	case hasContentType:
-		return nil, fmt.Errorf("decoding record: content-type %q without %s is not a CloudEvent", contentType, HeaderSpecVersion)
-	default:
-		ev, err = DecodeCloudEvent(value)
+		return ModeUnknown, contentType
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := checkAttributes(ev); err != nil {
-		return nil, fmt.Errorf("decoding record %q: %w", ev.ID, err)
-	}
-	return ev, nil
+	return ModeLegacy, ""
 }
 
 // decodeBinary reads a binary-mode record: attributes from the ce_ headers, data from the value.

@@ -153,14 +153,18 @@ func TestDecodeRecordReadsEveryMode(t *testing.T) {
 		headers []orderflow.Header
 		value   []byte
 		want    orderflow.CloudEvent
+		mode    orderflow.RecordMode
 	}{
-		{"binary", binaryRecord(&ev), ev.Data, ev},
-		{"structured before the switch", legacyHeaders, legacyValue, legacy},
-		{"structured with content-type", []orderflow.Header{{Key: "content-type", Value: []byte("application/cloudevents+json; charset=utf-8")}}, structured, ev},
-		{"header names in another case", upperKeys(binaryRecord(&ev)), ev.Data, ev},
+		{"binary", binaryRecord(&ev), ev.Data, ev, orderflow.ModeBinary},
+		{"structured before the switch", legacyHeaders, legacyValue, legacy, orderflow.ModeLegacy},
+		{"structured with content-type", []orderflow.Header{{Key: "content-type", Value: []byte("application/cloudevents+json; charset=utf-8")}}, structured, ev, orderflow.ModeStructured},
+		{"header names in another case", upperKeys(binaryRecord(&ev)), ev.Data, ev, orderflow.ModeBinary},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			if mode, _ := orderflow.RecordModeOf(tc.headers); mode != tc.mode {
+				t.Errorf("mode %s, want %s", mode, tc.mode)
+			}
 			got, err := orderflow.DecodeRecord(tc.headers, tc.value)
 			if err != nil {
 				t.Fatal(err)

@@ -27,6 +27,7 @@ commands:
   reconcile  report and repair drift
   bench      run a load generator (make bench runs them all)
   backfill   re-emit every order's current state through the outbox (rebuild from scratch)
+  tail       decode a topic: headers and value of each record, filtered, or following
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "backfill":
 		return runBackfill(ctx, rest, getenv, stdout, stderr)
+	case "tail":
+		return runTail(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
