@@ -129,7 +129,7 @@ func TestTailDecodesBothModesAndFilters(t *testing.T) {
 	for _, want := range []string{
 		"ce_type: order.fulfilled\n", "ce_dataschema: https://orderflow.dev/v1/schemas/order.created/1.json\n",
 		"content-type: application/json\n", "pg_lsn: 0/16B3748\n", ", binary\n", ", legacy\n",
-		`"specversion":"1.0"`, // the legacy value is a whole CloudEvent
+		`"specversion":"1.0"`,                   // the legacy value is a whole CloudEvent
 		"undecodable", `"not an event \x1b[2J"`, // a poison record is shown, quoted so it cannot clear the screen
 	} {
 		if !strings.Contains(all, want) {
