@@ -28,6 +28,7 @@ commands:
   bench      run a load generator (make bench runs them all)
   backfill   re-emit every order's current state through the outbox (rebuild from scratch)
   tail       decode a topic: headers and value of each record, filtered, or following
+  trace      where one event is: trace EVENT_ID (outbox, topic, read model, deliveries, partner)
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runBackfill(ctx, rest, getenv, stdout, stderr)
 	case "tail":
 		return runTail(ctx, rest, getenv, stdout, stderr)
+	case "trace":
+		return runTrace(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
