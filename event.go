@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"orderflow/schemas"
 )
 
 // TopicPrefix is the first part of every topic name orderflow publishes to.
@@ -19,21 +21,47 @@ func Topic(aggregateType string) string { return PrefixedTopic(TopicPrefix, aggr
 // topics apart from the default ones.
 func PrefixedTopic(prefix, aggregateType string) string { return prefix + "." + aggregateType }
 
-// Kafka record headers that repeat the event's identity and give its position in the WAL, so
-// readers can filter and order without parsing the value.
-const (
-	HeaderEventID   = "ce_id"
-	HeaderEventType = "ce_type"
-	HeaderLSN       = "pg_lsn"
-	HeaderSeq       = "pg_seq"
-)
-
 // EventSource is the CloudEvents source attribute of every event orderflow publishes.
 const EventSource = "/orderflow/outbox"
 
-// CloudEvent is an event as it travels on Kafka and to partners: CloudEvents 1.0 in
-// structured JSON mode, id = the outbox row's id, subject = the aggregate id, data = the
-// outbox payload, and the extension schemaversion.
+// DataSchema is the dataschema attribute of an event of eventType written against schema
+// version: the $id of that JSON Schema (schemas.ID), or "" when the repository has no such
+// schema, because naming a schema that does not exist would send readers to a 404.
+func DataSchema(eventType string, version int) string {
+	if !knownSchemas[schemaKey{eventType, version}] {
+		return ""
+	}
+	return schemas.ID(eventType, version)
+}
+
+type schemaKey struct {
+	eventType string
+	version   int
+}
+
+// knownSchemas is computed once: DataSchema runs per event on capture's hot path.
+var knownSchemas = func() map[schemaKey]bool {
+	m := map[schemaKey]bool{}
+	for _, et := range schemas.EventTypes() {
+		for _, v := range et.Versions {
+			m[schemaKey{et.Type, v}] = true
+		}
+	}
+	return m
+}()
+
+// ContentTypeJSON is the datacontenttype of every event orderflow writes: its data is JSON.
+const ContentTypeJSON = "application/json"
+
+// CloudEvent is an event as it travels on Kafka and to partners: CloudEvents 1.0, id = the
+// outbox row's id, subject = the aggregate id, data = the outbox payload, dataschema = the $id
+// of the JSON Schema the data was written against, and the extension attributes schemaversion
+// (the outbox row's schema_version) and traceparent (W3C Trace Context, the CloudEvents
+// distributed tracing extension; empty when the event carries no trace).
+//
+// On Kafka it travels in binary mode (record.go): the attributes are ce_ headers and the value is
+// the data. To partners, and on Kafka records written before the switch, it is one structured
+// JSON object (AppendCloudEvent).
 type CloudEvent struct {
 	SpecVersion     string          `json:"specversion"`
 	ID              string          `json:"id"`
@@ -42,15 +70,21 @@ type CloudEvent struct {
 	Subject         string          `json:"subject"`
 	Time            time.Time       `json:"time"`
 	DataContentType string          `json:"datacontenttype"`
+	DataSchema      string          `json:"dataschema,omitempty"`
 	SchemaVersion   int             `json:"schemaversion"`
+	TraceParent     string          `json:"traceparent,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
-// AppendCloudEvent appends ev as a CloudEvents 1.0 structured-mode JSON object, the record
-// value on Kafka and the webhook body: specversion (always "1.0"), id, source, type, subject,
-// time (UTC, RFC 3339 with nanoseconds), datacontenttype, schemaversion, data, in that order.
+// AppendCloudEvent appends ev as a CloudEvents 1.0 structured-mode JSON object, the webhook
+// body (and the Kafka record value before the switch to binary mode): specversion (always
+// "1.0"), id, source, type, subject, time (UTC, RFC 3339 with nanoseconds), datacontenttype,
+// dataschema (only when set), schemaversion, traceparent (only when set), data, in that order.
 // Data is copied verbatim and must be JSON (empty becomes null). It is written by hand because
-// capture runs it once per event on its hot path and must not re-encode the payload.
+// it runs once per event on hot paths and must not re-encode the payload.
+//
+// An event decoded from a structured record written by this function renders to the same bytes,
+// so a webhook body rendered from a decoded record equals the record value of the old format.
 func AppendCloudEvent(b []byte, ev *CloudEvent) []byte {
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = appendJSONString(b, ev.ID)
@@ -64,8 +98,16 @@ func AppendCloudEvent(b []byte, ev *CloudEvent) []byte {
 	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","datacontenttype":`...)
 	b = appendJSONString(b, ev.DataContentType)
+	if ev.DataSchema != "" {
+		b = append(b, `,"dataschema":`...)
+		b = appendJSONString(b, ev.DataSchema)
+	}
 	b = append(b, `,"schemaversion":`...)
 	b = strconv.AppendInt(b, int64(ev.SchemaVersion), 10)
+	if ev.TraceParent != "" {
+		b = append(b, `,"traceparent":`...)
+		b = appendJSONString(b, ev.TraceParent)
+	}
 	b = append(b, `,"data":`...)
 	if len(ev.Data) == 0 {
 		b = append(b, "null"...)

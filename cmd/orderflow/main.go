@@ -26,6 +26,9 @@ commands:
   partner    run the mock fulfillment partner
   reconcile  report and repair drift
   bench      run a load generator (make bench runs them all)
+  backfill   re-emit every order's current state through the outbox (rebuild from scratch)
+  tail       decode a topic: headers and value of each record, filtered, or following
+  trace      where one event is: trace EVENT_ID (outbox, topic, read model, deliveries, partner)
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -69,6 +72,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runPartner(ctx, rest, getenv, stdout, stderr)
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
+	case "backfill":
+		return runBackfill(ctx, rest, getenv, stdout, stderr)
+	case "tail":
+		return runTail(ctx, rest, getenv, stdout, stderr)
+	case "trace":
+		return runTrace(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

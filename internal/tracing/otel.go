@@ -1,0 +1,67 @@
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+// Setup installs the OpenTelemetry SDK for serviceName, exporting spans over OTLP/HTTP, when the
+// standard environment asks for it:
+//
+//   - OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the full URL, such as http://collector:4318/v1/traces)
+//     or OTEL_EXPORTER_OTLP_ENDPOINT (the base URL; /v1/traces is appended) names the collector;
+//   - OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off;
+//   - OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf if set (grpc is not built in);
+//   - OTEL_SERVICE_NAME overrides serviceName; the exporter and sampler read the other
+//     OTEL_EXPORTER_OTLP_* and OTEL_TRACES_SAMPLER* variables themselves.
+//
+// Without an endpoint it does nothing at all: no goroutine, no connection, and the global
+// tracer provider stays OpenTelemetry's no-op one, so instrumented code costs next to nothing.
+// The traceparent still travels (see FromContext). It returns the function that flushes the
+// spans still buffered and stops the exporter; call it before the process exits.
+func Setup(ctx context.Context, serviceName string, getenv func(string) string) (shutdown func(context.Context) error, err error) {
+	off := func(context.Context) error { return nil }
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") || getenv("OTEL_TRACES_EXPORTER") == "none" {
+		return off, nil
+	}
+	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if endpoint == "" {
+		if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); base != "" {
+			endpoint = strings.TrimSuffix(base, "/") + "/v1/traces"
+		}
+	}
+	if endpoint == "" {
+		return off, nil
+	}
+	if p := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"); p != "" && p != "http/protobuf" {
+		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=%q: only http/protobuf is supported", p)
+	}
+	if p := getenv("OTEL_EXPORTER_OTLP_PROTOCOL"); p != "" && p != "http/protobuf" && getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == "" {
+		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q: only http/protobuf is supported", p)
+	}
+	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
+		serviceName = name
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+	if err != nil {
+		return nil, fmt.Errorf("creating the OTLP exporter for %s: %w", endpoint, err)
+	}
+	res, err := resource.Merge(resource.Default(),
+		resource.NewSchemaless(attribute.String("service.name", serviceName)))
+	if err != nil && !errors.Is(err, resource.ErrSchemaURLConflict) {
+		return nil, fmt.Errorf("describing the service to OpenTelemetry: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	return tp.Shutdown, nil
+}
