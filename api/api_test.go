@@ -21,8 +21,10 @@ import (
 )
 
 const (
-	clientKey = "test-client-key"
-	adminKey  = "test-admin-key"
+	clientKey    = "test-client-key"
+	otherKey     = "test-other-client-key"
+	fulfillerKey = "test-fulfiller-key"
+	adminKey     = "test-admin-key"
 )
 
 // env is one test's API on its own fresh database.
@@ -41,9 +43,12 @@ func newEnv(t *testing.T) *env {
 	testenv.Must(t, err, "opening database")
 	t.Cleanup(db.Close)
 	c := testenv.Connect(t, dsn)
-	_, err = c.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-		('client', 'test client', sha256($1::bytea), false), ('admin', 'test admin', sha256($2::bytea), true)`,
-		[]byte(clientKey), []byte(adminKey))
+	_, err = c.Exec(ctx, `INSERT INTO api_clients (id, client_id, role, name, key_sha256) VALUES
+		('k-client', 'client', 'client', 'test client', sha256($1::bytea)),
+		('k-other', 'other', 'client', 'another client', sha256($2::bytea)),
+		('k-partner', 'partner', 'fulfiller', 'the partner', sha256($3::bytea)),
+		('k-admin', 'admin', 'admin', 'test admin', sha256($4::bytea))`,
+		[]byte(clientKey), []byte(otherKey), []byte(fulfillerKey), []byte(adminKey))
 	testenv.Must(t, err, "seeding api clients")
 	srv := httptest.NewServer(api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	t.Cleanup(srv.Close)
@@ -230,8 +235,8 @@ func TestIdempotencyReplayAndReuse(t *testing.T) {
 		t.Fatalf("rows changed by replay or reuse: before %v after %v", before, after)
 	}
 
-	// Keys are per client: the admin client may use the same key for its own order.
-	other := e.do(http.MethodPost, "/v1/orders", orderBody("c1", "SKU-A", 2), "Idempotency-Key", "key-1", "Authorization", "Bearer "+adminKey)
+	// Keys are per client: another client may use the same key for its own order.
+	other := e.do(http.MethodPost, "/v1/orders", orderBody("c1", "SKU-A", 2), "Idempotency-Key", "key-1", "Authorization", "Bearer "+otherKey)
 	mustStatus(t, other, http.StatusCreated, "")
 	if other.header.Get("Idempotent-Replayed") != "" || e.count("orders") != 2 {
 		t.Fatal("another client's key was treated as a replay")

@@ -66,7 +66,7 @@ func problemStatus(code string) (int, string) {
 	case codeUnauthorized:
 		return http.StatusUnauthorized, "Authentication required"
 	case codeForbidden:
-		return http.StatusForbidden, "Admin key required"
+		return http.StatusForbidden, "Not allowed for this key's role"
 	case codeKeyMissing:
 		return http.StatusBadRequest, "Idempotency-Key header required"
 	case codeKeyInvalid:

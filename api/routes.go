@@ -5,6 +5,8 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"orderflow"
 )
 
 // routes is the API's whole surface in one place.
@@ -22,20 +24,23 @@ func (s *Server) routes() http.Handler {
 
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(s.requireClient)
-	v1.Handle("/orders", s.handleCreateOrder()).Methods(http.MethodPost)
-	v1.Handle("/orders/{id}", s.handleGetOrder()).Methods(http.MethodGet)
-	v1.Handle("/orders/{id}/summary", s.handleGetSummary()).Methods(http.MethodGet)
-	v1.Handle("/customers/{id}/orders", s.handleListCustomerOrders()).Methods(http.MethodGet)
-	v1.Handle("/orders/{id}/cancel", s.handleChangeOrder("cancel")).Methods(http.MethodPost)
-	v1.Handle("/orders/{id}/fulfill", s.handleChangeOrder("fulfill")).Methods(http.MethodPost)
-	v1.Handle("/inventory/{sku}", s.requireAdmin(s.handleSetStock())).Methods(http.MethodPut)
-	v1.Handle("/admin/endpoints", s.requireAdmin(s.handleCreateEndpoint())).Methods(http.MethodPost)
-	v1.Handle("/admin/endpoints", s.requireAdmin(s.handleListEndpoints())).Methods(http.MethodGet)
-	v1.Handle("/admin/endpoints/{id}/disable", s.requireAdmin(s.handleDisableEndpoint())).Methods(http.MethodPost)
-	v1.Handle("/admin/endpoints/{id}/enable", s.requireAdmin(s.handleEnableEndpoint())).Methods(http.MethodPost)
-	v1.Handle("/admin/endpoints/{id}/rotate-secret", s.requireAdmin(s.handleRotateSecret())).Methods(http.MethodPost)
-	v1.Handle("/admin/dead-letters", s.requireAdmin(s.handleListDeadLetters())).Methods(http.MethodGet)
-	v1.Handle("/admin/dead-letters/{id}/replay", s.requireAdmin(s.handleReplayDeadLetter())).Methods(http.MethodPost)
+	client := s.allow(orderflow.RoleClient)
+	changer := s.allow(orderflow.RoleClient, orderflow.RoleFulfiller)
+	admin := s.allow(orderflow.RoleAdmin)
+	v1.Handle("/orders", client(s.handleCreateOrder())).Methods(http.MethodPost)
+	v1.Handle("/orders/{id}", client(s.handleGetOrder())).Methods(http.MethodGet)
+	v1.Handle("/orders/{id}/summary", client(s.handleGetSummary())).Methods(http.MethodGet)
+	v1.Handle("/customers/{id}/orders", client(s.handleListCustomerOrders())).Methods(http.MethodGet)
+	v1.Handle("/orders/{id}/cancel", changer(s.handleChangeOrder("cancel"))).Methods(http.MethodPost)
+	v1.Handle("/orders/{id}/fulfill", changer(s.handleChangeOrder("fulfill"))).Methods(http.MethodPost)
+	v1.Handle("/inventory/{sku}", admin(s.handleSetStock())).Methods(http.MethodPut)
+	v1.Handle("/admin/endpoints", admin(s.handleCreateEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints", admin(s.handleListEndpoints())).Methods(http.MethodGet)
+	v1.Handle("/admin/endpoints/{id}/disable", admin(s.handleDisableEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/enable", admin(s.handleEnableEndpoint())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/rotate-secret", admin(s.handleRotateSecret())).Methods(http.MethodPost)
+	v1.Handle("/admin/dead-letters", admin(s.handleListDeadLetters())).Methods(http.MethodGet)
+	v1.Handle("/admin/dead-letters/{id}/replay", admin(s.handleReplayDeadLetter())).Methods(http.MethodPost)
 
 	r.NotFoundHandler = s.metrics.instrument(s.handleProblem(codeRouteNotFound))
 	r.MethodNotAllowedHandler = s.metrics.instrument(s.handleProblem(codeMethodNotAllowed))

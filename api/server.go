@@ -4,10 +4,8 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,10 +17,10 @@ import (
 // orderStore is what the API needs from the database.
 type orderStore interface {
 	CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error)
-	ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error)
-	Order(ctx context.Context, id string) (*orderflow.Order, error)
-	OrderSummary(ctx context.Context, id string) (orderflow.Summary, int, error)
-	CustomerSummaries(ctx context.Context, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error)
+	ChangeOrder(ctx context.Context, scope orderflow.Scope, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error)
+	Order(ctx context.Context, scope orderflow.Scope, id string) (*orderflow.Order, error)
+	OrderSummary(ctx context.Context, scope orderflow.Scope, id string) (orderflow.Summary, int, error)
+	CustomerSummaries(ctx context.Context, scope orderflow.Scope, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error)
 	SetStock(ctx context.Context, sku string, stock int64) (orderflow.Stock, error)
 	ClientByKeyDigest(ctx context.Context, digest []byte) (orderflow.Client, bool, error)
 	Ping(ctx context.Context) error
@@ -46,52 +44,10 @@ func New(store orderStore, log *slog.Logger) *Server {
 		log:     log,
 		metrics: newMetrics(reg),
 		reg:     reg,
-		clients: &clientCache{ttl: 30 * time.Second, m: map[[32]byte]cachedClient{}},
+		clients: newClientCache(keyCacheTTL),
 	}
 	s.handler = s.routes()
 	return s
-}
-
-type cachedClient struct {
-	client  orderflow.Client
-	expires time.Time
-}
-
-// clientCache keeps recently seen API keys so that authentication costs no query on the hot
-// path. Entries live ttl, so a revoked key stops working within ttl.
-type clientCache struct {
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[[32]byte]cachedClient
-}
-
-func (s *Server) authenticate(ctx context.Context, key string) (orderflow.Client, bool, error) {
-	digest := sha256.Sum256([]byte(key))
-	now := time.Now()
-	s.clients.mu.Lock()
-	c, ok := s.clients.m[digest]
-	s.clients.mu.Unlock()
-	if ok && now.Before(c.expires) {
-		return c.client, true, nil
-	}
-	client, found, err := s.store.ClientByKeyDigest(ctx, digest[:])
-	if err != nil || !found {
-		return client, false, err
-	}
-	s.clients.mu.Lock()
-	if len(s.clients.m) > 10_000 {
-		s.clients.m = map[[32]byte]cachedClient{}
-	}
-	s.clients.m[digest] = cachedClient{client: client, expires: now.Add(s.clients.ttl)}
-	s.clients.mu.Unlock()
-	return client, true, nil
-}
-
-type clientKey struct{}
-
-func clientFrom(ctx context.Context) orderflow.Client {
-	c, _ := ctx.Value(clientKey{}).(orderflow.Client)
-	return c
 }
 
 // RunKeyPurger purges expired idempotency keys every interval until ctx ends.

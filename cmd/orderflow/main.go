@@ -26,6 +26,7 @@ commands:
   partner    run the mock fulfillment partner
   reconcile  report and repair drift
   bench      run a load generator (make bench runs them all)
+  apikey     create, list and revoke API keys
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runPartner(ctx, rest, getenv, stdout, stderr)
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
+	case "apikey":
+		return runAPIKey(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

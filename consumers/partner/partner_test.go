@@ -65,9 +65,9 @@ func newEnv(t *testing.T) *env {
 	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
 		e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	_, err = e.sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-		('client', 'test client', sha256($1::bytea), false), ('admin', 'test admin', sha256($2::bytea), true),
-		('partner', 'mock partner', sha256($3::bytea), false)`, []byte(clientKey), []byte(adminKey), []byte(partnerKey))
+	_, err = e.sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, role) VALUES
+		('client', 'test client', sha256($1::bytea), 'client'), ('admin', 'test admin', sha256($2::bytea), 'admin'),
+		('partner', 'mock partner', sha256($3::bytea), 'fulfiller')`, []byte(clientKey), []byte(adminKey), []byte(partnerKey))
 	testenv.Must(t, err, "seeding api clients")
 	srv := httptest.NewServer(api.New(db, e.log))
 	t.Cleanup(srv.Close)

@@ -309,21 +309,20 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 
 write_env() {
 	mkdir -p "$LOCAL"
-	local api_key admin_key webhook_secret
-	api_key=$(grep -s '^API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
+	local webhook_secret
 	# The partner's endpoint secret is issued once by the admin API (register_partner) and kept.
-	webhook_secret=$(grep -s '^WEBHOOK_SECRET=' "$LOCAL/env" | cut -d= -f2- || true)
-	admin_key=$(grep -s '^ADMIN_API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
-	[ -n "$api_key" ] || api_key="of_demo_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-	[ -n "$admin_key" ] || admin_key="of_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-	cat >"$LOCAL/env.tmp" <<EOF
+	webhook_secret=$(env_value WEBHOOK_SECRET)
+	# The file holds API keys and the webhook secret: readable by its owner only, from the
+	# moment it exists (umask), not after a chmod that leaves a window.
+	(umask 077 && cat >"$LOCAL/env.tmp") <<EOF
 # Written by 'make up'. Source it: . .local/env
 DATABASE_URL='$DATABASE_URL'
 KAFKA_BROKERS='$KAFKA_BROKERS'
 API_URL='$API_URL'
 PARTNER_URL='$PARTNER_URL'
-API_KEY=$api_key
-ADMIN_API_KEY=$admin_key
+API_KEY=$API_KEY
+ADMIN_API_KEY=$ADMIN_API_KEY
+PARTNER_API_KEY=$PARTNER_API_KEY
 WEBHOOK_SECRET=$webhook_secret
 API_METRICS_URL='$API_URL/metrics'
 CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
@@ -331,8 +330,9 @@ PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
 DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
 PARTNER_METRICS_URL='$PARTNER_URL/metrics'
 RECONCILE_METRICS_URL='http://127.0.0.1:$RECONCILE_METRICS_PORT/metrics'
-export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY WEBHOOK_SECRET
+export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY PARTNER_API_KEY WEBHOOK_SECRET
 EOF
+	chmod 600 "$LOCAL/env.tmp"
 	mv "$LOCAL/env.tmp" "$LOCAL/env"
 }
 
@@ -369,16 +369,40 @@ service_up() {
 	die "$name not ready after 30 s (see .local/log/$name.log)"
 }
 
-seed_keys() {
-	local bin
+# --- API keys --------------------------------------------------------------------------------
+
+env_value() { # env_value NAME: NAME's value in the current .local/env, if any
+	grep -s "^$1=" "$LOCAL/env" | cut -d= -f2- || true
+}
+
+# ensure_key VAR CLIENT ROLE sets VAR to the key .local/env holds when it is still an active
+# key of CLIENT with ROLE; otherwise 'orderflow apikey create' makes one (it prints the key
+# once; only its digest is stored). Keys therefore survive 'make up' and a revoked one is
+# replaced.
+ensure_key() {
+	local var=$1 client=$2 role=$3 key bin
 	bin=$(pg_bin)
-	# Keys are stored as SHA-256 digests only; the plain keys live in .local/env for the demo.
-	"$bin/psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<EOF
-INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-  ('demo', 'demo client', sha256(convert_to('$API_KEY', 'UTF8')), false),
-  ('admin', 'local administrator', sha256(convert_to('$ADMIN_API_KEY', 'UTF8')), true)
-ON CONFLICT (id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, is_admin = EXCLUDED.is_admin;
-EOF
+	key=$(env_value "$var")
+	if [ -n "$key" ] && [ "$("$bin/psql" -X -tAq -v key="$key" -v client="$client" -v role="$role" "$DATABASE_URL" <<'SQL'
+SELECT count(*) FROM api_clients WHERE key_sha256 = sha256(convert_to(:'key', 'UTF8'))
+	AND revoked_at IS NULL AND client_id = :'client' AND role = :'role';
+SQL
+	)" = 1 ]; then
+		printf -v "$var" '%s' "$key"
+		return 0
+	fi
+	key=$(DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" apikey create -client "$client" -role "$role" \
+		-name "make up" 2>>"$LOG/apikey.log") || { tail -n 5 "$LOG/apikey.log" >&2; die "creating the $role key for $client failed"; }
+	printf -v "$var" '%s' "$key"
+	say "api: created a $role key for client $client (\$$var in .local/env)"
+}
+
+# ensure_keys: the demo client's key, the partner's fulfiller key (the partner calls back with
+# it, never with a client's key) and an admin key.
+ensure_keys() {
+	ensure_key API_KEY demo client
+	ensure_key PARTNER_API_KEY partner fulfiller
+	ensure_key ADMIN_API_KEY admin admin
 }
 
 # register_partner makes the mock partner a webhook endpoint for order.created, through the
@@ -444,10 +468,10 @@ cmd_up() {
 	(cd "$ROOT" && go build -o bin/orderflow ./cmd/orderflow) || die "go build failed"
 	DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" migrate >>"$LOG/migrate.log" 2>&1 ||
 		{ tail -n 20 "$LOG/migrate.log" >&2; die "migrations failed (see .local/log/migrate.log)"; }
+	ensure_keys
 	write_env
 	# shellcheck source=/dev/null
 	. "$LOCAL/env"
-	seed_keys
 	for s in "${SERVICES[@]}"; do
 		# The partner verifies with the endpoint's secret, which the running API issues.
 		[ "$s" = partner ] && register_partner
