@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"orderflow/api"
+	"orderflow/internal/egress"
+	"orderflow/internal/secretbox"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
 )
@@ -29,10 +33,11 @@ const (
 
 // env is one test's API on its own fresh database.
 type env struct {
-	t   *testing.T
-	url string
-	db  *postgres.DB
-	sql *pgx.Conn
+	t    *testing.T
+	url  string
+	db   *postgres.DB
+	sql  *pgx.Conn
+	ring *secretbox.Ring
 }
 
 func newEnv(t *testing.T) *env {
@@ -50,9 +55,30 @@ func newEnv(t *testing.T) *env {
 		('k-admin', 'admin', 'admin', 'test admin', sha256($4::bytea))`,
 		[]byte(clientKey), []byte(otherKey), []byte(fulfillerKey), []byte(adminKey))
 	testenv.Must(t, err, "seeding api clients")
-	srv := httptest.NewServer(api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	ring := newRing(t)
+	srv := httptest.NewServer(api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		api.WithSecrets(ring), api.WithEgress(loopbackOnly(t))))
 	t.Cleanup(srv.Close)
-	return &env{t: t, url: srv.URL, db: db, sql: c}
+	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring}
+}
+
+// newRing is a key ring with one fresh key, as WEBHOOK_KEYRING would give.
+func newRing(t testing.TB) *secretbox.Ring {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	r, err := secretbox.Parse("test:" + base64.StdEncoding.EncodeToString(key))
+	testenv.Must(t, err, "making a key ring")
+	return r
+}
+
+// loopbackOnly lets tests register receivers on 127.0.0.1, as the local stack allows its
+// partner; everything else follows the default policy.
+func loopbackOnly(t testing.TB) egress.Policy {
+	t.Helper()
+	p, err := egress.NewPolicy("127.0.0.0/8", "::1")
+	testenv.Must(t, err, "making the egress policy")
+	return p
 }
 
 type reply struct {

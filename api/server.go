@@ -11,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"orderflow"
+	"orderflow/internal/egress"
 	"orderflow/internal/periodic"
+	"orderflow/internal/secretbox"
 )
 
 // orderStore is what the API needs from the database.
@@ -34,10 +36,26 @@ type Server struct {
 	reg     *prometheus.Registry
 	clients *clientCache
 	handler http.Handler
+	// egress decides which webhook endpoint URLs may be registered; the zero Policy accepts
+	// public https URLs only.
+	egress egress.Policy
+	// secrets seals webhook secrets (and the stored answers that carry them) at rest; without
+	// it the API registers no endpoint and rotates no secret, rather than store one in clear.
+	secrets *secretbox.Ring
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithEgress sets which webhook endpoint URLs registration accepts besides public https ones
+// (the local stack allows loopback for its mock partner).
+func WithEgress(p egress.Policy) Option { return func(s *Server) { s.egress = p } }
+
+// WithSecrets sets the key ring that encrypts webhook secrets at rest.
+func WithSecrets(r *secretbox.Ring) Option { return func(s *Server) { s.secrets = r } }
+
 // New returns an API server on store.
-func New(store orderStore, log *slog.Logger) *Server {
+func New(store orderStore, log *slog.Logger, opts ...Option) *Server {
 	reg := prometheus.NewRegistry()
 	s := &Server{
 		store:   store,
@@ -45,6 +63,9 @@ func New(store orderStore, log *slog.Logger) *Server {
 		metrics: newMetrics(reg),
 		reg:     reg,
 		clients: newClientCache(keyCacheTTL),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	s.handler = s.routes()
 	return s

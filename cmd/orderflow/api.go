@@ -20,10 +20,19 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
 	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
 	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
+	hooks := addWebhookFlags(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	policy, err := hooks.policy()
+	if err != nil {
+		return err
+	}
+	ring, err := hooks.ring()
+	if err != nil {
 		return err
 	}
 	log := newLogger(getenv, stderr, "api")
@@ -34,7 +43,22 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer db.Close()
 	db.KeyTTL = *keyTTL
-	srv := api.New(db, log)
+	opts := []api.Option{api.WithEgress(policy)}
+	if ring == nil {
+		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): endpoints cannot be registered nor secrets rotated")
+	} else {
+		opts = append(opts, api.WithSecrets(ring))
+		// Secrets stored before encryption at rest, or under a key that is no longer the
+		// active one, are sealed under the active key now.
+		sealed, unreadable, err := db.SealEndpointSecrets(ctx, ring)
+		if err != nil {
+			return err
+		}
+		if sealed > 0 || unreadable > 0 {
+			log.Info("sealed webhook secrets under the active key", "endpoints", sealed, "unreadable", unreadable, "key_id", ring.Active())
+		}
+	}
+	srv := api.New(db, log, opts...)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserver.Serve(ctx, *addr, srv, log, nil) })

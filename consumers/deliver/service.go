@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"orderflow"
+	"orderflow/internal/egress"
 	"orderflow/internal/httpserver"
 	"orderflow/internal/kafka"
 	"orderflow/internal/periodic"
@@ -43,8 +45,22 @@ type Config struct {
 	StatsEvery  time.Duration // gauges refresh; default 5s
 	MaxBatch    int           // records per intake transaction; default 500
 	Logger      *slog.Logger
-	HTTPClient  *http.Client // default: no redirects, pooled per endpoint
+	HTTPClient  *http.Client // default: no redirects, pooled per endpoint, dialing through Egress
 	RandomDelay func(n int64) int64
+	// Egress says which endpoints may be reached besides public https ones; the zero Policy
+	// allows those only. It is checked on the URL and on every address dialed, so a name that
+	// resolves to a private address at send time (DNS rebinding) is refused then.
+	Egress egress.Policy
+	// Resolver resolves endpoint host names for the egress check; nil is net.DefaultResolver.
+	Resolver egress.Resolver
+	// Secrets opens the endpoint secrets the API stored sealed; nil can only sign with secrets
+	// stored in clear (rows older than encryption at rest).
+	Secrets SecretOpener
+}
+
+// SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
+type SecretOpener interface {
+	Open(sealed string) ([]byte, error)
 }
 
 // Service is a running deliverer: intake, sender and gauges.
@@ -100,7 +116,11 @@ func New(cfg Config, store Store) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = newHTTPClient(cfg.PerEndpoint)
+		resolver := cfg.Resolver
+		if resolver == nil {
+			resolver = net.DefaultResolver
+		}
+		cfg.HTTPClient = newHTTPClient(cfg.PerEndpoint, cfg.Egress, resolver)
 	}
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
@@ -126,7 +146,7 @@ func New(cfg Config, store Store) (*Service, error) {
 		lag: lag,
 		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
-		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
+		sender: &sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
 			inFlight: map[string]int{}, queued: map[string][]held{}},

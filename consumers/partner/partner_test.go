@@ -195,7 +195,8 @@ func (e *env) startDeliverer(policy func(*deliver.Policy)) {
 		policy(&p)
 	}
 	s, err := deliver.New(deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: testenv.UniqueName("ofpartner_group"),
-		Policy: p, Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, Lease: time.Second, Logger: e.log}, e.db)
+		Policy: p, Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, Lease: time.Second, Logger: e.log,
+		Egress: loopbackOnly(e.t)}, e.db)
 	testenv.Must(e.t, err, "creating deliverer")
 	e.run("deliverer", s.Run)
 }

@@ -138,8 +138,8 @@ func (m mainPackage) subcommands(t *testing.T) map[string]string {
 var envName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
 
 // envVars lists the environment variables fn reads, following calls into the package's other
-// functions: getenv("X"), helpers called as f(getenv, "X", ...), and getenv(v) over a table of
-// names written in the function.
+// functions: getenv("X"), env.Int("X", ...) and the other envDefaults readers, helpers called
+// as f(getenv, "X", ...), and getenv(v) over a table of names written in the function.
 func (m mainPackage) envVars(fn string) map[string]bool {
 	seen := map[string]bool{}
 	vars := map[string]bool{}
@@ -164,6 +164,14 @@ func (m mainPackage) envVars(fn string) map[string]bool {
 						}
 					}
 					visit(id.Name)
+				}
+				// env.Duration("RECONCILE_EVERY", ...): the envDefaults readers.
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && len(n.Args) >= 1 {
+					if x, ok := sel.X.(*ast.Ident); ok && x.Name == "env" {
+						if s, ok := stringLit(n.Args[0]); ok && envName.MatchString(s) {
+							vars[s] = true
+						}
+					}
 				}
 				if len(n.Args) >= 2 {
 					if id, ok := n.Args[0].(*ast.Ident); ok && id.Name == "getenv" {

@@ -309,9 +309,10 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 
 write_env() {
 	mkdir -p "$LOCAL"
-	local webhook_secret
+	local webhook_secret endpoint_id
 	# The partner's endpoint secret is issued once by the admin API (register_partner) and kept.
-	webhook_secret=$(env_value WEBHOOK_SECRET)
+	webhook_secret=${WEBHOOK_SECRET:-$(env_value WEBHOOK_SECRET)}
+	endpoint_id=${PARTNER_ENDPOINT_ID:-$(env_value PARTNER_ENDPOINT_ID)}
 	# The file holds API keys and the webhook secret: readable by its owner only, from the
 	# moment it exists (umask), not after a chmod that leaves a window.
 	(umask 077 && cat >"$LOCAL/env.tmp") <<EOF
@@ -324,6 +325,11 @@ API_KEY=$API_KEY
 ADMIN_API_KEY=$ADMIN_API_KEY
 PARTNER_API_KEY=$PARTNER_API_KEY
 WEBHOOK_SECRET=$webhook_secret
+PARTNER_ENDPOINT_ID=$endpoint_id
+# The API seals webhook secrets with this key ring; the deliverer opens them to sign. The
+# partner listens on loopback, which webhook endpoints may use only when allowlisted.
+WEBHOOK_KEYRING_FILE='$KEYRING'
+WEBHOOK_ALLOW=127.0.0.1
 API_METRICS_URL='$API_URL/metrics'
 CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
 PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
@@ -331,6 +337,7 @@ DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
 PARTNER_METRICS_URL='$PARTNER_URL/metrics'
 RECONCILE_METRICS_URL='http://127.0.0.1:$RECONCILE_METRICS_PORT/metrics'
 export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY PARTNER_API_KEY WEBHOOK_SECRET
+export PARTNER_ENDPOINT_ID WEBHOOK_KEYRING_FILE WEBHOOK_ALLOW
 EOF
 	chmod 600 "$LOCAL/env.tmp"
 	mv "$LOCAL/env.tmp" "$LOCAL/env"
@@ -397,6 +404,19 @@ SQL
 	say "api: created a $role key for client $client (\$$var in .local/env)"
 }
 
+KEYRING="$LOCAL/webhook-keyring"
+
+# ensure_keyring makes the key ring that encrypts webhook secrets at rest, once: one AES-256
+# key, readable by its owner only. Losing it makes every stored secret unreadable.
+ensure_keyring() {
+	[ -s "$KEYRING" ] && return 0
+	mkdir -p "$LOCAL"
+	(umask 077 && printf '# orderflow webhook secret key ring (docs/WEBHOOKS.md)\nlocal1:%s\n' \
+		"$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$KEYRING.tmp")
+	mv "$KEYRING.tmp" "$KEYRING"
+	say "api: made the webhook secret key ring $KEYRING"
+}
+
 # ensure_keys: the demo client's key, the partner's fulfiller key (the partner calls back with
 # it, never with a client's key) and an admin key.
 ensure_keys() {
@@ -406,31 +426,40 @@ ensure_keys() {
 }
 
 # register_partner makes the mock partner a webhook endpoint for order.created, through the
-# admin API (so the demo shows the real path), once: the secret it returns goes to .local/env
-# and is reused by every later 'make up'.
+# admin API (so the demo shows the real path), once: the secret it returns and the endpoint's
+# id go to .local/env and are reused by every later 'make up'. The database cannot say which
+# secret an endpoint has (it holds them encrypted), so the endpoint id is what ties the two.
 register_partner() {
-	local bin hook body id
+	local bin hook body id stale st
 	bin=$(pg_bin)
 	hook="$PARTNER_URL/partner-hook"
+	id=${PARTNER_ENDPOINT_ID:-}
+	[ -n "${WEBHOOK_SECRET:-}" ] || id=
 	# Any other enabled endpoint of the local mock partner is stale: a secret we no longer hold,
 	# or an old port. Left enabled, its deliveries would fail until they die.
-	for id in $("$bin/psql" -X -tAq "$DATABASE_URL" -c "SELECT id FROM webhook_endpoints
-		WHERE disabled_at IS NULL AND url LIKE 'http://127.0.0.1:%/partner-hook'
-		AND NOT (url = '$hook' AND secret = '${WEBHOOK_SECRET:-}')"); do
-		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$id/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
-			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $id failed"
+	stale=$("$bin/psql" -X -tAq -v id="$id" -v hook="$hook" "$DATABASE_URL" <<'SQL'
+SELECT id FROM webhook_endpoints WHERE disabled_at IS NULL AND url LIKE 'http://127.0.0.1:%/partner-hook'
+	AND NOT (id::text = :'id' AND url = :'hook');
+SQL
+	)
+	for st in $stale; do
+		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$st/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
+			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $st failed"
 	done
-	if [ -n "${WEBHOOK_SECRET:-}" ] && [ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c \
-		"SELECT count(*) FROM webhook_endpoints WHERE url = '$hook' AND secret = '$WEBHOOK_SECRET' AND disabled_at IS NULL")" = 1 ]; then
+	if [ -n "$id" ] && [ "$("$bin/psql" -X -tAq -v id="$id" -v hook="$hook" "$DATABASE_URL" <<'SQL'
+SELECT count(*) FROM webhook_endpoints WHERE id::text = :'id' AND url = :'hook' AND disabled_at IS NULL;
+SQL
+	)" = 1 ]; then
 		return 0
 	fi
 	body=$(curl -fsS -X POST "$API_URL/v1/admin/endpoints" -H "Authorization: Bearer $ADMIN_API_KEY" \
 		-H 'Content-Type: application/json' -d "{\"url\": \"$hook\", \"event_types\": [\"order.created\"]}") ||
 		die "registering the partner as a webhook endpoint failed"
 	WEBHOOK_SECRET=$(printf '%s' "$body" | sed -n 's/.*"secret":"\(whsec_[^"]*\)".*/\1/p')
-	[ -n "$WEBHOOK_SECRET" ] || die "the endpoint registration answered without a secret"
-	export WEBHOOK_SECRET
-	sed -i "s|^WEBHOOK_SECRET=.*|WEBHOOK_SECRET=$WEBHOOK_SECRET|" "$LOCAL/env"
+	PARTNER_ENDPOINT_ID=$(printf '%s' "$body" | sed -n 's/.*"id":"\([0-9a-f-]*\)".*/\1/p')
+	[ -n "$WEBHOOK_SECRET" ] && [ -n "$PARTNER_ENDPOINT_ID" ] || die "the endpoint registration answered without an id or a secret"
+	export WEBHOOK_SECRET PARTNER_ENDPOINT_ID
+	write_env
 	say "partner: registered $hook for order.created"
 }
 
@@ -469,6 +498,7 @@ cmd_up() {
 	DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" migrate >>"$LOG/migrate.log" 2>&1 ||
 		{ tail -n 20 "$LOG/migrate.log" >&2; die "migrations failed (see .local/log/migrate.log)"; }
 	ensure_keys
+	ensure_keyring
 	write_env
 	# shellcheck source=/dev/null
 	. "$LOCAL/env"

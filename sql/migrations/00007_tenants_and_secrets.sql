@@ -43,7 +43,26 @@ DROP INDEX IF EXISTS order_summary_customer_idx;
 CREATE INDEX order_summary_client_customer_idx
     ON order_summary (client_id, customer_id, created_at DESC, order_id DESC);
 
+-- Webhook secrets are stored sealed (AES-256-GCM, internal/secretbox): "v1:<key id>:<data>".
+-- Rows written before this migration hold the plain whsec_ form until the API, started with a
+-- key ring, seals them; the deliverer reads both. The key id is a column of its own so an
+-- operator can see which rows still depend on a key before removing it from the ring.
+ALTER TABLE webhook_endpoints DROP CONSTRAINT webhook_endpoints_secret_check;
+ALTER TABLE webhook_endpoints DROP CONSTRAINT webhook_endpoints_previous_secret_check;
+ALTER TABLE webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_secret_check CHECK (secret LIKE 'whsec\_%' OR secret LIKE 'v1:%'),
+    ADD CONSTRAINT webhook_endpoints_previous_secret_check
+        CHECK (previous_secret LIKE 'whsec\_%' OR previous_secret LIKE 'v1:%'),
+    ADD COLUMN secret_key_id text GENERATED ALWAYS AS
+        (CASE WHEN secret LIKE 'v1:%' THEN split_part(secret, ':', 2) END) STORED;
+
 -- +goose Down
+ALTER TABLE webhook_endpoints DROP COLUMN secret_key_id;
+ALTER TABLE webhook_endpoints DROP CONSTRAINT webhook_endpoints_secret_check;
+ALTER TABLE webhook_endpoints DROP CONSTRAINT webhook_endpoints_previous_secret_check;
+ALTER TABLE webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_secret_check CHECK (secret LIKE 'whsec\_%'),
+    ADD CONSTRAINT webhook_endpoints_previous_secret_check CHECK (previous_secret LIKE 'whsec\_%');
 DROP INDEX order_summary_client_customer_idx;
 CREATE INDEX order_summary_customer_idx ON order_summary (customer_id, created_at DESC, order_id DESC);
 ALTER TABLE order_summary DROP COLUMN client_id;
