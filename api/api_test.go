@@ -38,6 +38,8 @@ type env struct {
 	db   *postgres.DB
 	sql  *pgx.Conn
 	ring *secretbox.Ring
+	api  *api.Server
+	dsn  string
 }
 
 func newEnv(t *testing.T) *env {
@@ -56,10 +58,10 @@ func newEnv(t *testing.T) *env {
 		[]byte(clientKey), []byte(otherKey), []byte(fulfillerKey), []byte(adminKey))
 	testenv.Must(t, err, "seeding api clients")
 	ring := newRing(t)
-	srv := httptest.NewServer(api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		api.WithSecrets(ring), api.WithEgress(loopbackOnly(t))))
+	a := api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithSecrets(ring), api.WithEgress(loopbackOnly(t)))
+	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
-	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring}
+	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring, api: a, dsn: dsn}
 }
 
 // newRing is a key ring with one fresh key, as WEBHOOK_KEYRING would give.
@@ -566,8 +568,20 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	mustStatus(t, e.do(http.MethodGet, "/healthz", ""), http.StatusOK, "")
 	mustStatus(t, e.do(http.MethodGet, "/readyz", ""), http.StatusOK, "")
 	mustStatus(t, e.do(http.MethodGet, "/nope", ""), http.StatusNotFound, "not-found")
+	// Metrics are for operators, on the ops listener; the public one does not serve them.
+	mustStatus(t, e.do(http.MethodGet, "/metrics", ""), http.StatusNotFound, "not-found")
+	ops := httptest.NewServer(e.api.OpsHandler())
+	t.Cleanup(ops.Close)
+	e.url = ops.URL
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := e.do(http.MethodGet, p, ""); r.status != http.StatusOK {
+			t.Errorf("ops %s: %d", p, r.status)
+		}
+	}
 	m := e.do(http.MethodGet, "/metrics", "")
-	mustStatus(t, m, http.StatusOK, "")
+	if m.status != http.StatusOK {
+		t.Fatalf("ops /metrics: %d", m.status)
+	}
 	for _, want := range []string{
 		`orderflow_api_request_duration_seconds_count{method="POST",route="/v1/orders",status="201"} 2`,
 		`orderflow_api_orders_created_total 1`,

@@ -101,7 +101,10 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 		b := &pgx.Batch{}
 		o, event, err := ch(tx, b)
 		var de *orderflow.Error
-		if err != nil && !errors.As(err, &de) {
+		if err != nil && (!errors.As(err, &de) || de.Code == orderflow.ECodeNotFound) {
+			// Not found is no outcome worth keeping: an order id never comes to exist for a
+			// client later, and storing the answer would let anyone write rows by asking for
+			// made-up ids. It rolls back with the key, like a refusal before execution.
 			return err
 		}
 		out = respond(o, err)

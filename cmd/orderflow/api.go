@@ -15,10 +15,11 @@ import (
 func runAPI(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("api", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
-	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), "listen address (env HTTP_ADDR)")
+	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), "public listen address: the API, /healthz and /readyz (env HTTP_ADDR)")
 	maxConns := fs.Int("db-max-conns", 20, "largest number of database connections")
 	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
 	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
+	opsAddr := fs.String("ops-addr", envOr(getenv, "OPS_ADDR", "127.0.0.1:18086"), "listen address for /metrics, /healthz and /readyz, kept off the public listener; empty serves no metrics (env OPS_ADDR)")
 	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
 	hooks := addWebhookFlags(fs, getenv)
 	if err := parseFlags(fs, args); err != nil {
@@ -63,6 +64,11 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserver.Serve(ctx, *addr, srv, log, nil) })
 	g.Go(func() error { return api.RunKeyPurger(ctx, db.PurgeExpiredKeys, *purgeEvery, log) })
+	if *opsAddr != "" {
+		g.Go(func() error { return httpserver.Serve(ctx, *opsAddr, srv.OpsHandler(), log.With("server", "ops"), nil) })
+	} else {
+		log.Warn("no ops listener (-ops-addr): /metrics is not served")
+	}
 	if *pprofAddr != "" {
 		g.Go(func() error {
 			return httpserver.Serve(ctx, *pprofAddr, pprofHandler(), log.With("server", "pprof"), nil)

@@ -119,7 +119,7 @@ func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	}
 	common := []string{"DATABASE_URL=" + e.dsn, "KAFKA_BROKERS=" + brokers}
 	apiAddr := freeAddr(t)
-	startProc(t, bin, "api", apiAddr, common...)
+	startProc(t, bin, "api", apiAddr, append(common, "OPS_ADDR="+freeAddr(t))...)
 	apiURL := "http://" + apiAddr
 	t.Cleanup(func() {
 		client := &kafka.Client{Addr: kafka.TCP(e.brokers...), Timeout: 20 * time.Second}

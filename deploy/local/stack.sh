@@ -38,6 +38,8 @@ PROJECT_METRICS_PORT=${ORDERFLOW_PROJECT_METRICS_PORT:-18082}
 DELIVER_METRICS_PORT=${ORDERFLOW_DELIVER_METRICS_PORT:-18083}
 PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-18084}
 RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-18085}
+# The API's /metrics is on a listener of its own, not on the public one.
+API_OPS_PORT=${ORDERFLOW_API_OPS_PORT:-18086}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
 
@@ -53,6 +55,7 @@ ORDERFLOW_PROJECT_METRICS_PORT=$PROJECT_METRICS_PORT
 ORDERFLOW_DELIVER_METRICS_PORT=$DELIVER_METRICS_PORT
 ORDERFLOW_PARTNER_PORT=$PARTNER_PORT
 ORDERFLOW_RECONCILE_METRICS_PORT=$RECONCILE_METRICS_PORT
+ORDERFLOW_API_OPS_PORT=$API_OPS_PORT
 EOF
 }
 
@@ -330,7 +333,7 @@ PARTNER_ENDPOINT_ID=$endpoint_id
 # partner listens on loopback, which webhook endpoints may use only when allowlisted.
 WEBHOOK_KEYRING_FILE='$KEYRING'
 WEBHOOK_ALLOW=127.0.0.1
-API_METRICS_URL='$API_URL/metrics'
+API_METRICS_URL='http://127.0.0.1:$API_OPS_PORT/metrics'
 CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
 PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
 DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
@@ -363,7 +366,7 @@ service_up() {
 	# Another process on our port would answer our readiness check and hide our failure.
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
-	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" \
+	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
 		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i
