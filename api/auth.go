@@ -3,7 +3,11 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"math"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,7 +36,24 @@ func newClientCache(ttl time.Duration) *clientCache {
 	return &clientCache{ttl: ttl, m: map[[32]byte]cachedClient{}}
 }
 
-func (s *Server) authenticate(ctx context.Context, key string) (orderflow.Client, bool, error) {
+// Limits on what unknown keys may cost. A key the database does not know is remembered for
+// unknownKeyTTL, so retrying it costs a map lookup; a new unknown key costs one query, and an
+// address gets keyLookupRate of those per second (a burst of keyLookupBurst) before it is
+// answered 429 without a query; and at most maxKeyLookups queries run at once, so even many
+// addresses spraying keys hold at most that many pool connections.
+const (
+	unknownKeyTTL   = 5 * time.Second
+	maxUnknownKeys  = 100_000
+	maxKeyLookups   = 4
+	lookupAddresses = 100_000
+)
+
+// errLookupLimited: the address has asked about too many unknown keys lately.
+type errLookupLimited struct{ retryAfter time.Duration }
+
+func (e errLookupLimited) Error() string { return "too many unknown API keys from this address" }
+
+func (s *Server) authenticate(ctx context.Context, key, addr string) (orderflow.Client, bool, error) {
 	digest := sha256.Sum256([]byte(key))
 	now := time.Now()
 	s.clients.mu.Lock()
@@ -41,9 +62,27 @@ func (s *Server) authenticate(ctx context.Context, key string) (orderflow.Client
 	if ok && now.Before(c.expires) {
 		return c.client, true, nil
 	}
+	if s.unknown.Contains(key) {
+		return orderflow.Client{}, false, nil
+	}
+	if s.lookups != nil {
+		if ok, wait := s.lookups.Allow(addr); !ok {
+			return orderflow.Client{}, false, errLookupLimited{retryAfter: wait}
+		}
+	}
+	select {
+	case s.lookupSlots <- struct{}{}:
+	case <-ctx.Done():
+		return orderflow.Client{}, false, ctx.Err()
+	}
 	client, found, err := s.store.ClientByKeyDigest(ctx, digest[:])
-	if err != nil || !found {
+	<-s.lookupSlots
+	if err != nil {
 		return client, false, err
+	}
+	if !found {
+		s.unknown.Add(key)
+		return client, false, nil
 	}
 	s.clients.mu.Lock()
 	if len(s.clients.m) > 10_000 {
@@ -85,7 +124,12 @@ func (s *Server) requireClient(next http.Handler) http.Handler {
 			writeProblem(w, s.log, newProblem(codeUnauthorized, "send Authorization: Bearer <api key>", r.URL.Path))
 			return
 		}
-		c, found, err := s.authenticate(r.Context(), strings.TrimSpace(key))
+		c, found, err := s.authenticate(r.Context(), strings.TrimSpace(key), sourceAddr(r))
+		var limited errLookupLimited
+		if errors.As(err, &limited) {
+			s.tooMany(w, r, "auth_failures", limited.retryAfter, "this address sent too many unknown API keys; retry later")
+			return
+		}
 		if err != nil {
 			writeError(w, r, s.log, err)
 			return
@@ -95,8 +139,32 @@ func (s *Server) requireClient(next http.Handler) http.Handler {
 			writeProblem(w, s.log, newProblem(codeUnauthorized, "the API key is not known", r.URL.Path))
 			return
 		}
+		if s.limits != nil {
+			if ok, wait := s.limits.Allow(c.ID); !ok {
+				s.tooMany(w, r, "client", wait, "this client is over its request rate; retry after the Retry-After seconds")
+				return
+			}
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
 	})
+}
+
+// tooMany answers 429 rate-limited with Retry-After in whole seconds, rounded up so a client
+// that waits that long finds a token.
+func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, reason string, wait time.Duration, detail string) {
+	s.metrics.rateLimited.WithLabelValues(reason).Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	writeProblem(w, s.log, newProblem(codeRateLimited, detail, r.URL.Path))
+}
+
+// sourceAddr is the address a request came from, without its port: the limit on unknown keys
+// is per address. It is the TCP peer; behind a proxy that is the proxy (see docs/API.md).
+func sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // allow lets through only keys with one of roles; any other key gets 403 forbidden.

@@ -17,6 +17,7 @@ type metrics struct {
 	keyConflicts   prometheus.Counter
 	stockConflicts prometheus.Counter
 	transitions    *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,8 +42,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_api_order_transitions_total", Help: "Order state changes by action (cancel, fulfill).",
 		}, []string{"action"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_api_rate_limited_total", Help: "Requests answered 429: a client over its rate (client), an address sending unknown keys (auth_failures).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions,
+	for _, r := range []string{"client", "auth_failures"} {
+		m.rateLimited.WithLabelValues(r)
+	}
+	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

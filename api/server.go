@@ -12,7 +12,9 @@ import (
 
 	"orderflow"
 	"orderflow/internal/egress"
+	"orderflow/internal/negcache"
 	"orderflow/internal/periodic"
+	"orderflow/internal/ratelimit"
 	"orderflow/internal/secretbox"
 )
 
@@ -42,6 +44,12 @@ type Server struct {
 	// secrets seals webhook secrets (and the stored answers that carry them) at rest; without
 	// it the API registers no endpoint and rotates no secret, rather than store one in clear.
 	secrets *secretbox.Ring
+	// limits holds a token bucket per client; nil is no limit.
+	limits *ratelimit.Limiter
+	// unknown, lookups and lookupSlots bound what unknown keys cost (see authenticate).
+	unknown     *negcache.Cache
+	lookups     *ratelimit.Limiter
+	lookupSlots chan struct{}
 }
 
 // Option configures a Server.
@@ -54,15 +62,55 @@ func WithEgress(p egress.Policy) Option { return func(s *Server) { s.egress = p 
 // WithSecrets sets the key ring that encrypts webhook secrets at rest.
 func WithSecrets(r *secretbox.Ring) Option { return func(s *Server) { s.secrets = r } }
 
+// WithRateLimit limits each client (all its keys together) to rate requests per second with
+// bursts of burst; a client over it is answered 429 with Retry-After. rate 0 is no limit.
+func WithRateLimit(rate float64, burst int) Option {
+	return func(s *Server) { s.limits = mustLimiter(rate, burst) }
+}
+
+// WithKeyLookupLimit limits how many unknown API keys one address may have looked up in the
+// database per second (bursts of burst); beyond it the address is answered 429 without a
+// query. rate 0 is no limit (the cache of unknown keys and the bound on concurrent lookups stay).
+func WithKeyLookupLimit(rate float64, burst int) Option {
+	return func(s *Server) { s.lookups = mustLimiter(rate, burst) }
+}
+
+// Defaults of the limits, used when no option sets them: generous enough that the benchmarks
+// on a development machine are not throttled, tight enough that one client cannot take the
+// API alone, and a key sprayer gets a handful of queries per second per address.
+const (
+	DefaultRateLimit       = 2000
+	DefaultRateBurst       = 4000
+	DefaultKeyLookupRate   = 10
+	DefaultKeyLookupBurst  = 20
+	rateLimitTrackedClient = 100_000
+)
+
+func mustLimiter(rate float64, burst int) *ratelimit.Limiter {
+	if rate <= 0 {
+		return nil
+	}
+	l, err := ratelimit.New(ratelimit.Config{Rate: rate, Burst: max(burst, 1), MaxKeys: rateLimitTrackedClient})
+	if err != nil {
+		// Rate and burst are positive here and the key cap is a constant.
+		panic(err)
+	}
+	return l
+}
+
 // New returns an API server on store.
 func New(store orderStore, log *slog.Logger, opts ...Option) *Server {
 	reg := prometheus.NewRegistry()
 	s := &Server{
-		store:   store,
-		log:     log,
-		metrics: newMetrics(reg),
-		reg:     reg,
-		clients: newClientCache(keyCacheTTL),
+		store:       store,
+		log:         log,
+		metrics:     newMetrics(reg),
+		reg:         reg,
+		clients:     newClientCache(keyCacheTTL),
+		limits:      mustLimiter(DefaultRateLimit, DefaultRateBurst),
+		unknown:     negcache.New(unknownKeyTTL, maxUnknownKeys, nil),
+		lookups:     mustLimiter(DefaultKeyLookupRate, DefaultKeyLookupBurst),
+		lookupSlots: make(chan struct{}, maxKeyLookups),
 	}
 	for _, o := range opts {
 		o(s)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -22,8 +23,19 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	opsAddr := fs.String("ops-addr", envOr(getenv, "OPS_ADDR", "127.0.0.1:18086"), "listen address for /metrics, /healthz and /readyz, kept off the public listener; empty serves no metrics (env OPS_ADDR)")
 	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
 	hooks := addWebhookFlags(fs, getenv)
+	env := newEnvDefaults(getenv)
+	rate := fs.Float64("rate-limit", env.Float("API_RATE_LIMIT", api.DefaultRateLimit), "requests per second one client may make, all its keys together; 0 for no limit (env API_RATE_LIMIT)")
+	burst := fs.Int("rate-burst", env.Int("API_RATE_BURST", api.DefaultRateBurst), "requests a client may make at once after a pause (env API_RATE_BURST)")
+	lookupRate := fs.Float64("key-lookup-rate", env.Float("API_KEY_LOOKUP_RATE", api.DefaultKeyLookupRate), "unknown API keys one address may have looked up per second; 0 for no limit (env API_KEY_LOOKUP_RATE)")
+	lookupBurst := fs.Int("key-lookup-burst", env.Int("API_KEY_LOOKUP_BURST", api.DefaultKeyLookupBurst), "unknown API keys one address may have looked up at once (env API_KEY_LOOKUP_BURST)")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *rate < 0 || *burst < 1 || *lookupRate < 0 || *lookupBurst < 1 {
+		return fmt.Errorf("%w: rate limits must not be negative and bursts must be at least 1", errUsage)
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
 		return err
@@ -44,7 +56,7 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer db.Close()
 	db.KeyTTL = *keyTTL
-	opts := []api.Option{api.WithEgress(policy)}
+	opts := []api.Option{api.WithEgress(policy), api.WithRateLimit(*rate, *burst), api.WithKeyLookupLimit(*lookupRate, *lookupBurst)}
 	if ring == nil {
 		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): endpoints cannot be registered nor secrets rotated")
 	} else {
