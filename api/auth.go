@@ -55,42 +55,65 @@ func (e errLookupLimited) Error() string { return "too many unknown API keys fro
 
 func (s *Server) authenticate(ctx context.Context, key, addr string) (orderflow.Client, bool, error) {
 	digest := sha256.Sum256([]byte(key))
-	now := time.Now()
 	s.clients.mu.Lock()
 	c, ok := s.clients.m[digest]
 	s.clients.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	if ok && time.Now().Before(c.expires) {
 		return c.client, true, nil
 	}
 	if s.unknown.Contains(key) {
 		return orderflow.Client{}, false, nil
 	}
+	// Requests that arrive together with one uncached key share one lookup: a client that
+	// opens with 50 parallel requests costs one query and one token of its address's bucket.
+	v, err, _ := s.flights.Do(string(digest[:]), func() (any, error) {
+		return s.lookupKey(ctx, key, digest, addr)
+	})
+	if err != nil {
+		return orderflow.Client{}, false, err
+	}
+	r := v.(keyLookup)
+	return r.client, r.found, nil
+}
+
+type keyLookup struct {
+	client orderflow.Client
+	found  bool
+}
+
+// lookupKey asks the database about a key not in either cache, within the address's budget
+// of lookups and the bound on lookups at once, and caches the answer.
+func (s *Server) lookupKey(ctx context.Context, key string, digest [32]byte, addr string) (keyLookup, error) {
 	if s.lookups != nil {
 		if ok, wait := s.lookups.Allow(addr); !ok {
-			return orderflow.Client{}, false, errLookupLimited{retryAfter: wait}
+			return keyLookup{}, errLookupLimited{retryAfter: wait}
 		}
 	}
+	// Other requests may be waiting on this lookup: the first one going away must not fail
+	// theirs.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	select {
 	case s.lookupSlots <- struct{}{}:
 	case <-ctx.Done():
-		return orderflow.Client{}, false, ctx.Err()
+		return keyLookup{}, ctx.Err()
 	}
 	client, found, err := s.store.ClientByKeyDigest(ctx, digest[:])
 	<-s.lookupSlots
 	if err != nil {
-		return client, false, err
+		return keyLookup{}, err
 	}
 	if !found {
 		s.unknown.Add(key)
-		return client, false, nil
+		return keyLookup{}, nil
 	}
 	s.clients.mu.Lock()
 	if len(s.clients.m) > 10_000 {
 		s.clients.m = map[[32]byte]cachedClient{}
 	}
-	s.clients.m[digest] = cachedClient{client: client, expires: now.Add(s.clients.ttl)}
+	s.clients.m[digest] = cachedClient{client: client, expires: time.Now().Add(s.clients.ttl)}
 	s.clients.mu.Unlock()
-	return client, true, nil
+	return keyLookup{client: client, found: true}, nil
 }
 
 type clientKey struct{}

@@ -151,3 +151,30 @@ func TestEachClientHasItsOwnRate(t *testing.T) {
 		t.Fatalf("another client from the same address: %d", w.Code)
 	}
 }
+
+// TestParallelFirstRequestsShareOneLookup: a client that opens with many parallel requests
+// costs one query and is not mistaken for a key sprayer.
+func TestParallelFirstRequestsShareOneLookup(t *testing.T) {
+	t.Parallel()
+	st := &keyStore{delay: 50 * time.Millisecond, known: map[string]orderflow.Client{
+		hex.EncodeToString(KeyDigest("of_real")): {ID: "a", Role: orderflow.RoleClient}}}
+	s := New(st, quiet(), WithKeyLookupLimit(1, 1))
+	var wg sync.WaitGroup
+	codes := make([]int, 50)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = get(t, s, "of_real", "192.0.2.20").Code
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusOK {
+			t.Fatalf("request %d: %d", i, c)
+		}
+	}
+	if calls, _ := st.lookups(); calls != 1 {
+		t.Fatalf("50 parallel requests with one key made %d queries, want 1", calls)
+	}
+}

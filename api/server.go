@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"orderflow"
 	"orderflow/internal/egress"
@@ -50,6 +51,7 @@ type Server struct {
 	unknown     *negcache.Cache
 	lookups     *ratelimit.Limiter
 	lookupSlots chan struct{}
+	flights     singleflight.Group
 }
 
 // Option configures a Server.
