@@ -39,7 +39,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestNoLogLineHoldsAKeyOrASecret runs the real binaries at debug level through everything
+// TestNoLogLineHoldsAKeyOrASecret runs the real binaries at debug level, each as its own
+// PostgreSQL role, through everything
 // that touches an API key or a webhook secret (creating keys, refused and accepted keys,
 // registering an endpoint, rotating its secret, signing, verifying good and forged webhooks,
 // the partner's callbacks) and then searches every line they logged for every key and
@@ -90,9 +91,20 @@ func TestNoLogLineHoldsAKeyOrASecret(t *testing.T) {
 		waitReady(t, "http://"+addr+"/readyz", done)
 	}
 	apiAddr := freeAddr(t)
-	start("api", apiAddr, "OPS_ADDR="+freeAddr(t))
-	start("capture", freeAddr(t), "CAPTURE_SLOT="+slot, "CAPTURE_PUBLICATION="+slot, "CAPTURE_TOPIC_PREFIX="+prefix, "CAPTURE_PARTITIONS=1")
-	start("deliver", freeAddr(t), "DELIVER_TOPIC="+prefix+".order", "DELIVER_GROUP="+prefix, "DELIVER_BASE_BACKOFF=50ms", "DELIVER_POLL=50ms")
+	// Each service as its own least-privilege role, so the flow also proves the grants are
+	// enough (and the migration's publication is the one capture uses).
+	as := func(role string) string { return "DATABASE_URL=" + testenv.AsRole(t, dsn, role) }
+	start("api", apiAddr, "OPS_ADDR="+freeAddr(t), as("orderflow_api"))
+	start("capture", freeAddr(t), as("orderflow_capture"), "CAPTURE_SLOT="+slot, "CAPTURE_PUBLICATION=orderflow_outbox",
+		"CAPTURE_TOPIC_PREFIX="+prefix, "CAPTURE_PARTITIONS=1")
+	start("deliver", freeAddr(t), as("orderflow_deliver"), "DELIVER_TOPIC="+prefix+".order", "DELIVER_GROUP="+prefix,
+		"DELIVER_BASE_BACKOFF=50ms", "DELIVER_POLL=50ms")
+	start("project", freeAddr(t), as("orderflow_projector"), "PROJECT_TOPIC="+prefix+".order", "PROJECT_GROUP="+prefix+"_project")
+	start("reconcile", freeAddr(t), as("orderflow_reconcile"), "RECONCILE_EVERY=1s", "RECONCILE_FIX=true")
+	t.Cleanup(func() {
+		client := &kafka.Client{Addr: kafka.TCP(strings.Split(brokers, ",")...), Timeout: 20 * time.Second}
+		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{prefix + ".order.dlq"}})
+	})
 
 	call := func(method, path, key, body string, headers ...string) (int, map[string]any) {
 		req, err := http.NewRequest(method, "http://"+apiAddr+path, strings.NewReader(body))
@@ -124,7 +136,7 @@ func TestNoLogLineHoldsAKeyOrASecret(t *testing.T) {
 		t.Fatalf("rotating: %d %v", status, rot)
 	}
 	rotated := rot["secret"].(string)
-	start("partner", partnerAddr, "WEBHOOK_SECRET="+secret+","+rotated, "API_URL=http://"+apiAddr,
+	start("partner", partnerAddr, as("orderflow_partner"), "WEBHOOK_SECRET="+secret+","+rotated, "API_URL=http://"+apiAddr,
 		"PARTNER_API_KEY="+partnerKey, "PARTNER_FULFILL_DELAY=50ms")
 
 	// Refused keys: a near miss of a real one, another role's, a made-up one.
@@ -156,17 +168,24 @@ func TestNoLogLineHoldsAKeyOrASecret(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for _, id := range ids {
 		for {
-			if _, o := call(http.MethodGet, "/v1/orders/"+id, clientKey, ""); o["status"] == "fulfilled" {
+			// Fulfilled through the partner, and the read model (the projector's role) caught up.
+			if _, o := call(http.MethodGet, "/v1/orders/"+id+"/summary", clientKey, ""); o["data"] != nil &&
+				o["data"].(map[string]any)["status"] == "fulfilled" {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("order %s not fulfilled through the partner within 90 s", id)
+				t.Fatalf("order %s not fulfilled through the partner and projected within 90 s", id)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
 
 	text := logs.String()
+	for _, denied := range []string{"permission denied", "42501"} {
+		if strings.Contains(text, denied) {
+			t.Errorf("a service's role lacks a grant it needs:\n%s", text)
+		}
+	}
 	if !strings.Contains(text, `"component":"partner"`) || !strings.Contains(text, "created api key") {
 		t.Fatalf("the logs were not captured:\n%s", text)
 	}

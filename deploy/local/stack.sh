@@ -357,6 +357,24 @@ service_addr() {
 	esac
 }
 
+# service_db_url NAME: how service NAME connects to PostgreSQL: as its own least-privilege
+# role, which the migrations create (sql/migrations/00008_service_roles.sql). DATABASE_URL in
+# .local/env stays the owner's, for migrations, scripts and operators.
+service_db_url() {
+	local role
+	case $1 in
+	api) role=orderflow_api ;;
+	capture) role=orderflow_capture ;;
+	project) role=orderflow_projector ;;
+	deliver) role=orderflow_deliver ;;
+	partner) role=orderflow_partner ;;
+	reconcile) role=orderflow_reconcile ;;
+	*) printf '%s\n' "$DATABASE_URL"; return ;;
+	esac
+	local from="//$PG_SUPERUSER@" to="//$role@"
+	printf '%s\n' "${DATABASE_URL/"$from"/"$to"}"
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 service_up() {
@@ -366,7 +384,7 @@ service_up() {
 	# Another process on our port would answer our readiness check and hide our failure.
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
-	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
+	DATABASE_URL="$(service_db_url "$name")" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
 		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i

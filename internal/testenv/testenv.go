@@ -205,3 +205,16 @@ func (r *Running) Stop(tb testing.TB) error {
 		return nil
 	}
 }
+
+// AsRole returns dsn with its user replaced by role and no password: how a service connects
+// with its own least-privilege role (sql/migrations/00008_service_roles.sql) to the test
+// cluster, which trusts local connections.
+func AsRole(tb testing.TB, dsn, role string) string {
+	tb.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		tb.Fatalf("parsing %s: %v", dsn, err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
