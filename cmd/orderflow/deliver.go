@@ -32,6 +32,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	hooks := addWebhookFlags(fs, getenv)
+	kafkaSec := addKafkaFlags(fs, env, getenv)
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -46,6 +47,10 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	security, err := kafkaSec.security()
+	if err != nil {
+		return err
+	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
 		return err
 	}
@@ -53,7 +58,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	log := newLogger(getenv, stderr, "deliver")
-	cfg := deliver.Config{Egress: policy}
+	cfg := deliver.Config{Egress: policy, Kafka: security}
 	if ring == nil {
 		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): only secrets stored in clear can sign")
 	} else {

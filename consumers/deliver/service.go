@@ -56,6 +56,8 @@ type Config struct {
 	// Secrets opens the endpoint secrets the API stored sealed; nil can only sign with secrets
 	// stored in clear (rows older than encryption at rest).
 	Secrets SecretOpener
+	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
+	Kafka kafka.Security
 }
 
 // SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
@@ -128,6 +130,7 @@ func New(cfg Config, store Store) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
+		Dialer:         cfg.Kafka.Dialer(),
 		Brokers:        cfg.Brokers,
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
@@ -139,7 +142,7 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, cfg.GroupID, cfg.Topic)
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: cfg.Kafka.Transport()}, cfg.GroupID, cfg.Topic)
 	reg.MustRegister(lag)
 	s := &Service{
 		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,

@@ -40,6 +40,8 @@ PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-18084}
 RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-18085}
 # The API's /metrics is on a listener of its own, not on the public one.
 API_OPS_PORT=${ORDERFLOW_API_OPS_PORT:-18086}
+# The broker's SASL_SSL listener (SCRAM-SHA-512 over TLS), next to its plaintext one.
+KAFKA_SASL_PORT=${ORDERFLOW_KAFKA_SASL_PORT:-19094}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
 
@@ -56,6 +58,7 @@ ORDERFLOW_DELIVER_METRICS_PORT=$DELIVER_METRICS_PORT
 ORDERFLOW_PARTNER_PORT=$PARTNER_PORT
 ORDERFLOW_RECONCILE_METRICS_PORT=$RECONCILE_METRICS_PORT
 ORDERFLOW_API_OPS_PORT=$API_OPS_PORT
+ORDERFLOW_KAFKA_SASL_PORT=$KAFKA_SASL_PORT
 EOF
 }
 
@@ -248,7 +251,7 @@ kafka_up() {
 	mkdir -p "$RUN" "$LOG" "$LOCAL/kafka"
 	if alive kafka; then say "kafka: running (pid $(cat "$RUN/kafka.pid"))"; return 0; fi
 	local p
-	for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+	for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
 		port_in_use "$p" && die "kafka: 127.0.0.1:$p is already in use by another process (set ORDERFLOW_KAFKA_PORT / ORDERFLOW_KAFKA_CONTROLLER_PORT)"
 	done
 	kafka_libs
@@ -275,6 +278,7 @@ group.initial.rebalance.delay.ms=0
 min.insync.replicas=1
 log.retention.hours=168
 EOF
+	kafka_sasl_conf "$conf"
 	local cp="$LOCAL/kafka/libs/*"
 	local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
 		"-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties")
@@ -293,6 +297,101 @@ EOF
 		die "kafka did not open 127.0.0.1:$KAFKA_PORT within 90 s (see .local/log/kafka.log)"
 	fi
 	say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(cat "$RUN/kafka.pid"))"
+}
+
+# --- TLS and SASL ------------------------------------------------------------------------------
+# One TLS path to PostgreSQL (the same port: the server takes TLS and plain connections; the
+# API connects with sslmode=verify-full) and one SASL_SSL listener on the broker (SCRAM-SHA-512;
+# the deliverer consumes through it), with certificates of a local CA made here by openssl. The
+# plaintext paths stay for everything else, so tests and tools need no credentials.
+
+TLS_DIR="$LOCAL/tls"
+KAFKA_SASL_USER=orderflow
+KAFKA_SASL_PASSWORD_FILE="$TLS_DIR/kafka-sasl-password"
+
+# tls_certs makes, once, a CA and a server certificate for 127.0.0.1 and localhost, the same
+# certificate as a PKCS#12 keystore for the broker, and the broker's SCRAM password.
+tls_certs() {
+	[ -s "$TLS_DIR/kafka.p12" ] && [ -s "$KAFKA_SASL_PASSWORD_FILE" ] && return 0
+	command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+	mkdir -p "$TLS_DIR"
+	chmod 700 "$TLS_DIR"
+	(
+		cd "$TLS_DIR"
+		umask 077
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=orderflow local CA" 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 825 -extfile server.ext 2>/dev/null
+		head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >kafka-keystore-password
+		openssl pkcs12 -export -in server.crt -inkey server.key -certfile ca.crt -name kafka \
+			-out kafka.p12 -passout "file:kafka-keystore-password"
+		head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$KAFKA_SASL_PASSWORD_FILE"
+		chmod 644 ca.crt
+	) || die "making the local TLS certificates failed"
+	say "tls: made a local CA and certificates in $TLS_DIR"
+}
+
+# pg_tls turns TLS on in the local PostgreSQL (a reload, no restart): the server certificate is
+# copied into the data directory, where the server's user can read it.
+pg_tls() {
+	local bin u
+	bin=$(pg_bin)
+	u=$(pg_user)
+	pg_dirs
+	if ! cmp -s "$TLS_DIR/server.crt" "$PGDIR/server.crt" 2>/dev/null; then
+		install -m 600 "$TLS_DIR/server.key" "$PGDIR/server.key"
+		install -m 644 "$TLS_DIR/server.crt" "$PGDIR/server.crt"
+		[ "$(id -u)" = 0 ] && chown "$u" "$PGDIR/server.key" "$PGDIR/server.crt"
+	fi
+	[ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c "SHOW ssl")" = on ] && return 0
+	"$bin/psql" -X -q "$DATABASE_URL" -c "ALTER SYSTEM SET ssl_cert_file = 'server.crt'" \
+		-c "ALTER SYSTEM SET ssl_key_file = 'server.key'" -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null ||
+		die "turning on TLS in postgres failed"
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c "SHOW ssl")" = on ] && { say "postgres: TLS on (verify against $TLS_DIR/ca.crt)"; return 0; }
+		sleep 0.1
+	done
+	die "postgres did not turn TLS on (see .local/log/postgres.log)"
+}
+
+# DATABASE_TLS_URL is the owner's connection over TLS, verifying the server's certificate.
+TLS_PARAMS="sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
+DATABASE_TLS_URL="${DATABASE_URL/sslmode=disable/"$TLS_PARAMS"}"
+KAFKA_SASL_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
+
+# kafka_sasl_conf CONF adds the SASL_SSL listener to a broker configuration kafka_up wrote.
+kafka_sasl_conf() {
+	local conf=$1 ks
+	ks=$(cat "$TLS_DIR/kafka-keystore-password")
+	sed -i -e "s|^listeners=.*|&,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT|" \
+		-e "s|^advertised.listeners=.*|&,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT|" \
+		-e "s|^listener.security.protocol.map=.*|&,SASL_SSL:SASL_SSL|" "$conf"
+	cat >>"$conf" <<EOF
+# SASL_SSL listener (deploy/local/stack.sh kafka_sasl_conf): SCRAM-SHA-512 over TLS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka.p12
+listener.name.sasl_ssl.ssl.keystore.password=$ks
+listener.name.sasl_ssl.ssl.key.password=$ks
+EOF
+}
+
+# kafka_sasl_user gives the SCRAM user its password (again: it is idempotent), through the
+# plaintext listener, as the broker keeps SCRAM credentials in its metadata.
+kafka_sasl_user() {
+	local i
+	wait_tcp "$KAFKA_SASL_PORT" 60 || die "kafka: no SASL_SSL listener on 127.0.0.1:$KAFKA_SASL_PORT"
+	for ((i = 0; i < 30; i++)); do
+		java -cp "$LOCAL/kafka/libs/*" "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties" kafka.admin.ConfigCommand \
+			--bootstrap-server "$KAFKA_BROKERS" --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+			--add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_SASL_PASSWORD_FILE")]" >>"$LOG/kafka-sasl.log" 2>&1 && return 0
+		sleep 1
+	done
+	tail -n 20 "$LOG/kafka-sasl.log" >&2
+	die "kafka: could not set the SCRAM user's password (see .local/log/kafka-sasl.log)"
 }
 
 stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
@@ -371,8 +470,21 @@ service_db_url() {
 	reconcile) role=orderflow_reconcile ;;
 	*) printf '%s\n' "$DATABASE_URL"; return ;;
 	esac
-	local from="//$PG_SUPERUSER@" to="//$role@"
-	printf '%s\n' "${DATABASE_URL/"$from"/"$to"}"
+	local from="//$PG_SUPERUSER@" to="//$role@" url=$DATABASE_URL
+	# The API takes the TLS path, verifying the server's certificate.
+	[ "$1" = api ] && url=$DATABASE_TLS_URL
+	printf '%s\n' "${url/"$from"/"$to"}"
+}
+
+# service_env NAME: settings one service gets beyond the common ones. The deliverer consumes
+# through the broker's SASL_SSL listener.
+service_env() {
+	case $1 in
+	deliver)
+		printf '%s\n' "KAFKA_BROKERS=$KAFKA_SASL_BROKERS" "KAFKA_CA_FILE=$TLS_DIR/ca.crt" "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
+			"KAFKA_USERNAME=$KAFKA_SASL_USER" "KAFKA_PASSWORD_FILE=$KAFKA_SASL_PASSWORD_FILE"
+		;;
+	esac
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -385,7 +497,7 @@ service_up() {
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
 	DATABASE_URL="$(service_db_url "$name")" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
-		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
+		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" env $(service_env "$name") nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -504,8 +616,9 @@ cmd_infra() {
 	check_prereqs initdb java mvn psql
 	save_ports
 	trap cleanup_failed_up EXIT
-	note_start postgres; pg_up
-	note_start kafka; kafka_up
+	tls_certs
+	note_start postgres; pg_up; pg_tls
+	note_start kafka; kafka_up; kafka_sasl_user
 	trap - EXIT
 }
 
@@ -513,8 +626,9 @@ cmd_up() {
 	check_prereqs go initdb java mvn psql curl
 	save_ports
 	trap cleanup_failed_up EXIT
-	note_start postgres; pg_up
-	note_start kafka; kafka_up
+	tls_certs
+	note_start postgres; pg_up; pg_tls
+	note_start kafka; kafka_up; kafka_sasl_user
 	(cd "$ROOT" && go build -o bin/orderflow ./cmd/orderflow) || die "go build failed"
 	DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" migrate >>"$LOG/migrate.log" 2>&1 ||
 		{ tail -n 20 "$LOG/migrate.log" >&2; die "migrations failed (see .local/log/migrate.log)"; }
@@ -564,6 +678,18 @@ cmd_status() {
 	done
 }
 
+# print_env: what tests need to reach the stack; the TLS and SASL paths once they exist.
+print_env() {
+	say "DATABASE_URL=$DATABASE_URL"
+	say "KAFKA_BROKERS=$KAFKA_BROKERS"
+	[ -s "$TLS_DIR/ca.crt" ] || return 0
+	say "DATABASE_TLS_URL='$DATABASE_TLS_URL'"
+	say "KAFKA_SASL_BROKERS=$KAFKA_SASL_BROKERS"
+	say "KAFKA_SASL_CA_FILE=$TLS_DIR/ca.crt"
+	say "KAFKA_SASL_USERNAME=$KAFKA_SASL_USER"
+	say "KAFKA_SASL_PASSWORD_FILE=$KAFKA_SASL_PASSWORD_FILE"
+}
+
 case ${1:-} in
 up) cmd_up ;;
 infra) cmd_infra ;;
@@ -573,6 +699,6 @@ start) shift; cmd_start "$@" ;;
 status) cmd_status ;;
 running) alive "$2" ;;
 services) echo "${SERVICES[@]}" ;;
-env) say "DATABASE_URL=$DATABASE_URL"; say "KAFKA_BROKERS=$KAFKA_BROKERS" ;;
+env) print_env ;;
 *) die "usage: stack.sh up|infra|down|stop NAME...|status|env" ;;
 esac

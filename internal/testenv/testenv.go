@@ -218,3 +218,44 @@ func AsRole(tb testing.TB, dsn, role string) string {
 	u.User = url.User(role)
 	return u.String()
 }
+
+// Variables of the stack's TLS path to PostgreSQL and its SASL_SSL Kafka listener
+// (deploy/local/stack.sh); make test sets them.
+const (
+	DatabaseTLSURLVar        = "ORDERFLOW_TEST_DATABASE_TLS_URL"
+	KafkaSASLBrokersVar      = "ORDERFLOW_TEST_KAFKA_SASL_BROKERS"
+	KafkaSASLCAFileVar       = "ORDERFLOW_TEST_KAFKA_SASL_CA_FILE"
+	KafkaSASLUsernameVar     = "ORDERFLOW_TEST_KAFKA_SASL_USERNAME"
+	KafkaSASLPasswordFileVar = "ORDERFLOW_TEST_KAFKA_SASL_PASSWORD_FILE"
+)
+
+// DatabaseTLSURL is the owner's connection to the test cluster's maintenance database over
+// TLS, verifying the server's certificate (sslmode=verify-full with the stack's CA).
+func DatabaseTLSURL(tb testing.TB) string {
+	tb.Helper()
+	return require(tb, DatabaseTLSURLVar)
+}
+
+// KafkaSASL is the stack's SASL_SSL listener: brokers, the CA that signed their certificate,
+// and a SCRAM-SHA-512 user.
+type KafkaSASL struct {
+	Brokers            []string
+	CAFile             string
+	Username, Password string
+}
+
+// KafkaSASLListener returns the SASL_SSL listener's settings.
+func KafkaSASLListener(tb testing.TB) KafkaSASL {
+	tb.Helper()
+	k := KafkaSASL{
+		Brokers:  strings.Split(require(tb, KafkaSASLBrokersVar), ","),
+		CAFile:   require(tb, KafkaSASLCAFileVar),
+		Username: require(tb, KafkaSASLUsernameVar),
+	}
+	b, err := os.ReadFile(require(tb, KafkaSASLPasswordFileVar))
+	if err != nil {
+		tb.Fatalf("reading %s: %v", KafkaSASLPasswordFileVar, err)
+	}
+	k.Password = strings.TrimSpace(string(b))
+	return k
+}
