@@ -38,14 +38,13 @@ func newClientCache(ttl time.Duration) *clientCache {
 
 // Limits on what unknown keys may cost. A key the database does not know is remembered for
 // unknownKeyTTL, so retrying it costs a map lookup; a new unknown key costs one query, and an
-// address gets keyLookupRate of those per second (a burst of keyLookupBurst) before it is
-// answered 429 without a query; and at most maxKeyLookups queries run at once, so even many
-// addresses spraying keys hold at most that many pool connections.
+// address gets a few of those per second (WithKeyLookupLimit) before it is answered 429
+// without a query; and at most maxKeyLookups queries run at once, so even many addresses
+// spraying keys hold at most that many pool connections.
 const (
-	unknownKeyTTL   = 5 * time.Second
-	maxUnknownKeys  = 100_000
-	maxKeyLookups   = 4
-	lookupAddresses = 100_000
+	unknownKeyTTL  = 5 * time.Second
+	maxUnknownKeys = 100_000
+	maxKeyLookups  = 4
 )
 
 // errLookupLimited: the address has asked about too many unknown keys lately.

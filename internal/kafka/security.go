@@ -89,7 +89,7 @@ func LoadSecurity(c SecurityConfig) (Security, error) {
 	switch m := strings.ToUpper(c.SASLMechanism); m {
 	case "":
 		if c.Username != "" || c.Password != "" {
-			return s, errors.New("Kafka credentials without a SASL mechanism (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN)")
+			return s, errors.New("kafka credentials without a SASL mechanism (SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN)")
 		}
 	case "SCRAM-SHA-256", "SCRAM-SHA-512":
 		if c.Username == "" || c.Password == "" {
