@@ -1,9 +1,6 @@
 package orderflow
 
-import (
-	"net/url"
-	"time"
-)
+import "time"
 
 // Webhook delivery types. They live at the root because three packages speak them: the
 // deliverer sends them, the PostgreSQL adapter stores them and the API shows them; none of
@@ -42,11 +39,10 @@ type Endpoint struct {
 	CreatedAt               time.Time  `json:"created_at"`
 }
 
-// ValidEndpointURL reports whether u can be a webhook target: an absolute http(s) URL.
-func ValidEndpointURL(u string) bool {
-	p, err := url.Parse(u)
-	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && len(u) <= 2048
-}
+// EndpointResponder renders the outcome of an admin change to an endpoint, the endpoint or a
+// domain error, into the response stored with its idempotency key, in the same transaction as
+// the change.
+type EndpointResponder func(e Endpoint, err error) Response
 
 // DeadLetter is a delivery that gave up: which event, to which endpoint, after how many
 // attempts, and the last answer.

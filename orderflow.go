@@ -178,12 +178,73 @@ type Response struct {
 // that is stored with the idempotency key in the same transaction as the change itself.
 type Responder func(o *Order, err error) Response
 
-// Client is an authenticated API client.
-type Client struct {
-	ID      string
-	Name    string
-	IsAdmin bool
+// Role is what an API key may do. Roles do not nest: an admin key runs the admin routes and
+// nothing else, a fulfiller key fulfills and cancels and nothing else, so a leaked key gives
+// away exactly one kind of power.
+type Role string
+
+const (
+	// RoleClient creates orders and reads or changes only its own.
+	RoleClient Role = "client"
+	// RoleFulfiller is the fulfillment partner: it may fulfill or cancel any order.
+	RoleFulfiller Role = "fulfiller"
+	// RoleAdmin runs the admin routes (webhook endpoints, dead letters, inventory).
+	RoleAdmin Role = "admin"
+)
+
+// Roles lists every role, in the order the docs and the CLI name them.
+var Roles = []Role{RoleClient, RoleFulfiller, RoleAdmin}
+
+// Valid reports whether r is one of Roles.
+func (r Role) Valid() bool {
+	for _, v := range Roles {
+		if r == v {
+			return true
+		}
+	}
+	return false
 }
+
+// Client is an authenticated API key: the client it acts for and its role. Several keys may
+// act for one client (a rotation, a second service); orders and idempotency keys belong to
+// the client, not to the key.
+type Client struct {
+	ID    string
+	KeyID string
+	Role  Role
+}
+
+// APIKey is an API key as operators list it: never the key itself, which is stored only as
+// a digest and shown once, when it is created.
+type APIKey struct {
+	ID        string     `json:"id"`
+	ClientID  string     `json:"client_id"`
+	Role      Role       `json:"role"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// Scope says whose orders a read or a change may touch. The zero Scope matches no order at
+// all, so a caller that forgets to set one fails closed instead of seeing every client's
+// orders.
+type Scope struct {
+	owner string
+	any   bool
+}
+
+// OwnedBy is the scope of one client's own orders.
+func OwnedBy(clientID string) Scope { return Scope{owner: clientID} }
+
+// AnyClient is the scope of every order, for the fulfiller and for operators' tools.
+var AnyClient = Scope{any: true}
+
+// All reports whether the scope covers every client's orders.
+func (s Scope) All() bool { return s.any }
+
+// Owner is the client whose orders the scope covers when it does not cover all; "" matches
+// no order.
+func (s Scope) Owner() string { return s.owner }
 
 // Stock is one SKU's inventory.
 type Stock struct {

@@ -1,18 +1,22 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"orderflow"
+	"orderflow/internal/egress"
 	"orderflow/webhook"
 )
 
@@ -20,11 +24,11 @@ import (
 // it can (postgres.DB does), so New keeps its one store argument and a store without webhooks
 // still serves orders.
 type webhookAdmin interface {
-	CreateEndpoint(ctx context.Context, url string, eventTypes []string, secret string) (orderflow.Endpoint, error)
+	CreateEndpointOnce(ctx context.Context, k *orderflow.IdempotencyKey, url string, eventTypes []string, secret string, respond orderflow.EndpointResponder) (orderflow.Response, error)
 	Endpoints(ctx context.Context) ([]orderflow.Endpoint, error)
 	DisableEndpoint(ctx context.Context, id, reason string) (orderflow.Endpoint, error)
 	EnableEndpoint(ctx context.Context, id string) (orderflow.Endpoint, error)
-	RotateEndpointSecret(ctx context.Context, id, secret string, grace time.Duration) (orderflow.Endpoint, error)
+	RotateEndpointSecretOnce(ctx context.Context, k *orderflow.IdempotencyKey, id, secret string, grace time.Duration, respond orderflow.EndpointResponder) (orderflow.Response, error)
 	DeadLetters(ctx context.Context, endpointID, after string, limit int) ([]orderflow.DeadLetter, error)
 	ReplayDeadLetter(ctx context.Context, id string) (orderflow.DeadLetter, error)
 }
@@ -57,10 +61,22 @@ type createEndpointRequest struct {
 	EventTypes []string `json:"event_types"`
 }
 
+// maxURLLength bounds an endpoint URL (before normalization).
+const maxURLLength = 2048
+
+// problems lists what is wrong with the request's fields as text. Whether the URL is an
+// acceptable destination is the egress policy's call, made after these checks pass.
 func (req createEndpointRequest) problems() []orderflow.FieldProblem {
 	var ps []orderflow.FieldProblem
-	if !orderflow.ValidEndpointURL(req.URL) {
-		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: "must be an absolute http or https URL of at most 2048 characters"})
+	switch {
+	case strings.TrimSpace(req.URL) == "":
+		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: "is required: an absolute https URL"})
+	case len(req.URL) > maxURLLength:
+		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: fmt.Sprintf("must be at most %d characters", maxURLLength)})
+	default:
+		if p := orderflow.ValidateText(req.URL, maxURLLength); p != "" {
+			ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: p})
+		}
 	}
 	if len(req.EventTypes) == 0 || len(req.EventTypes) > maxEventTypes {
 		ps = append(ps, orderflow.FieldProblem{Pointer: "/event_types", Detail: fmt.Sprintf("must list 1 to %d event types", maxEventTypes)})
@@ -78,10 +94,106 @@ func (req createEndpointRequest) problems() []orderflow.FieldProblem {
 	return ps
 }
 
+// checkEndpointURL applies the egress policy to a registered URL and returns it normalized
+// (scheme and host in lower case, no trailing dot, IPv4-mapped literals unmapped), the form
+// that is stored. A refusal is a 422 whose type names the reason.
+func (s *Server) checkEndpointURL(raw string) (string, error) {
+	u, err := egress.CheckURL(raw, s.egress)
+	var refused egress.ErrRefused
+	if errors.As(err, &refused) {
+		e := orderflow.Errorf(urlRefusedCode(refused.Reason), "%s", refused.Error())
+		e.Fields = []orderflow.FieldProblem{{Pointer: "/url", Detail: refused.Error()}}
+		return "", e
+	}
+	if err != nil {
+		return "", err
+	}
+	if out := u.String(); len(out) <= maxURLLength {
+		return out, nil
+	}
+	return "", validationError([]orderflow.FieldProblem{{Pointer: "/url", Detail: fmt.Sprintf("must be at most %d characters", maxURLLength)}})
+}
+
 func validationError(ps []orderflow.FieldProblem) error {
 	e := orderflow.Errorf(orderflow.ECodeValidation, "%d field(s) are not valid", len(ps))
 	e.Fields = ps
 	return e
+}
+
+// adminKey reads the optional Idempotency-Key of an admin POST. With one, a retried create
+// or rotate answers as the first did (secret included) instead of acting twice.
+func adminKey(r *http.Request, client orderflow.Client, canonical any) (*orderflow.IdempotencyKey, error) {
+	if len(r.Header.Values("Idempotency-Key")) == 0 {
+		return nil, nil
+	}
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := fingerprint(r, canonical)
+	if err != nil {
+		return nil, err
+	}
+	return &orderflow.IdempotencyKey{ClientID: client.ID, Key: key, Fingerprint: fp}, nil
+}
+
+// newSecret makes a webhook secret and seals it for storage.
+func (s *Server) newSecret() (secret, sealed string, err error) {
+	if s.secrets == nil {
+		return "", "", orderflow.Errorf(codeSecretsUnavailable,
+			"this API has no key ring to encrypt webhook secrets with (set WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE)")
+	}
+	if secret, err = webhook.NewSecret(); err != nil {
+		return "", "", err
+	}
+	if sealed, err = s.secrets.Seal([]byte(secret)); err != nil {
+		return "", "", err
+	}
+	return secret, sealed, nil
+}
+
+// endpointResponder renders an admin outcome that shows secret. The rendered body is sealed
+// too, since it is stored with the idempotency key: a replay must show the same secret, and
+// the database must not hold it in clear.
+func (s *Server) endpointResponder(r *http.Request, status int, secret string, location bool) orderflow.EndpointResponder {
+	return func(e orderflow.Endpoint, err error) orderflow.Response {
+		if err != nil {
+			p := problemFromError(err, r.URL.Path)
+			return orderflow.Response{Status: p.Status, Body: p.encode()}
+		}
+		e.Secret = secret
+		body, mErr := json.Marshal(e)
+		if mErr != nil {
+			// Endpoint holds only plain values; this cannot fail.
+			panic(mErr)
+		}
+		resp := orderflow.Response{Status: status}
+		if location {
+			resp.Location = "/v1/admin/endpoints/" + e.ID
+		}
+		sealed, sErr := s.secrets.Seal(body)
+		if sErr != nil {
+			// Without randomness nothing can be sealed; refuse rather than store in clear.
+			p := newProblem(orderflow.ECodeInternal, "", r.URL.Path)
+			return orderflow.Response{Status: p.Status, Body: p.encode()}
+		}
+		resp.Body = []byte(sealed)
+		return resp
+	}
+}
+
+// writeSealedResponse opens a response rendered by endpointResponder and sends it.
+func (s *Server) writeSealedResponse(w http.ResponseWriter, resp orderflow.Response) error {
+	if bytes.HasPrefix(resp.Body, []byte("v1:")) {
+		body, err := s.secrets.Open(string(resp.Body))
+		if err != nil {
+			return fmt.Errorf("opening a stored admin response: %w", err)
+		}
+		resp.Body = body
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeResponse(w, resp)
+	return nil
 }
 
 // handleCreateEndpoint registers an endpoint and shows its secret, the only time it is shown
@@ -99,18 +211,26 @@ func (s *Server) handleCreateEndpoint() http.Handler {
 		if ps := req.problems(); len(ps) > 0 {
 			return validationError(ps)
 		}
-		secret, err := webhook.NewSecret()
+		if req.URL, err = s.checkEndpointURL(req.URL); err != nil {
+			return err
+		}
+		client := clientFrom(r.Context())
+		k, err := adminKey(r, client, req)
 		if err != nil {
 			return err
 		}
-		ep, err := a.CreateEndpoint(r.Context(), req.URL, req.EventTypes, secret)
+		secret, sealed, err := s.newSecret()
 		if err != nil {
 			return err
 		}
-		s.log.Info("webhook endpoint created", "endpoint_id", ep.ID, "event_types", ep.EventTypes, "client_id", clientFrom(r.Context()).ID)
-		w.Header().Set("Location", "/v1/admin/endpoints/"+ep.ID)
-		encode(w, http.StatusCreated, ep)
-		return nil
+		resp, err := a.CreateEndpointOnce(r.Context(), k, req.URL, req.EventTypes, sealed, s.endpointResponder(r, http.StatusCreated, secret, true))
+		if err != nil {
+			return err
+		}
+		if !resp.Replayed && resp.Status == http.StatusCreated {
+			s.log.Info("webhook endpoint created", "endpoint", resp.Location, "event_types", req.EventTypes, "client_id", client.ID)
+		}
+		return s.writeSealedResponse(w, resp)
 	})
 }
 
@@ -126,6 +246,9 @@ func (s *Server) handleListEndpoints() http.Handler {
 		}
 		if eps == nil {
 			eps = []orderflow.Endpoint{}
+		}
+		for i := range eps {
+			eps[i].URL = redactURL(eps[i].URL)
 		}
 		encode(w, http.StatusOK, map[string]any{"data": eps})
 		return nil
@@ -146,8 +269,8 @@ func (s *Server) handleDisableEndpoint() http.Handler {
 		if err := decode(r, &req, true); err != nil {
 			return err
 		}
-		if len(req.Reason) > orderflow.MaxReasonLength {
-			return validationError([]orderflow.FieldProblem{{Pointer: "/reason", Detail: fmt.Sprintf("must be at most %d characters", orderflow.MaxReasonLength)}})
+		if p := orderflow.ValidateText(req.Reason, orderflow.MaxReasonLength); p != "" {
+			return validationError([]orderflow.FieldProblem{{Pointer: "/reason", Detail: p}})
 		}
 		if req.Reason == "" {
 			req.Reason = "disabled by an administrator"
@@ -201,17 +324,24 @@ func (s *Server) handleRotateSecret() http.Handler {
 			}
 			grace = time.Duration(req.GraceSeconds.n) * time.Second
 		}
-		secret, err := webhook.NewSecret()
+		client := clientFrom(r.Context())
+		k, err := adminKey(r, client, req)
 		if err != nil {
 			return err
 		}
-		ep, err := a.RotateEndpointSecret(r.Context(), mux.Vars(r)["id"], secret, grace)
+		secret, sealed, err := s.newSecret()
 		if err != nil {
 			return err
 		}
-		s.log.Info("webhook secret rotated", "endpoint_id", ep.ID, "grace", grace, "client_id", clientFrom(r.Context()).ID)
-		encode(w, http.StatusOK, ep)
-		return nil
+		id := mux.Vars(r)["id"]
+		resp, err := a.RotateEndpointSecretOnce(r.Context(), k, id, sealed, grace, s.endpointResponder(r, http.StatusOK, secret, false))
+		if err != nil {
+			return err
+		}
+		if !resp.Replayed && resp.Status == http.StatusOK {
+			s.log.Info("webhook secret rotated", "endpoint_id", id, "grace", grace, "client_id", client.ID)
+		}
+		return s.writeSealedResponse(w, resp)
 	})
 }
 
@@ -235,6 +365,11 @@ func (s *Server) handleListDeadLetters() http.Handler {
 		letters, err := a.DeadLetters(r.Context(), q.Get("endpoint_id"), q.Get("after"), limit)
 		if err != nil {
 			return err
+		}
+		for i := range letters {
+			raw := letters[i].EndpointURL
+			letters[i].EndpointURL = redactURL(raw)
+			letters[i].LastError = strings.ReplaceAll(letters[i].LastError, raw, letters[i].EndpointURL)
 		}
 		body := map[string]any{"data": letters}
 		if letters == nil {
@@ -270,8 +405,22 @@ func (s *Server) handleReplayDeadLetter() http.Handler {
 		if err != nil {
 			return err
 		}
+		raw := l.EndpointURL
+		l.EndpointURL = redactURL(raw)
+		l.LastError = strings.ReplaceAll(l.LastError, raw, l.EndpointURL)
 		s.log.Info("dead letter replayed", "delivery_id", l.ID, "event_id", l.EventID, "endpoint_id", l.EndpointID, "client_id", clientFrom(r.Context()).ID)
 		encode(w, http.StatusAccepted, l)
 		return nil
 	})
+}
+
+// redactURL hides the credentials of a URL registered before they were refused, so no
+// listing shows them.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = url.User("redacted")
+	return u.String()
 }

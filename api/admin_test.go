@@ -33,8 +33,6 @@ func TestWebhookEndpointAdministration(t *testing.T) {
 
 	for name, body := range map[string]string{
 		"no url":          `{"event_types": ["order.created"]}`,
-		"relative url":    `{"url": "/hook", "event_types": ["order.created"]}`,
-		"ftp url":         `{"url": "ftp://partner.example/hook", "event_types": ["order.created"]}`,
 		"no event types":  `{"url": "https://partner.example/hook", "event_types": []}`,
 		"bad event type":  `{"url": "https://partner.example/hook", "event_types": ["order created"]}`,
 		"twice the same":  `{"url": "https://partner.example/hook", "event_types": ["order.created", "order.created"]}`,
@@ -155,7 +153,8 @@ func TestDeadLetterReplayThroughTheAdminAPI(t *testing.T) {
 	svc, err := deliver.New(deliver.Config{Brokers: brokers, Topic: topic, GroupID: testenv.UniqueName("ofadmin_group"),
 		Policy: deliver.Policy{Timeout: time.Second, MaxAttempts: 3, MaxAge: time.Hour, BaseBackoff: 10 * time.Millisecond,
 			MaxBackoff: 50 * time.Millisecond, MaxRetryAfter: time.Second},
-		Poll: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, e.db)
+		Poll: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Egress: loopbackOnly(t), Secrets: e.ring}, e.db)
 	testenv.Must(t, err, "creating deliverer")
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

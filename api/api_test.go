@@ -3,6 +3,8 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,21 +18,28 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"orderflow/api"
+	"orderflow/internal/egress"
+	"orderflow/internal/secretbox"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
 )
 
 const (
-	clientKey = "test-client-key"
-	adminKey  = "test-admin-key"
+	clientKey    = "test-client-key"
+	otherKey     = "test-other-client-key"
+	fulfillerKey = "test-fulfiller-key"
+	adminKey     = "test-admin-key"
 )
 
 // env is one test's API on its own fresh database.
 type env struct {
-	t   *testing.T
-	url string
-	db  *postgres.DB
-	sql *pgx.Conn
+	t    *testing.T
+	url  string
+	db   *postgres.DB
+	sql  *pgx.Conn
+	ring *secretbox.Ring
+	api  *api.Server
+	dsn  string
 }
 
 func newEnv(t *testing.T) *env {
@@ -41,13 +50,37 @@ func newEnv(t *testing.T) *env {
 	testenv.Must(t, err, "opening database")
 	t.Cleanup(db.Close)
 	c := testenv.Connect(t, dsn)
-	_, err = c.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-		('client', 'test client', sha256($1::bytea), false), ('admin', 'test admin', sha256($2::bytea), true)`,
-		[]byte(clientKey), []byte(adminKey))
+	_, err = c.Exec(ctx, `INSERT INTO api_clients (id, client_id, role, name, key_sha256) VALUES
+		('k-client', 'client', 'client', 'test client', sha256($1::bytea)),
+		('k-other', 'other', 'client', 'another client', sha256($2::bytea)),
+		('k-partner', 'partner', 'fulfiller', 'the partner', sha256($3::bytea)),
+		('k-admin', 'admin', 'admin', 'test admin', sha256($4::bytea))`,
+		[]byte(clientKey), []byte(otherKey), []byte(fulfillerKey), []byte(adminKey))
 	testenv.Must(t, err, "seeding api clients")
-	srv := httptest.NewServer(api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	ring := newRing(t)
+	a := api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithSecrets(ring), api.WithEgress(loopbackOnly(t)))
+	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
-	return &env{t: t, url: srv.URL, db: db, sql: c}
+	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring, api: a, dsn: dsn}
+}
+
+// newRing is a key ring with one fresh key, as WEBHOOK_KEYRING would give.
+func newRing(t testing.TB) *secretbox.Ring {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	r, err := secretbox.Parse("test:" + base64.StdEncoding.EncodeToString(key))
+	testenv.Must(t, err, "making a key ring")
+	return r
+}
+
+// loopbackOnly lets tests register receivers on 127.0.0.1, as the local stack allows its
+// partner; everything else follows the default policy.
+func loopbackOnly(t testing.TB) egress.Policy {
+	t.Helper()
+	p, err := egress.NewPolicy("127.0.0.0/8", "::1")
+	testenv.Must(t, err, "making the egress policy")
+	return p
 }
 
 type reply struct {
@@ -230,8 +263,8 @@ func TestIdempotencyReplayAndReuse(t *testing.T) {
 		t.Fatalf("rows changed by replay or reuse: before %v after %v", before, after)
 	}
 
-	// Keys are per client: the admin client may use the same key for its own order.
-	other := e.do(http.MethodPost, "/v1/orders", orderBody("c1", "SKU-A", 2), "Idempotency-Key", "key-1", "Authorization", "Bearer "+adminKey)
+	// Keys are per client: another client may use the same key for its own order.
+	other := e.do(http.MethodPost, "/v1/orders", orderBody("c1", "SKU-A", 2), "Idempotency-Key", "key-1", "Authorization", "Bearer "+otherKey)
 	mustStatus(t, other, http.StatusCreated, "")
 	if other.header.Get("Idempotent-Replayed") != "" || e.count("orders") != 2 {
 		t.Fatal("another client's key was treated as a replay")
@@ -535,8 +568,20 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	mustStatus(t, e.do(http.MethodGet, "/healthz", ""), http.StatusOK, "")
 	mustStatus(t, e.do(http.MethodGet, "/readyz", ""), http.StatusOK, "")
 	mustStatus(t, e.do(http.MethodGet, "/nope", ""), http.StatusNotFound, "not-found")
+	// Metrics are for operators, on the ops listener; the public one does not serve them.
+	mustStatus(t, e.do(http.MethodGet, "/metrics", ""), http.StatusNotFound, "not-found")
+	ops := httptest.NewServer(e.api.OpsHandler())
+	t.Cleanup(ops.Close)
+	e.url = ops.URL
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if r := e.do(http.MethodGet, p, ""); r.status != http.StatusOK {
+			t.Errorf("ops %s: %d", p, r.status)
+		}
+	}
 	m := e.do(http.MethodGet, "/metrics", "")
-	mustStatus(t, m, http.StatusOK, "")
+	if m.status != http.StatusOK {
+		t.Fatalf("ops /metrics: %d", m.status)
+	}
 	for _, want := range []string{
 		`orderflow_api_request_duration_seconds_count{method="POST",route="/v1/orders",status="201"} 2`,
 		`orderflow_api_orders_created_total 1`,

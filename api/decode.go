@@ -42,11 +42,16 @@ func decode(r *http.Request, v any, optional bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return orderflow.Errorf(codeMalformed, "the body has data after the JSON value")
 	}
-	if !utf8.Valid(body) {
-		// encoding/json silently turns invalid UTF-8 into U+FFFD, which would store text the
-		// client never sent; refuse it and name the field instead.
+	if badText(body) {
+		// encoding/json silently turns invalid UTF-8, and \u escapes of lone UTF-16 surrogates,
+		// into U+FFFD, which would store text the client never sent; refuse it and name the
+		// field instead.
+		detail := "must be valid UTF-8"
+		if utf8.Valid(body) {
+			detail = `must not hold a lone surrogate escape (\ud800 to \udfff outside a pair)`
+		}
 		e := orderflow.Errorf(orderflow.ECodeValidation, "the body is not valid UTF-8")
-		e.Fields = []orderflow.FieldProblem{{Pointer: invalidUTF8Pointer(body), Detail: "must be valid UTF-8"}}
+		e.Fields = []orderflow.FieldProblem{{Pointer: invalidUTF8Pointer(body), Detail: detail}}
 		return e
 	}
 	return nil
@@ -109,18 +114,60 @@ func invalidUTF8Pointer(body []byte) string {
 			continue
 		case string:
 			if isKey {
-				if !utf8.Valid(raw) {
+				if badText(raw) {
 					return pointer(stack[:len(stack)-1])
 				}
 				stack[len(stack)-1].key, stack[len(stack)-1].expectKey = t, false
 				continue
 			}
-			if !utf8.Valid(raw) {
+			if badText(raw) {
 				return pointer(stack)
 			}
 		}
 		valueDone()
 	}
+}
+
+// badText reports whether raw JSON text holds invalid UTF-8 or a \u escape of a UTF-16
+// surrogate that is not half of a pair: both decode to U+FFFD instead of what was sent.
+func badText(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return true
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character; a backslash escaping a backslash is skipped whole
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(raw, i+1)
+		if !ok {
+			continue
+		}
+		i += 4
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true // a low surrogate not after a high one
+		case r >= 0xD800 && r <= 0xDBFF:
+			low, ok := hex4(raw, i+3)
+			if i+2 >= len(raw) || raw[i+1] != '\\' || raw[i+2] != 'u' || !ok || low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// hex4 reads four hex digits at raw[i:].
+func hex4(raw []byte, i int) (rune, bool) {
+	if i+4 > len(raw) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(raw[i:i+4]), 16, 16)
+	return rune(n), err == nil
 }
 
 func jsonErrorText(err error) string {

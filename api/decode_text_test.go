@@ -33,7 +33,10 @@ func TestDecodeRefusesBadText(t *testing.T) {
 		{"invalid UTF-8 currency", `{"customer_id":"c","currency":"EU` + "\x80" + `",` + items + `}`, "/currency", "must be valid UTF-8"},
 		{"NUL escape in customer", `{"customer_id":"c\u0000","currency":"EUR",` + items + `}`, "/customer_id", "must not contain NUL characters"},
 		{"NUL escape in SKU", `{"customer_id":"c","currency":"EUR","items":[{"sku":"\u0000","quantity":1,"unit_price_cents":1}]}`, "/items/0/sku", "must not contain NUL characters"},
-		{"lone surrogate escape decodes to U+FFFD, valid text", `{"customer_id":"c\ud800","currency":"EUR",` + items + `}`, "", ""},
+		{"lone surrogate escape", `{"customer_id":"c\ud800","currency":"EUR",` + items + `}`, "/customer_id", `must not hold a lone surrogate escape (\ud800 to \udfff outside a pair)`},
+		{"lone low surrogate escape", `{"customer_id":"c","currency":"EUR","items":[{"sku":"\udc00x","quantity":1,"unit_price_cents":1}]}`, "/items/0/sku", `must not hold a lone surrogate escape (\ud800 to \udfff outside a pair)`},
+		{"surrogate pair is text", `{"customer_id":"c\ud83d\ude00","currency":"EUR",` + items + `}`, "", ""},
+		{"escaped backslash before u is text", `{"customer_id":"c\\ud800","currency":"EUR",` + items + `}`, "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

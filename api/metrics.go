@@ -17,6 +17,7 @@ type metrics struct {
 	keyConflicts   prometheus.Counter
 	stockConflicts prometheus.Counter
 	transitions    *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,8 +42,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_api_order_transitions_total", Help: "Order state changes by action (cancel, fulfill).",
 		}, []string{"action"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_api_rate_limited_total", Help: "Requests answered 429: a client over its rate (client), an address sending unknown keys (auth_failures).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions,
+	for _, r := range []string{"client", "auth_failures"} {
+		m.rateLimited.WithLabelValues(r)
+	}
+	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -58,7 +65,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 // instrument records each request's duration labelled by its route template, never the raw
-// path, so order ids do not explode the series count.
+// path, so order ids do not explode the series count. Every label comes from a fixed set, so
+// nothing a client sends, authenticated or not, can add series: unmatched paths share one
+// route label, methods outside the standard ones share one method label, and statuses are
+// the ones the handlers write.
 func (m *metrics) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -70,6 +80,25 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 				route = t
 			}
 		}
-		m.duration.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Observe(time.Since(start).Seconds())
+		m.duration.WithLabelValues(route, methodLabel(r.Method), statusLabel(rec.status)).Observe(time.Since(start).Seconds())
 	})
+}
+
+// methodLabel is the method, or "other" for anything but the methods of RFC 9110 and PATCH.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
+}
+
+// statusLabel is the status code; a code outside 100-599 (none is written today) would be
+// "other".
+func statusLabel(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code)
 }

@@ -203,7 +203,7 @@ func (s *Server) handleChangeOrder(action orderflow.Action) http.Handler {
 			return err
 		}
 		k := orderflow.IdempotencyKey{ClientID: clientFrom(r.Context()).ID, Key: key, Fingerprint: fp}
-		resp, err := s.store.ChangeOrder(r.Context(), k, mux.Vars(r)["id"], action, req.Reason, s.responder(r, http.StatusOK, false))
+		resp, err := s.store.ChangeOrder(r.Context(), scopeOf(clientFrom(r.Context())), k, mux.Vars(r)["id"], action, req.Reason, s.responder(r, http.StatusOK, false))
 		if err != nil {
 			if orderflow.ErrorCode(err) == orderflow.ECodeKeyReused {
 				s.metrics.keyConflicts.Inc()
@@ -218,7 +218,7 @@ func (s *Server) handleChangeOrder(action orderflow.Action) http.Handler {
 
 func (s *Server) handleGetOrder() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		o, err := s.store.Order(r.Context(), mux.Vars(r)["id"])
+		o, err := s.store.Order(r.Context(), scopeOf(clientFrom(r.Context())), mux.Vars(r)["id"])
 		if err != nil {
 			return err
 		}
@@ -277,39 +277,5 @@ func (s *Server) handleReadyz() http.Handler {
 			return
 		}
 		encode(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-}
-
-// requireClient authenticates the bearer key and puts the client in the context.
-func (s *Server) requireClient(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		key, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || strings.TrimSpace(key) == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow"`)
-			writeProblem(w, s.log, newProblem(codeUnauthorized, "send Authorization: Bearer <api key>", r.URL.Path))
-			return
-		}
-		c, found, err := s.authenticate(r.Context(), strings.TrimSpace(key))
-		if err != nil {
-			writeError(w, r, s.log, err)
-			return
-		}
-		if !found {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow", error="invalid_token"`)
-			writeProblem(w, s.log, newProblem(codeUnauthorized, "the API key is not known", r.URL.Path))
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
-	})
-}
-
-func (s *Server) requireAdmin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !clientFrom(r.Context()).IsAdmin {
-			writeProblem(w, s.log, newProblem(codeForbidden, "this route needs an admin key", r.URL.Path))
-			return
-		}
-		next.ServeHTTP(w, r)
 	})
 }

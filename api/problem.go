@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"orderflow"
+	"orderflow/internal/egress"
 )
 
 // ProblemTypeBase prefixes every problem type. The URIs identify problems; they are stable
@@ -26,7 +27,44 @@ const (
 	codeRouteNotFound    = "not-found"
 	codeMethodNotAllowed = "method-not-allowed"
 	codeNotReady         = "not-ready"
+	// codeSecretsUnavailable: the API has no key ring, so it cannot store a webhook secret.
+	codeSecretsUnavailable = "webhook-secrets-unavailable"
+	// codeRateLimited: the client (or, before authentication, the address) is over its rate.
+	codeRateLimited = "rate-limited"
 )
+
+// urlRefusedCodes are the problem types of webhook URLs the egress policy refuses, one per
+// reason, so a client can tell "not https" from "a private address" without parsing text.
+var urlRefusedCodes = map[string]string{
+	egress.ReasonInvalidURL:   "endpoint-invalid-url",
+	egress.ReasonScheme:       "endpoint-scheme-not-https",
+	egress.ReasonCredentials:  "endpoint-credentials-in-url",
+	egress.ReasonInvalidHost:  "endpoint-invalid-host",
+	egress.ReasonPrivate:      "endpoint-private-address",
+	egress.ReasonMetadata:     "endpoint-metadata-address",
+	egress.ReasonUnresolvable: "endpoint-unresolvable-host",
+	egress.ReasonNetwork:      "endpoint-unsupported-network",
+}
+
+// urlRefusedCode is the problem type of an egress refusal reason.
+func urlRefusedCode(reason string) string {
+	if c, ok := urlRefusedCodes[reason]; ok {
+		return c
+	}
+	return "endpoint-url-refused"
+}
+
+func isURLRefusedCode(code string) bool {
+	if code == "endpoint-url-refused" {
+		return true
+	}
+	for _, c := range urlRefusedCodes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
 
 // Problem is an RFC 9457 problem details object.
 type Problem struct {
@@ -66,7 +104,7 @@ func problemStatus(code string) (int, string) {
 	case codeUnauthorized:
 		return http.StatusUnauthorized, "Authentication required"
 	case codeForbidden:
-		return http.StatusForbidden, "Admin key required"
+		return http.StatusForbidden, "Not allowed for this key's role"
 	case codeKeyMissing:
 		return http.StatusBadRequest, "Idempotency-Key header required"
 	case codeKeyInvalid:
@@ -85,7 +123,14 @@ func problemStatus(code string) (int, string) {
 		return http.StatusServiceUnavailable, "Not ready"
 	case codeSummaryNotProjected:
 		return http.StatusNotFound, "Summary not projected yet"
+	case codeSecretsUnavailable:
+		return http.StatusServiceUnavailable, "Webhook secrets cannot be stored"
+	case codeRateLimited:
+		return http.StatusTooManyRequests, "Too many requests"
 	default:
+		if isURLRefusedCode(code) {
+			return http.StatusUnprocessableEntity, "Webhook endpoint URL refused"
+		}
 		return http.StatusInternalServerError, "Internal error"
 	}
 }

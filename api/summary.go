@@ -51,7 +51,7 @@ type summaryResponse struct {
 
 func (s *Server) handleGetSummary() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		sum, sourceVersion, err := s.store.OrderSummary(r.Context(), mux.Vars(r)["id"])
+		sum, sourceVersion, err := s.store.OrderSummary(r.Context(), scopeOf(clientFrom(r.Context())), mux.Vars(r)["id"])
 		if errors.Is(err, orderflow.ErrNotProjected) {
 			w.Header().Set("Retry-After", strconv.Itoa(notProjectedRetryAfter))
 			return orderflow.Errorf(codeSummaryNotProjected,
@@ -114,7 +114,7 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 			after = &c
 		}
 		// One row more than the page tells whether there is a next page without a count.
-		rows, err := s.store.CustomerSummaries(r.Context(), customerID, after, limit+1)
+		rows, err := s.store.CustomerSummaries(r.Context(), scopeOf(clientFrom(r.Context())), customerID, after, limit+1)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,7 @@ import (
 // project writes the order's current state to order_summary the way the projector does.
 func (e *env) project(id string) {
 	e.t.Helper()
-	o, err := e.db.Order(context.Background(), id)
+	o, err := e.db.Order(context.Background(), orderflow.AnyClient, id)
 	testenv.Must(e.t, err, "reading order")
 	var units int64
 	for _, it := range o.Items {

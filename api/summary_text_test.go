@@ -19,10 +19,10 @@ type listingStore struct {
 }
 
 func (s *listingStore) ClientByKeyDigest(context.Context, []byte) (orderflow.Client, bool, error) {
-	return orderflow.Client{ID: "c"}, true, nil
+	return orderflow.Client{ID: "c", Role: orderflow.RoleClient}, true, nil
 }
 
-func (s *listingStore) CustomerSummaries(_ context.Context, customerID string, _ *orderflow.SummaryCursor, _ int) ([]orderflow.Summary, error) {
+func (s *listingStore) CustomerSummaries(_ context.Context, _ orderflow.Scope, customerID string, _ *orderflow.SummaryCursor, _ int) ([]orderflow.Summary, error) {
 	s.asked = append(s.asked, customerID)
 	return nil, nil
 }

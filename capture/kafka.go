@@ -9,6 +9,8 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"orderflow/internal/kafka"
 )
 
 // KafkaConfig says where and how capture writes.
@@ -28,10 +30,13 @@ type KafkaConfig struct {
 	// Linger is how long a writer waits for more events before sending a batch that is not
 	// full (Kafka's linger.ms). Negative disables it.
 	Linger time.Duration
+	// Security is TLS and SASL for every broker connection; the zero value is plaintext.
+	Security kafka.Security
 }
 
 func (k *KafkaConfig) client() *kafkago.Client {
-	tr := &kafkago.Transport{ClientID: "orderflow-capture", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second}
+	tr := &kafkago.Transport{ClientID: "orderflow-capture", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second,
+		TLS: k.Security.TLS, SASL: k.Security.SASL}
 	if k.Dial != nil {
 		tr.Dial = k.Dial
 	}

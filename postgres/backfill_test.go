@@ -31,9 +31,9 @@ func TestEmitOrderStates(t *testing.T) {
 		ids = append(ids, o.ID)
 	}
 	slices.Sort(ids)
-	_, err = db.ChangeOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("g")}, ids[1], orderflow.ActionFulfill, "", respond)
+	_, err = db.ChangeOrder(ctx, orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("g")}, ids[1], orderflow.ActionFulfill, "", respond)
 	testenv.Must(t, err, "fulfilling")
-	_, err = db.ChangeOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("h")}, ids[3], orderflow.ActionCancel, "too slow", respond)
+	_, err = db.ChangeOrder(ctx, orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("h")}, ids[3], orderflow.ActionCancel, "too slow", respond)
 	testenv.Must(t, err, "cancelling")
 	before := testenv.Count(t, conn, `SELECT count(*) FROM outbox`)
 
@@ -57,7 +57,7 @@ func TestEmitOrderStates(t *testing.T) {
 		t.Fatalf("pages %+v %+v %+v", p1, p2, p3)
 	}
 	for i, id := range ids {
-		o, err := db.Order(ctx, id)
+		o, err := db.Order(ctx, orderflow.AnyClient, id)
 		testenv.Must(t, err, "reading order")
 		typ := map[orderflow.Status]string{orderflow.StatusPending: orderflow.EventOrderCreated,
 			orderflow.StatusFulfilled: orderflow.EventOrderFulfilled, orderflow.StatusCancelled: orderflow.EventOrderCancelled}[o.Status]

@@ -101,7 +101,10 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 		b := &pgx.Batch{}
 		o, event, err := ch(tx, b)
 		var de *orderflow.Error
-		if err != nil && !errors.As(err, &de) {
+		if err != nil && (!errors.As(err, &de) || de.Code == orderflow.ECodeNotFound) {
+			// Not found is no outcome worth keeping: an order id never comes to exist for a
+			// client later, and storing the answer would let anyone write rows by asking for
+			// made-up ids. It rolls back with the key, like a refusal before execution.
 			return err
 		}
 		out = respond(o, err)
@@ -243,6 +246,9 @@ const selectOrder = `
 	       ARRAY(SELECT unit_price_cents FROM order_items WHERE order_id = o.id ORDER BY line)
 	FROM orders o WHERE o.id = $1`
 
+// inScope limits selectOrder to the orders a scope covers: $2 is Scope.All, $3 Scope.Owner.
+const inScope = ` AND ($2 OR o.client_id = $3)`
+
 func scanOrder(row pgx.Row) (*orderflow.Order, error) {
 	var (
 		o            orderflow.Order
@@ -267,24 +273,27 @@ func scanOrder(row pgx.Row) (*orderflow.Order, error) {
 	return &o, nil
 }
 
-// Order returns the order with id, the source of truth.
-func (db *DB) Order(ctx context.Context, id string) (*orderflow.Order, error) {
+// Order returns the order with id, the source of truth, if scope covers it. An order outside
+// the scope is not found, exactly like one that does not exist, so a client cannot learn that
+// another client's order id is real.
+func (db *DB) Order(ctx context.Context, scope orderflow.Scope, id string) (*orderflow.Order, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 	}
-	return scanOrder(db.pool.QueryRow(ctx, selectOrder, id))
+	return scanOrder(db.pool.QueryRow(ctx, selectOrder+inScope, id, scope.All(), scope.Owner()))
 }
 
-// ChangeOrder cancels or fulfills an order. Cancel releases the reserved stock; fulfill
-// consumes it (stock and reserved both drop). The order's version grows and the event is
-// written in the same transaction. Asking for the state the order is already in changes
-// nothing and emits nothing, so a retried request with a new key is harmless too.
-func (db *DB) ChangeOrder(ctx context.Context, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
+// ChangeOrder cancels or fulfills an order that scope covers (any other order is not
+// found). Cancel releases the reserved stock; fulfill consumes it (stock and reserved both
+// drop). The order's version grows and the event is written in the same transaction. Asking
+// for the state the order is already in changes nothing and emits nothing, so a retried
+// request with a new key is harmless too.
+func (db *DB) ChangeOrder(ctx context.Context, scope orderflow.Scope, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
 	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, string, error) {
 		if _, err := uuid.Parse(id); err != nil {
 			return nil, "", orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 		}
-		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+" FOR UPDATE", id))
+		o, err := scanOrder(tx.QueryRow(ctx, selectOrder+inScope+" FOR UPDATE", id, scope.All(), scope.Owner()))
 		if err != nil {
 			return nil, "", err
 		}
@@ -338,18 +347,4 @@ func (db *DB) SetStock(ctx context.Context, sku string, stock int64) (orderflow.
 	}
 	s.Available = s.Stock - s.Reserved
 	return s, nil
-}
-
-// ClientByKeyDigest finds the API client whose key has this SHA-256 digest.
-func (db *DB) ClientByKeyDigest(ctx context.Context, digest []byte) (orderflow.Client, bool, error) {
-	var c orderflow.Client
-	err := db.pool.QueryRow(ctx, `SELECT id, name, is_admin FROM api_clients WHERE key_sha256 = $1`, digest).
-		Scan(&c.ID, &c.Name, &c.IsAdmin)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, false, nil
-	}
-	if err != nil {
-		return c, false, fmt.Errorf("looking up api client: %w", err)
-	}
-	return c, true, nil
 }

@@ -30,9 +30,11 @@ func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead [
 			b.Queue(`
 				INSERT INTO order_summary (order_id, customer_id, status, total_cents, item_count, currency,
 				    version, cancel_reason, created_at, updated_at, last_event_id, last_event_type,
-				    last_event_at, projected_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, clock_timestamp())
+				    last_event_at, projected_at, client_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, clock_timestamp(),
+				    (SELECT client_id FROM orders WHERE id = $1))
 				ON CONFLICT (order_id) DO UPDATE SET
+				    client_id = coalesce(EXCLUDED.client_id, order_summary.client_id),
 				    customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,
 				    total_cents = EXCLUDED.total_cents, item_count = EXCLUDED.item_count,
 				    currency = EXCLUDED.currency, version = EXCLUDED.version,
@@ -85,15 +87,17 @@ func scanSummary(row pgx.Row, extra ...any) (orderflow.Summary, error) {
 }
 
 // OrderSummary returns the summary of order id and the order's current version in the source
-// of truth, read in one statement so the two are comparable. An unknown order is a not-found
-// domain error; a known order without a summary is orderflow.ErrNotProjected.
-func (db *DB) OrderSummary(ctx context.Context, id string) (orderflow.Summary, int, error) {
+// of truth, read in one statement so the two are comparable. An unknown order, or one outside
+// scope, is a not-found domain error; a known order without a summary is
+// orderflow.ErrNotProjected.
+func (db *DB) OrderSummary(ctx context.Context, scope orderflow.Scope, id string) (orderflow.Summary, int, error) {
 	if _, err := uuid.Parse(id); err != nil {
 		return orderflow.Summary{}, 0, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 	}
 	var orderVersion int
 	s, err := scanSummary(db.pool.QueryRow(ctx, `SELECT `+summaryColumns+`, o.version
-		FROM order_summary s JOIN orders o ON o.id = s.order_id WHERE s.order_id = $1`, id), &orderVersion)
+		FROM order_summary s JOIN orders o ON o.id = s.order_id
+		WHERE s.order_id = $1 AND ($2 OR o.client_id = $3)`, id, scope.All(), scope.Owner()), &orderVersion)
 	if err == nil {
 		return s, orderVersion, nil
 	}
@@ -102,7 +106,8 @@ func (db *DB) OrderSummary(ctx context.Context, id string) (orderflow.Summary, i
 	}
 	// No summary: whether the order exists decides between the two kinds of 404.
 	var exists bool
-	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)`, id).Scan(&exists); err != nil {
+	if err := db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1 AND ($2 OR client_id = $3))`,
+		id, scope.All(), scope.Owner()).Scan(&exists); err != nil {
 		return orderflow.Summary{}, 0, fmt.Errorf("checking order: %w", err)
 	}
 	if !exists {
@@ -111,25 +116,33 @@ func (db *DB) OrderSummary(ctx context.Context, id string) (orderflow.Summary, i
 	return orderflow.Summary{}, 0, orderflow.ErrNotProjected
 }
 
-// CustomerSummaries lists a customer's summaries newest first, after the cursor if given, at
-// most limit of them. Keyset pagination on (created_at, order_id), both immutable, keeps pages
-// stable while orders change and costs the same on every page.
-func (db *DB) CustomerSummaries(ctx context.Context, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error) {
+// CustomerSummaries lists a customer's summaries that scope covers, newest first, after the
+// cursor if given, at most limit of them. A customer id is a client's own name for its
+// customer, so a client sees only its own orders under it. Keyset pagination on (created_at,
+// order_id), both immutable, keeps pages stable while orders change and costs the same on
+// every page.
+func (db *DB) CustomerSummaries(ctx context.Context, scope orderflow.Scope, customerID string, after *orderflow.SummaryCursor, limit int) ([]orderflow.Summary, error) {
 	var (
 		rows pgx.Rows
 		err  error
 	)
+	// The two owner conditions are spelled out rather than folded into one OR, so that the
+	// scoped form is a plain equality the (client_id, customer_id, ...) index serves.
+	owner, ownerArg := `s.client_id = $2`, any(scope.Owner())
+	if scope.All() {
+		owner, ownerArg = `$2::boolean`, any(true)
+	}
 	if after == nil {
 		rows, err = db.pool.Query(ctx, `SELECT `+summaryColumns+` FROM order_summary s
-			WHERE s.customer_id = $1
-			ORDER BY s.created_at DESC, s.order_id DESC LIMIT $2`, customerID, limit)
+			WHERE s.customer_id = $1 AND `+owner+`
+			ORDER BY s.created_at DESC, s.order_id DESC LIMIT $3`, customerID, ownerArg, limit)
 	} else {
 		if _, perr := uuid.Parse(after.OrderID); perr != nil {
 			return nil, orderflow.Errorf(orderflow.ECodeValidation, "the cursor is not valid")
 		}
 		rows, err = db.pool.Query(ctx, `SELECT `+summaryColumns+` FROM order_summary s
-			WHERE s.customer_id = $1 AND (s.created_at, s.order_id) < ($2, $3::uuid)
-			ORDER BY s.created_at DESC, s.order_id DESC LIMIT $4`, customerID, after.CreatedAt, after.OrderID, limit)
+			WHERE s.customer_id = $1 AND `+owner+` AND (s.created_at, s.order_id) < ($3, $4::uuid)
+			ORDER BY s.created_at DESC, s.order_id DESC LIMIT $5`, customerID, ownerArg, after.CreatedAt, after.OrderID, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("listing customer summaries: %w", err)

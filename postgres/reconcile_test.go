@@ -72,7 +72,7 @@ func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
 	}
 
 	// A newer version is a new key.
-	_, err = db.ChangeOrder(ctx, orderflow.IdempotencyKey{ClientID: "t", Key: "k2", Fingerprint: []byte("g")}, o.ID, orderflow.ActionFulfill, "", respond)
+	_, err = db.ChangeOrder(ctx, orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: "k2", Fingerprint: []byte("g")}, o.ID, orderflow.ActionFulfill, "", respond)
 	testenv.Must(t, err, "fulfilling")
 	rep, err = db.RepublishOrder(ctx, o.ID, "stale_summary", time.Hour)
 	testenv.Must(t, err, "republishing version 2")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"time"
 
@@ -15,15 +16,36 @@ import (
 func runAPI(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("api", stderr)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
-	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), "listen address (env HTTP_ADDR)")
+	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:8080"), "public listen address: the API, /healthz and /readyz (env HTTP_ADDR)")
 	maxConns := fs.Int("db-max-conns", 20, "largest number of database connections")
 	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
 	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
+	opsAddr := fs.String("ops-addr", envOr(getenv, "OPS_ADDR", "127.0.0.1:18086"), "listen address for /metrics, /healthz and /readyz, kept off the public listener; empty serves no metrics (env OPS_ADDR)")
 	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
+	hooks := addWebhookFlags(fs, getenv)
+	env := newEnvDefaults(getenv)
+	rate := fs.Float64("rate-limit", env.Float("API_RATE_LIMIT", api.DefaultRateLimit), "requests per second one client may make, all its keys together; 0 for no limit (env API_RATE_LIMIT)")
+	burst := fs.Int("rate-burst", env.Int("API_RATE_BURST", api.DefaultRateBurst), "requests a client may make at once after a pause (env API_RATE_BURST)")
+	lookupRate := fs.Float64("key-lookup-rate", env.Float("API_KEY_LOOKUP_RATE", api.DefaultKeyLookupRate), "unknown API keys one address may have looked up per second; 0 for no limit (env API_KEY_LOOKUP_RATE)")
+	lookupBurst := fs.Int("key-lookup-burst", env.Int("API_KEY_LOOKUP_BURST", api.DefaultKeyLookupBurst), "unknown API keys one address may have looked up at once (env API_KEY_LOOKUP_BURST)")
+	if err := env.err(); err != nil {
+		return err
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if *rate < 0 || *burst < 1 || *lookupRate < 0 || *lookupBurst < 1 {
+		return fmt.Errorf("%w: rate limits must not be negative and bursts must be at least 1", errUsage)
+	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
+		return err
+	}
+	policy, err := hooks.policy()
+	if err != nil {
+		return err
+	}
+	ring, err := hooks.ring()
+	if err != nil {
 		return err
 	}
 	log := newLogger(getenv, stderr, "api")
@@ -34,11 +56,31 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer db.Close()
 	db.KeyTTL = *keyTTL
-	srv := api.New(db, log)
+	opts := []api.Option{api.WithEgress(policy), api.WithRateLimit(*rate, *burst), api.WithKeyLookupLimit(*lookupRate, *lookupBurst)}
+	if ring == nil {
+		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): endpoints cannot be registered nor secrets rotated")
+	} else {
+		opts = append(opts, api.WithSecrets(ring))
+		// Secrets stored before encryption at rest, or under a key that is no longer the
+		// active one, are sealed under the active key now.
+		sealed, unreadable, err := db.SealEndpointSecrets(ctx, ring)
+		if err != nil {
+			return err
+		}
+		if sealed > 0 || unreadable > 0 {
+			log.Info("sealed webhook secrets under the active key", "endpoints", sealed, "unreadable", unreadable, "key_id", ring.Active())
+		}
+	}
+	srv := api.New(db, log, opts...)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpserver.Serve(ctx, *addr, srv, log, nil) })
 	g.Go(func() error { return api.RunKeyPurger(ctx, db.PurgeExpiredKeys, *purgeEvery, log) })
+	if *opsAddr != "" {
+		g.Go(func() error { return httpserver.Serve(ctx, *opsAddr, srv.OpsHandler(), log.With("server", "ops"), nil) })
+	} else {
+		log.Warn("no ops listener (-ops-addr): /metrics is not served")
+	}
 	if *pprofAddr != "" {
 		g.Go(func() error {
 			return httpserver.Serve(ctx, *pprofAddr, pprofHandler(), log.With("server", "pprof"), nil)

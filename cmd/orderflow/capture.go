@@ -32,10 +32,15 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
+	kafkaSec := addKafkaFlags(fs, env, getenv)
 	if err := env.err(); err != nil {
 		return err
 	}
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	security, err := kafkaSec.security()
+	if err != nil {
 		return err
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
@@ -68,6 +73,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 			Brokers:           splitList(*brokers),
 			Partitions:        *partitions,
 			ReplicationFactor: *replication,
+			Security:          security,
 		},
 		Discard:        *discard,
 		StatusInterval: *status,

@@ -31,10 +31,24 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	perEndpoint := fs.Int("per-endpoint", env.Int("DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
 	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
+	hooks := addWebhookFlags(fs, getenv)
+	kafkaSec := addKafkaFlags(fs, env, getenv)
 	if err := env.err(); err != nil {
 		return err
 	}
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	policy, err := hooks.policy()
+	if err != nil {
+		return err
+	}
+	ring, err := hooks.ring()
+	if err != nil {
+		return err
+	}
+	security, err := kafkaSec.security()
+	if err != nil {
 		return err
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
@@ -44,22 +58,22 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	log := newLogger(getenv, stderr, "deliver")
+	cfg := deliver.Config{Egress: policy, Kafka: security}
+	if ring == nil {
+		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): only secrets stored in clear can sign")
+	} else {
+		cfg.Secrets = ring
+	}
 	db, err := postgres.Open(ctx, *dbURL, int32(*maxConns))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	svc, err := deliver.New(deliver.Config{
-		Brokers: splitList(*brokers),
-		Topic:   *topic,
-		GroupID: *group,
-		Policy: deliver.Policy{Timeout: *timeout, MaxAttempts: *maxAttempts, MaxAge: *maxAge,
-			BaseBackoff: *baseBackoff, MaxBackoff: *maxBackoff, MaxRetryAfter: *maxRetryAfter},
-		Workers:     *workers,
-		PerEndpoint: *perEndpoint,
-		Poll:        *poll,
-		Logger:      log,
-	}, db)
+	cfg.Brokers, cfg.Topic, cfg.GroupID = splitList(*brokers), *topic, *group
+	cfg.Policy = deliver.Policy{Timeout: *timeout, MaxAttempts: *maxAttempts, MaxAge: *maxAge,
+		BaseBackoff: *baseBackoff, MaxBackoff: *maxBackoff, MaxRetryAfter: *maxRetryAfter}
+	cfg.Workers, cfg.PerEndpoint, cfg.Poll, cfg.Logger = *workers, *perEndpoint, *poll, log
+	svc, err := deliver.New(cfg, db)
 	if err != nil {
 		return err
 	}

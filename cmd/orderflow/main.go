@@ -29,6 +29,7 @@ commands:
   backfill   re-emit every order's current state through the outbox (rebuild from scratch)
   tail       decode a topic: headers and value of each record, filtered, or following
   trace      where one event is: trace EVENT_ID (outbox, topic, read model, deliveries, partner)
+  apikey     create, list and revoke API keys
 
 Run 'orderflow <command> -h' for a command's flags.
 `
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runTail(ctx, rest, getenv, stdout, stderr)
 	case "trace":
 		return runTrace(ctx, rest, getenv, stdout, stderr)
+	case "apikey":
+		return runAPIKey(ctx, rest, getenv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -26,10 +26,15 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	batch := fs.Int("batch-size", env.Int("PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
 	commitEvery := fs.Duration("commit-interval", env.Duration("PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
 	session := fs.Duration("session-timeout", env.Duration("PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
+	kafkaSec := addKafkaFlags(fs, env, getenv)
 	if err := env.err(); err != nil {
 		return err
 	}
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	security, err := kafkaSec.security()
+	if err != nil {
 		return err
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
@@ -47,6 +52,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	p, err := projector.New(projector.Config{
 		Brokers: splitList(*brokers), Topic: *topic, GroupID: *group, DLQTopic: *dlq,
 		MaxAttempts: *attempts, BatchSize: *batch, CommitInterval: *commitEvery, SessionTimeout: *session, Logger: log,
+		Kafka: security,
 	}, db)
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ func (w *world) createOrder(i int) string {
 
 func (w *world) change(id string, a orderflow.Action, reason string) {
 	w.t.Helper()
-	_, err := w.db.ChangeOrder(context.Background(), orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("y")},
+	_, err := w.db.ChangeOrder(context.Background(), orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("y")},
 		id, a, reason, respond)
 	testenv.Must(w.t, err, "changing order")
 }

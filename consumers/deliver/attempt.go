@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"orderflow"
+	"orderflow/internal/egress"
 	"orderflow/webhook"
 )
 
@@ -76,7 +80,16 @@ func (s *sender) attempt(ctx, sendCtx context.Context, d orderflow.Delivery) (or
 func (s *sender) post(ctx context.Context, d orderflow.Delivery, now time.Time) response {
 	ctx, cancel := context.WithTimeout(ctx, s.policy.Timeout)
 	defer cancel()
-	sig, err := webhook.SignatureHeader(d.Secrets, d.EventID, now, d.Payload)
+	// Checked before each send too: rows registered before the egress policy existed, or
+	// under a looser allowlist, must not be sent where registration would now refuse.
+	if _, err := egress.CheckURL(d.URL, s.egress); err != nil {
+		return response{err: sendError(err)}
+	}
+	secrets, err := s.openSecrets(d.Secrets)
+	if err != nil {
+		return response{err: err}
+	}
+	sig, err := webhook.SignatureHeader(secrets, d.EventID, now, d.Payload)
 	if err != nil {
 		return response{err: fmt.Errorf("signing: %w", err)}
 	}
@@ -94,7 +107,7 @@ func (s *sender) post(ctx context.Context, d orderflow.Delivery, now time.Time) 
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return response{err: fmt.Errorf("no answer within %s: %w", s.policy.Timeout, context.DeadlineExceeded)}
 		}
-		return response{err: err}
+		return response{err: sendError(err)}
 	}
 	defer resp.Body.Close()
 	// Drain a little so the connection can be reused; the body itself is never kept or logged.
@@ -104,10 +117,14 @@ func (s *sender) post(ctx context.Context, d orderflow.Delivery, now time.Time) 
 	return response{status: resp.StatusCode, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
 }
 
-// newHTTPClient never follows redirects: a 3xx is a failure, the endpoint's URL should be
-// updated instead (Standard Webhooks, "Delivery success and failure").
-func newHTTPClient(perEndpoint int) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+// newHTTPClient dials only through the egress guard, which resolves each host itself and
+// connects to the address it checked, so DNS rebinding cannot reach a private address. It
+// never follows redirects: a 3xx is a failure, the endpoint's URL should be updated instead
+// (Standard Webhooks, "Delivery success and failure"); that also keeps a redirect from
+// pointing the request anywhere the registration check did not see.
+func newHTTPClient(perEndpoint int, p egress.Policy, r egress.Resolver) *http.Client {
+	tr := egress.Transport(p)
+	tr.DialContext = egress.Dialer(p, r, (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	tr.MaxIdleConnsPerHost = perEndpoint
 	tr.MaxIdleConns = 1000
 	return &http.Client{
@@ -117,3 +134,56 @@ func newHTTPClient(perEndpoint int) *http.Client {
 		},
 	}
 }
+
+// openSecrets returns the endpoint's secrets in clear, for signing only: a sealed secret is
+// opened here, just before it is used, and never leaves this attempt.
+func (s *sender) openSecrets(stored []string) ([]string, error) {
+	out := make([]string, len(stored))
+	for i, v := range stored {
+		if strings.HasPrefix(v, "whsec_") {
+			out[i] = v // stored before secrets were encrypted
+			continue
+		}
+		if s.secrets == nil {
+			return nil, errors.New("the endpoint's secret is encrypted and this deliverer has no key ring (WEBHOOK_KEYRING)")
+		}
+		b, err := s.secrets.Open(v)
+		if err != nil {
+			return nil, fmt.Errorf("opening the endpoint's secret: %w", err)
+		}
+		out[i] = string(b)
+	}
+	return out, nil
+}
+
+// sendError is what an attempt records of a failed send: a refusal by the egress policy says
+// so and names its reason; other errors lose the request URL and any address, so dead letters
+// cannot be used to map the network behind an endpoint.
+func sendError(err error) error {
+	var refused egress.ErrRefused
+	if errors.As(err, &refused) {
+		return fmt.Errorf("refused by the egress policy (%s): %w", refused.Reason, refused)
+	}
+	var dial *egress.DialError
+	if errors.As(err, &dial) {
+		return dial
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return &sanitizedError{msg: op.Op + ": " + op.Err.Error(), err: err}
+	}
+	return err
+}
+
+// sanitizedError keeps the cause for errors.Is (timeouts) and hides its message.
+type sanitizedError struct {
+	msg string
+	err error
+}
+
+func (e *sanitizedError) Error() string { return e.msg }
+func (e *sanitizedError) Unwrap() error { return e.err }

@@ -31,7 +31,7 @@ func TestPostSendsThePayloadSignedWithEverySecret(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
-	s := &sender{client: newHTTPClient(1), policy: DefaultPolicy(), now: time.Now}
+	s := &sender{client: testHTTPClient(1), egress: loopbackPolicy(), policy: DefaultPolicy(), now: time.Now}
 
 	current, previous := mustNewSecret(t), mustNewSecret(t)
 	const id = "0192d1e4-7a8b-7c3d-9e0f-123456789abc"

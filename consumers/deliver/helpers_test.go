@@ -123,7 +123,7 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 	e.t.Helper()
 	cfg := deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: e.group, Policy: fastPolicy(),
 		Workers: 16, PerEndpoint: 4, Poll: 50 * time.Millisecond, StatsEvery: 200 * time.Millisecond,
-		Lease: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Lease: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Egress: loopbackOnly(e.t)}
 	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"orderflow"
+	"orderflow/internal/egress"
 )
 
 // senderStore is what the sender needs from the database.
@@ -25,6 +26,8 @@ type senderStore interface {
 type sender struct {
 	store       senderStore
 	client      *http.Client
+	egress      egress.Policy
+	secrets     SecretOpener
 	policy      Policy
 	workers     int
 	perEndpoint int

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"orderflow"
+	"orderflow/internal/egress"
 	"orderflow/internal/httpserver"
 	"orderflow/internal/kafka"
 	"orderflow/internal/periodic"
@@ -43,8 +45,24 @@ type Config struct {
 	StatsEvery  time.Duration // gauges refresh; default 5s
 	MaxBatch    int           // records per intake transaction; default 500
 	Logger      *slog.Logger
-	HTTPClient  *http.Client // default: no redirects, pooled per endpoint
+	HTTPClient  *http.Client // default: no redirects, pooled per endpoint, dialing through Egress
 	RandomDelay func(n int64) int64
+	// Egress says which endpoints may be reached besides public https ones; the zero Policy
+	// allows those only. It is checked on the URL and on every address dialed, so a name that
+	// resolves to a private address at send time (DNS rebinding) is refused then.
+	Egress egress.Policy
+	// Resolver resolves endpoint host names for the egress check; nil is net.DefaultResolver.
+	Resolver egress.Resolver
+	// Secrets opens the endpoint secrets the API stored sealed; nil can only sign with secrets
+	// stored in clear (rows older than encryption at rest).
+	Secrets SecretOpener
+	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
+	Kafka kafka.Security
+}
+
+// SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
+type SecretOpener interface {
+	Open(sealed string) ([]byte, error)
 }
 
 // Service is a running deliverer: intake, sender and gauges.
@@ -100,7 +118,11 @@ func New(cfg Config, store Store) (*Service, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = newHTTPClient(cfg.PerEndpoint)
+		resolver := cfg.Resolver
+		if resolver == nil {
+			resolver = net.DefaultResolver
+		}
+		cfg.HTTPClient = newHTTPClient(cfg.PerEndpoint, cfg.Egress, resolver)
 	}
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
@@ -108,6 +130,7 @@ func New(cfg Config, store Store) (*Service, error) {
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
+		Dialer:         cfg.Kafka.Dialer(),
 		Brokers:        cfg.Brokers,
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
@@ -119,14 +142,14 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, cfg.GroupID, cfg.Topic)
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: cfg.Kafka.Transport()}, cfg.GroupID, cfg.Topic)
 	reg.MustRegister(lag)
 	s := &Service{
 		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,
 		lag: lag,
 		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
-		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
+		sender: &sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
 			inFlight: map[string]int{}, queued: map[string][]held{}},

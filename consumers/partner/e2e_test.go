@@ -119,7 +119,7 @@ func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	}
 	common := []string{"DATABASE_URL=" + e.dsn, "KAFKA_BROKERS=" + brokers}
 	apiAddr := freeAddr(t)
-	startProc(t, bin, "api", apiAddr, common...)
+	startProc(t, bin, "api", apiAddr, append(common, "OPS_ADDR="+freeAddr(t))...)
 	apiURL := "http://" + apiAddr
 	t.Cleanup(func() {
 		client := &kafka.Client{Addr: kafka.TCP(e.brokers...), Timeout: 20 * time.Second}
@@ -128,7 +128,8 @@ func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	startProc(t, bin, "capture", freeAddr(t), append(common, "CAPTURE_SLOT="+slot, "CAPTURE_PUBLICATION="+slot,
 		"CAPTURE_TOPIC_PREFIX="+prefix, "CAPTURE_PARTITIONS=3", "CAPTURE_STATUS_INTERVAL=1s")...)
 	startProc(t, bin, "deliver", freeAddr(t), append(common, "DELIVER_TOPIC="+prefix+".order",
-		"DELIVER_GROUP="+prefix+"_deliver", "DELIVER_BASE_BACKOFF=50ms", "DELIVER_MAX_BACKOFF=500ms", "DELIVER_TIMEOUT=2s", "DELIVER_POLL=50ms")...)
+		"DELIVER_GROUP="+prefix+"_deliver", "DELIVER_BASE_BACKOFF=50ms", "DELIVER_MAX_BACKOFF=500ms", "DELIVER_TIMEOUT=2s", "DELIVER_POLL=50ms",
+		"WEBHOOK_ALLOW=127.0.0.1")...)
 	partnerEnv := append(common, "WEBHOOK_SECRET="+e.secret, "API_URL="+apiURL, "PARTNER_API_KEY="+partnerKey,
 		"PARTNER_FULFILL_DELAY=100ms", "PARTNER_UNKNOWN_SKU=^UNKNOWN-")
 	partnerProc := startProc(t, bin, "partner", e.addr, partnerEnv...)

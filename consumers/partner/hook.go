@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -49,17 +50,21 @@ func (p *Partner) handleHook() http.Handler {
 func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		http.Error(w, "body unreadable or too large", http.StatusRequestEntityTooLarge)
-		return http.StatusRequestEntityTooLarge
+		return problem(w, http.StatusRequestEntityTooLarge, "request-too-large", "the body is unreadable or larger than 1 MiB")
 	}
 	id := r.Header.Get(webhook.HeaderID)
 	err = webhook.Verify(p.cfg.Secrets, id, r.Header.Get(webhook.HeaderTimestamp), r.Header.Get(webhook.HeaderSignature), body, time.Now(), p.cfg.Tolerance)
 	if err != nil {
 		// The reason is counted and logged; the signature and body never are.
 		p.m.rejected.WithLabelValues(rejectReason(err)).Inc()
-		p.log.Warn("webhook refused", "webhook_id", id, "reason", err.Error())
-		http.Error(w, "webhook signature or timestamp not valid", http.StatusUnauthorized)
-		return http.StatusUnauthorized
+		p.log.Warn("webhook refused", "webhook_id", safeID(id), "reason", err.Error())
+		return problem(w, http.StatusUnauthorized, "webhook-unverified", "the webhook signature or timestamp is not valid")
+	}
+	// Signed by orderflow or not, text PostgreSQL would refuse must be a 400 the sender can
+	// see, not a failed insert answered 503 and retried until it dies.
+	if d := hookIDProblem(id); d != "" {
+		p.m.rejected.WithLabelValues("invalid_id").Inc()
+		return problem(w, http.StatusBadRequest, "webhook-id-invalid", "webhook-id "+d)
 	}
 	f := *p.faults.Load()
 	if f.Latency > 0 {
@@ -76,26 +81,26 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 		case <-p.stopping():
 		case <-time.After(f.Hang):
 		}
-		http.Error(w, "injected timeout", http.StatusGatewayTimeout)
-		return http.StatusGatewayTimeout
+		return problem(w, http.StatusGatewayTimeout, "injected-fault", "injected timeout")
 	}
 	if f.ErrorRate > 0 && p.cfg.Random() < f.ErrorRate {
 		p.fault(r.Context(), id, "error")
-		http.Error(w, "injected error", http.StatusInternalServerError)
-		return http.StatusInternalServerError
+		return problem(w, http.StatusInternalServerError, "injected-fault", "injected error")
 	}
 	ev, err := orderflow.DecodeCloudEvent(body)
 	if err != nil {
 		p.m.rejected.WithLabelValues("undecodable").Inc()
-		http.Error(w, "not a CloudEvent", http.StatusBadRequest)
-		return http.StatusBadRequest
+		return problem(w, http.StatusBadRequest, "webhook-body-invalid", "the body is not a CloudEvent")
+	}
+	if d := eventTextProblem(body, ev); d != "" {
+		p.m.rejected.WithLabelValues("undecodable").Inc()
+		return problem(w, http.StatusBadRequest, "webhook-body-invalid", d)
 	}
 	commitThen500 := f.CommitThen500Rate > 0 && p.cfg.Random() < f.CommitThen500Rate
 	ans, err := p.receive(r.Context(), id, ev, commitThen500)
 	if err != nil {
 		p.log.Error("storing webhook receipt", "webhook_id", id, "err", err)
-		http.Error(w, "could not store the receipt", http.StatusServiceUnavailable)
-		return http.StatusServiceUnavailable
+		return problem(w, http.StatusServiceUnavailable, "receipt-not-stored", "could not store the receipt; retry")
 	}
 	p.m.receipts.WithLabelValues(ev.Type, fmt.Sprint(ans.Duplicate)).Inc()
 	if ans.Action != "" {
@@ -106,8 +111,7 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 	}
 	if commitThen500 {
 		p.m.faults.WithLabelValues("commit_then_500").Inc()
-		http.Error(w, "injected error after commit", http.StatusInternalServerError)
-		return http.StatusInternalServerError
+		return problem(w, http.StatusInternalServerError, "injected-fault", "injected error after commit")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
@@ -150,6 +154,9 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 	}
 	if !ans.Duplicate && ev.Type == orderflow.EventOrderCreated {
 		o, err := orderflow.OrderFromEvent(ev)
+		if err == nil && orderflow.ValidateText(o.ID, orderflow.MaxIDLength) != "" {
+			err = errors.New("the order id is not storable text")
+		}
 		if err != nil {
 			// Store the receipt anyway: a retry would not make this event readable.
 			p.log.Warn("order.created without a readable order", "webhook_id", id, "err", err)
@@ -206,4 +213,50 @@ func nullable(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// problemBase prefixes the partner's problem types, the same namespace the API uses.
+const problemBase = "https://orderflow.dev/problems/"
+
+// problem answers an RFC 9457 problem and returns the status, so a sender, or an operator
+// reading a dead letter, can tell the reasons apart by type.
+func problem(w http.ResponseWriter, status int, code, detail string) int {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type": problemBase + code, "title": http.StatusText(status), "status": status, "detail": detail})
+	return status
+}
+
+// maxHookIDLength bounds webhook-id; orderflow sends UUIDs.
+const maxHookIDLength = 255
+
+// hookIDProblem says what is wrong with a webhook-id as a stored key, or "".
+func hookIDProblem(id string) string {
+	if len(id) > maxHookIDLength {
+		return fmt.Sprintf("must be at most %d bytes", maxHookIDLength)
+	}
+	return orderflow.ValidateText(id, maxHookIDLength)
+}
+
+// eventTextProblem says which of the event's stored fields is not storable text, or "".
+// encoding/json turns invalid UTF-8 into U+FFFD silently, so the raw body is checked too.
+func eventTextProblem(body []byte, ev *orderflow.CloudEvent) string {
+	if !utf8.Valid(body) {
+		return "the body is not valid UTF-8"
+	}
+	for name, v := range map[string]string{"type": ev.Type, "subject": ev.Subject} {
+		if len(v) > maxHookIDLength {
+			return fmt.Sprintf("the event's %s must be at most %d bytes", name, maxHookIDLength)
+		}
+		if d := orderflow.ValidateText(v, maxHookIDLength); d != "" {
+			return "the event's " + name + " " + d
+		}
+	}
+	return ""
+}
+
+// safeID is a webhook-id fit for a log line: an unverified request's id is attacker text.
+func safeID(id string) string {
+	return orderflow.StorableText(id, 100)
 }

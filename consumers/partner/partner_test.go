@@ -65,9 +65,9 @@ func newEnv(t *testing.T) *env {
 	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
 		e.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	_, err = e.sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-		('client', 'test client', sha256($1::bytea), false), ('admin', 'test admin', sha256($2::bytea), true),
-		('partner', 'mock partner', sha256($3::bytea), false)`, []byte(clientKey), []byte(adminKey), []byte(partnerKey))
+	_, err = e.sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, role) VALUES
+		('client', 'test client', sha256($1::bytea), 'client'), ('admin', 'test admin', sha256($2::bytea), 'admin'),
+		('partner', 'mock partner', sha256($3::bytea), 'fulfiller')`, []byte(clientKey), []byte(adminKey), []byte(partnerKey))
 	testenv.Must(t, err, "seeding api clients")
 	srv := httptest.NewServer(api.New(db, e.log))
 	t.Cleanup(srv.Close)
@@ -195,7 +195,8 @@ func (e *env) startDeliverer(policy func(*deliver.Policy)) {
 		policy(&p)
 	}
 	s, err := deliver.New(deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: testenv.UniqueName("ofpartner_group"),
-		Policy: p, Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, Lease: time.Second, Logger: e.log}, e.db)
+		Policy: p, Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, Lease: time.Second, Logger: e.log,
+		Egress: loopbackOnly(e.t)}, e.db)
 	testenv.Must(e.t, err, "creating deliverer")
 	e.run("deliverer", s.Run)
 }

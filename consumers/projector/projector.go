@@ -54,6 +54,8 @@ type Config struct {
 	// process) before giving its partitions to another; the broker's minimum is 6 s.
 	SessionTimeout time.Duration
 	Logger         *slog.Logger
+	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
+	Kafka kafka.Security
 }
 
 func (c *Config) defaults() {
@@ -114,7 +116,7 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: cfg.Kafka.Transport()}
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag}
 	p.dlq = &kafkaDLQ{
@@ -122,6 +124,7 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 		writer: &kafkago.Writer{
 			Addr: kafkago.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafkago.Hash{},
 			RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second,
+			Transport: cfg.Kafka.Transport(),
 		},
 	}
 	return p, nil
@@ -144,6 +147,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Dialer:            p.cfg.Kafka.Dialer(),
 		Brokers:           p.cfg.Brokers,
 		GroupID:           p.cfg.GroupID,
 		Topic:             p.cfg.Topic,

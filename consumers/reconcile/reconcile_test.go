@@ -133,7 +133,7 @@ func (w *world) createOrder() string {
 
 func (w *world) fulfill(id string) {
 	w.t.Helper()
-	_, err := w.db.ChangeOrder(context.Background(), orderflow.IdempotencyKey{ClientID: "test", Key: uuid.NewString(), Fingerprint: []byte("y")},
+	_, err := w.db.ChangeOrder(context.Background(), orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "test", Key: uuid.NewString(), Fingerprint: []byte("y")},
 		id, orderflow.ActionFulfill, "", respond)
 	testenv.Must(w.t, err, "fulfilling order")
 }

@@ -135,14 +135,11 @@ func (m mainPackage) subcommands(t *testing.T) map[string]string {
 	return out
 }
 
-// envReaders are the methods of cmd/orderflow's envDefaults that read one variable each.
-var envReaders = map[string]bool{"Int": true, "Float": true, "Duration": true, "Bool": true, "String": true}
-
 var envName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
 
 // envVars lists the environment variables fn reads, following calls into the package's other
-// functions: getenv("X"), helpers called as f(getenv, "X", ...), typed readers called as
-// env.Int("X", ...), and getenv(v) over a table of names written in the function.
+// functions: getenv("X"), env.Int("X", ...) and the other envDefaults readers, helpers called
+// as f(getenv, "X", ...), and getenv(v) over a table of names written in the function.
 func (m mainPackage) envVars(fn string) map[string]bool {
 	seen := map[string]bool{}
 	vars := map[string]bool{}
@@ -168,10 +165,12 @@ func (m mainPackage) envVars(fn string) map[string]bool {
 					}
 					visit(id.Name)
 				}
-				// env.Int("X", def) and its siblings: the typed readers of flags.go's envDefaults.
-				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && envReaders[sel.Sel.Name] && len(n.Args) >= 1 {
-					if s, ok := stringLit(n.Args[0]); ok && envName.MatchString(s) {
-						vars[s] = true
+				// env.Duration("RECONCILE_EVERY", ...): the envDefaults readers.
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && len(n.Args) >= 1 {
+					if x, ok := sel.X.(*ast.Ident); ok && x.Name == "env" {
+						if s, ok := stringLit(n.Args[0]); ok && envName.MatchString(s) {
+							vars[s] = true
+						}
 					}
 				}
 				if len(n.Args) >= 2 {
@@ -236,9 +235,23 @@ func TestServicesGetOnlyVariablesTheirCommandReads(t *testing.T) {
 func TestPortsLineUp(t *testing.T) {
 	p := mustProject(t)
 	services := orderflowServices(t, p)
-	// listen is the container port each service's HTTP listener binds.
+	// listen is the container port each service's HTTP listener binds; metricsPort the one
+	// serving /metrics: its OPS_ADDR when it has one (the api), else the same.
 	listen := map[string]string{}
+	metricsPort := map[string]string{}
 	for name, s := range services {
+		if ops := s.Environment["OPS_ADDR"]; ops != nil {
+			host, port, err := net.SplitHostPort(*ops)
+			if err != nil || (host != "" && host != "0.0.0.0" && host != "::") {
+				t.Errorf("service %s: OPS_ADDR %q must be a port Prometheus can reach in the network", name, *ops)
+			}
+			metricsPort[name] = port
+			for _, pc := range s.Ports {
+				if strconv.Itoa(int(pc.Target)) == port {
+					t.Errorf("service %s publishes its ops port %d: /metrics must not be reachable from outside", name, pc.Target)
+				}
+			}
+		}
 		addr := s.Environment["HTTP_ADDR"]
 		if addr == nil {
 			if len(s.Ports) > 0 {
@@ -255,6 +268,9 @@ func TestPortsLineUp(t *testing.T) {
 			t.Errorf("service %s listens on %s, which other containers cannot reach", name, *addr)
 		}
 		listen[name] = port
+		if metricsPort[name] == "" {
+			metricsPort[name] = port
+		}
 		for _, pc := range s.Ports {
 			if strconv.Itoa(int(pc.Target)) != port {
 				t.Errorf("service %s publishes %s:%d, but listens on port %s", name, pc.Published, pc.Target, port)
@@ -287,10 +303,10 @@ func TestPortsLineUp(t *testing.T) {
 					continue
 				}
 				scraped[host] = true
-				if want, ok := listen[host]; !ok {
+				if want, ok := metricsPort[host]; !ok {
 					t.Errorf("Prometheus scrapes %s, which is no orderflow service with an HTTP_ADDR", target)
 				} else if port != want {
-					t.Errorf("Prometheus scrapes %s, but %s listens on port %s", target, host, want)
+					t.Errorf("Prometheus scrapes %s, but %s serves /metrics on port %s", target, host, want)
 				}
 				if svc := st.Labels["service"]; svc != "" && svc != host {
 					t.Errorf("scrape target %s is labelled service=%s", target, svc)
@@ -300,7 +316,7 @@ func TestPortsLineUp(t *testing.T) {
 	}
 	for name := range listen {
 		if !scraped[name] {
-			t.Errorf("service %s serves /metrics on port %s, but Prometheus does not scrape it", name, listen[name])
+			t.Errorf("service %s serves /metrics on port %s, but Prometheus does not scrape it", name, metricsPort[name])
 		}
 	}
 

@@ -38,6 +38,10 @@ PROJECT_METRICS_PORT=${ORDERFLOW_PROJECT_METRICS_PORT:-18082}
 DELIVER_METRICS_PORT=${ORDERFLOW_DELIVER_METRICS_PORT:-18083}
 PARTNER_PORT=${ORDERFLOW_PARTNER_PORT:-18084}
 RECONCILE_METRICS_PORT=${ORDERFLOW_RECONCILE_METRICS_PORT:-18085}
+# The API's /metrics is on a listener of its own, not on the public one.
+API_OPS_PORT=${ORDERFLOW_API_OPS_PORT:-18086}
+# The broker's SASL_SSL listener (SCRAM-SHA-512 over TLS), next to its plaintext one.
+KAFKA_SASL_PORT=${ORDERFLOW_KAFKA_SASL_PORT:-19094}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
 
@@ -53,6 +57,8 @@ ORDERFLOW_PROJECT_METRICS_PORT=$PROJECT_METRICS_PORT
 ORDERFLOW_DELIVER_METRICS_PORT=$DELIVER_METRICS_PORT
 ORDERFLOW_PARTNER_PORT=$PARTNER_PORT
 ORDERFLOW_RECONCILE_METRICS_PORT=$RECONCILE_METRICS_PORT
+ORDERFLOW_API_OPS_PORT=$API_OPS_PORT
+ORDERFLOW_KAFKA_SASL_PORT=$KAFKA_SASL_PORT
 EOF
 }
 
@@ -245,7 +251,7 @@ kafka_up() {
 	mkdir -p "$RUN" "$LOG" "$LOCAL/kafka"
 	if alive kafka; then say "kafka: running (pid $(cat "$RUN/kafka.pid"))"; return 0; fi
 	local p
-	for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+	for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
 		port_in_use "$p" && die "kafka: 127.0.0.1:$p is already in use by another process (set ORDERFLOW_KAFKA_PORT / ORDERFLOW_KAFKA_CONTROLLER_PORT)"
 	done
 	kafka_libs
@@ -272,6 +278,7 @@ group.initial.rebalance.delay.ms=0
 min.insync.replicas=1
 log.retention.hours=168
 EOF
+	kafka_sasl_conf "$conf"
 	local cp="$LOCAL/kafka/libs/*"
 	local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
 		"-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties")
@@ -292,6 +299,101 @@ EOF
 	say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(cat "$RUN/kafka.pid"))"
 }
 
+# --- TLS and SASL ------------------------------------------------------------------------------
+# One TLS path to PostgreSQL (the same port: the server takes TLS and plain connections; the
+# API connects with sslmode=verify-full) and one SASL_SSL listener on the broker (SCRAM-SHA-512;
+# the deliverer consumes through it), with certificates of a local CA made here by openssl. The
+# plaintext paths stay for everything else, so tests and tools need no credentials.
+
+TLS_DIR="$LOCAL/tls"
+KAFKA_SASL_USER=orderflow
+KAFKA_SASL_PASSWORD_FILE="$TLS_DIR/kafka-sasl-password"
+
+# tls_certs makes, once, a CA and a server certificate for 127.0.0.1 and localhost, the same
+# certificate as a PKCS#12 keystore for the broker, and the broker's SCRAM password.
+tls_certs() {
+	[ -s "$TLS_DIR/kafka.p12" ] && [ -s "$KAFKA_SASL_PASSWORD_FILE" ] && return 0
+	command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+	mkdir -p "$TLS_DIR"
+	chmod 700 "$TLS_DIR"
+	(
+		cd "$TLS_DIR"
+		umask 077
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=orderflow local CA" 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 825 -extfile server.ext 2>/dev/null
+		head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >kafka-keystore-password
+		openssl pkcs12 -export -in server.crt -inkey server.key -certfile ca.crt -name kafka \
+			-out kafka.p12 -passout "file:kafka-keystore-password"
+		head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$KAFKA_SASL_PASSWORD_FILE"
+		chmod 644 ca.crt
+	) || die "making the local TLS certificates failed"
+	say "tls: made a local CA and certificates in $TLS_DIR"
+}
+
+# pg_tls turns TLS on in the local PostgreSQL (a reload, no restart): the server certificate is
+# copied into the data directory, where the server's user can read it.
+pg_tls() {
+	local bin u
+	bin=$(pg_bin)
+	u=$(pg_user)
+	pg_dirs
+	if ! cmp -s "$TLS_DIR/server.crt" "$PGDIR/server.crt" 2>/dev/null; then
+		install -m 600 "$TLS_DIR/server.key" "$PGDIR/server.key"
+		install -m 644 "$TLS_DIR/server.crt" "$PGDIR/server.crt"
+		[ "$(id -u)" = 0 ] && chown "$u" "$PGDIR/server.key" "$PGDIR/server.crt"
+	fi
+	[ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c "SHOW ssl")" = on ] && return 0
+	"$bin/psql" -X -q "$DATABASE_URL" -c "ALTER SYSTEM SET ssl_cert_file = 'server.crt'" \
+		-c "ALTER SYSTEM SET ssl_key_file = 'server.key'" -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null ||
+		die "turning on TLS in postgres failed"
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c "SHOW ssl")" = on ] && { say "postgres: TLS on (verify against $TLS_DIR/ca.crt)"; return 0; }
+		sleep 0.1
+	done
+	die "postgres did not turn TLS on (see .local/log/postgres.log)"
+}
+
+# DATABASE_TLS_URL is the owner's connection over TLS, verifying the server's certificate.
+TLS_PARAMS="sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt"
+DATABASE_TLS_URL="${DATABASE_URL/sslmode=disable/"$TLS_PARAMS"}"
+KAFKA_SASL_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
+
+# kafka_sasl_conf CONF adds the SASL_SSL listener to a broker configuration kafka_up wrote.
+kafka_sasl_conf() {
+	local conf=$1 ks
+	ks=$(cat "$TLS_DIR/kafka-keystore-password")
+	sed -i -e "s|^listeners=.*|&,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT|" \
+		-e "s|^advertised.listeners=.*|&,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT|" \
+		-e "s|^listener.security.protocol.map=.*|&,SASL_SSL:SASL_SSL|" "$conf"
+	cat >>"$conf" <<EOF
+# SASL_SSL listener (deploy/local/stack.sh kafka_sasl_conf): SCRAM-SHA-512 over TLS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka.p12
+listener.name.sasl_ssl.ssl.keystore.password=$ks
+listener.name.sasl_ssl.ssl.key.password=$ks
+EOF
+}
+
+# kafka_sasl_user gives the SCRAM user its password (again: it is idempotent), through the
+# plaintext listener, as the broker keeps SCRAM credentials in its metadata.
+kafka_sasl_user() {
+	local i
+	wait_tcp "$KAFKA_SASL_PORT" 60 || die "kafka: no SASL_SSL listener on 127.0.0.1:$KAFKA_SASL_PORT"
+	for ((i = 0; i < 30; i++)); do
+		java -cp "$LOCAL/kafka/libs/*" "-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties" kafka.admin.ConfigCommand \
+			--bootstrap-server "$KAFKA_BROKERS" --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+			--add-config "SCRAM-SHA-512=[password=$(cat "$KAFKA_SASL_PASSWORD_FILE")]" >>"$LOG/kafka-sasl.log" 2>&1 && return 0
+		sleep 1
+	done
+	tail -n 20 "$LOG/kafka-sasl.log" >&2
+	die "kafka: could not set the SCRAM user's password (see .local/log/kafka-sasl.log)"
+}
+
 stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 	local name=$1 f="$RUN/$1.pid" pid i
 	[ -f "$f" ] || return 0
@@ -309,30 +411,37 @@ stop_pid() { # stop_pid NAME: SIGTERM, wait up to 30 s, then SIGKILL
 
 write_env() {
 	mkdir -p "$LOCAL"
-	local api_key admin_key webhook_secret
-	api_key=$(grep -s '^API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
+	local webhook_secret endpoint_id
 	# The partner's endpoint secret is issued once by the admin API (register_partner) and kept.
-	webhook_secret=$(grep -s '^WEBHOOK_SECRET=' "$LOCAL/env" | cut -d= -f2- || true)
-	admin_key=$(grep -s '^ADMIN_API_KEY=' "$LOCAL/env" | cut -d= -f2- || true)
-	[ -n "$api_key" ] || api_key="of_demo_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-	[ -n "$admin_key" ] || admin_key="of_admin_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-	cat >"$LOCAL/env.tmp" <<EOF
+	webhook_secret=${WEBHOOK_SECRET:-$(env_value WEBHOOK_SECRET)}
+	endpoint_id=${PARTNER_ENDPOINT_ID:-$(env_value PARTNER_ENDPOINT_ID)}
+	# The file holds API keys and the webhook secret: readable by its owner only, from the
+	# moment it exists (umask), not after a chmod that leaves a window.
+	(umask 077 && cat >"$LOCAL/env.tmp") <<EOF
 # Written by 'make up'. Source it: . .local/env
 DATABASE_URL='$DATABASE_URL'
 KAFKA_BROKERS='$KAFKA_BROKERS'
 API_URL='$API_URL'
 PARTNER_URL='$PARTNER_URL'
-API_KEY=$api_key
-ADMIN_API_KEY=$admin_key
+API_KEY=$API_KEY
+ADMIN_API_KEY=$ADMIN_API_KEY
+PARTNER_API_KEY=$PARTNER_API_KEY
 WEBHOOK_SECRET=$webhook_secret
-API_METRICS_URL='$API_URL/metrics'
+PARTNER_ENDPOINT_ID=$endpoint_id
+# The API seals webhook secrets with this key ring; the deliverer opens them to sign. The
+# partner listens on loopback, which webhook endpoints may use only when allowlisted.
+WEBHOOK_KEYRING_FILE='$KEYRING'
+WEBHOOK_ALLOW=127.0.0.1
+API_METRICS_URL='http://127.0.0.1:$API_OPS_PORT/metrics'
 CAPTURE_METRICS_URL='http://127.0.0.1:$CAPTURE_METRICS_PORT/metrics'
 PROJECT_METRICS_URL='http://127.0.0.1:$PROJECT_METRICS_PORT/metrics'
 DELIVER_METRICS_URL='http://127.0.0.1:$DELIVER_METRICS_PORT/metrics'
 PARTNER_METRICS_URL='$PARTNER_URL/metrics'
 RECONCILE_METRICS_URL='http://127.0.0.1:$RECONCILE_METRICS_PORT/metrics'
-export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY WEBHOOK_SECRET
+export DATABASE_URL KAFKA_BROKERS API_URL PARTNER_URL API_KEY ADMIN_API_KEY PARTNER_API_KEY WEBHOOK_SECRET
+export PARTNER_ENDPOINT_ID WEBHOOK_KEYRING_FILE WEBHOOK_ALLOW
 EOF
+	chmod 600 "$LOCAL/env.tmp"
 	mv "$LOCAL/env.tmp" "$LOCAL/env"
 }
 
@@ -347,6 +456,37 @@ service_addr() {
 	esac
 }
 
+# service_db_url NAME: how service NAME connects to PostgreSQL: as its own least-privilege
+# role, which the migrations create (sql/migrations/00008_service_roles.sql). DATABASE_URL in
+# .local/env stays the owner's, for migrations, scripts and operators.
+service_db_url() {
+	local role
+	case $1 in
+	api) role=orderflow_api ;;
+	capture) role=orderflow_capture ;;
+	project) role=orderflow_projector ;;
+	deliver) role=orderflow_deliver ;;
+	partner) role=orderflow_partner ;;
+	reconcile) role=orderflow_reconcile ;;
+	*) printf '%s\n' "$DATABASE_URL"; return ;;
+	esac
+	local from="//$PG_SUPERUSER@" to="//$role@" url=$DATABASE_URL
+	# The API takes the TLS path, verifying the server's certificate.
+	[ "$1" = api ] && url=$DATABASE_TLS_URL
+	printf '%s\n' "${url/"$from"/"$to"}"
+}
+
+# service_env NAME: settings one service gets beyond the common ones. The deliverer consumes
+# through the broker's SASL_SSL listener.
+service_env() {
+	case $1 in
+	deliver)
+		printf '%s\n' "KAFKA_BROKERS=$KAFKA_SASL_BROKERS" "KAFKA_CA_FILE=$TLS_DIR/ca.crt" "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
+			"KAFKA_USERNAME=$KAFKA_SASL_USER" "KAFKA_PASSWORD_FILE=$KAFKA_SASL_PASSWORD_FILE"
+		;;
+	esac
+}
+
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 service_up() {
@@ -356,8 +496,8 @@ service_up() {
 	# Another process on our port would answer our readiness check and hide our failure.
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
-	DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" \
-		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
+	DATABASE_URL="$(service_db_url "$name")" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
+		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" env $(service_env "$name") nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -369,44 +509,90 @@ service_up() {
 	die "$name not ready after 30 s (see .local/log/$name.log)"
 }
 
-seed_keys() {
-	local bin
+# --- API keys --------------------------------------------------------------------------------
+
+env_value() { # env_value NAME: NAME's value in the current .local/env, if any
+	grep -s "^$1=" "$LOCAL/env" | cut -d= -f2- || true
+}
+
+# ensure_key VAR CLIENT ROLE sets VAR to the key .local/env holds when it is still an active
+# key of CLIENT with ROLE; otherwise 'orderflow apikey create' makes one (it prints the key
+# once; only its digest is stored). Keys therefore survive 'make up' and a revoked one is
+# replaced.
+ensure_key() {
+	local var=$1 client=$2 role=$3 key bin
 	bin=$(pg_bin)
-	# Keys are stored as SHA-256 digests only; the plain keys live in .local/env for the demo.
-	"$bin/psql" -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<EOF
-INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES
-  ('demo', 'demo client', sha256(convert_to('$API_KEY', 'UTF8')), false),
-  ('admin', 'local administrator', sha256(convert_to('$ADMIN_API_KEY', 'UTF8')), true)
-ON CONFLICT (id) DO UPDATE SET key_sha256 = EXCLUDED.key_sha256, is_admin = EXCLUDED.is_admin;
-EOF
+	key=$(env_value "$var")
+	if [ -n "$key" ] && [ "$("$bin/psql" -X -tAq -v key="$key" -v client="$client" -v role="$role" "$DATABASE_URL" <<'SQL'
+SELECT count(*) FROM api_clients WHERE key_sha256 = sha256(convert_to(:'key', 'UTF8'))
+	AND revoked_at IS NULL AND client_id = :'client' AND role = :'role';
+SQL
+	)" = 1 ]; then
+		printf -v "$var" '%s' "$key"
+		return 0
+	fi
+	key=$(DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" apikey create -client "$client" -role "$role" \
+		-name "make up" 2>>"$LOG/apikey.log") || { tail -n 5 "$LOG/apikey.log" >&2; die "creating the $role key for $client failed"; }
+	printf -v "$var" '%s' "$key"
+	say "api: created a $role key for client $client (\$$var in .local/env)"
+}
+
+KEYRING="$LOCAL/webhook-keyring"
+
+# ensure_keyring makes the key ring that encrypts webhook secrets at rest, once: one AES-256
+# key, readable by its owner only. Losing it makes every stored secret unreadable.
+ensure_keyring() {
+	[ -s "$KEYRING" ] && return 0
+	mkdir -p "$LOCAL"
+	(umask 077 && printf '# orderflow webhook secret key ring (docs/WEBHOOKS.md)\nlocal1:%s\n' \
+		"$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$KEYRING.tmp")
+	mv "$KEYRING.tmp" "$KEYRING"
+	say "api: made the webhook secret key ring $KEYRING"
+}
+
+# ensure_keys: the demo client's key, the partner's fulfiller key (the partner calls back with
+# it, never with a client's key) and an admin key.
+ensure_keys() {
+	ensure_key API_KEY demo client
+	ensure_key PARTNER_API_KEY partner fulfiller
+	ensure_key ADMIN_API_KEY admin admin
 }
 
 # register_partner makes the mock partner a webhook endpoint for order.created, through the
-# admin API (so the demo shows the real path), once: the secret it returns goes to .local/env
-# and is reused by every later 'make up'.
+# admin API (so the demo shows the real path), once: the secret it returns and the endpoint's
+# id go to .local/env and are reused by every later 'make up'. The database cannot say which
+# secret an endpoint has (it holds them encrypted), so the endpoint id is what ties the two.
 register_partner() {
-	local bin hook body id
+	local bin hook body id stale st
 	bin=$(pg_bin)
 	hook="$PARTNER_URL/partner-hook"
+	id=${PARTNER_ENDPOINT_ID:-}
+	[ -n "${WEBHOOK_SECRET:-}" ] || id=
 	# Any other enabled endpoint of the local mock partner is stale: a secret we no longer hold,
 	# or an old port. Left enabled, its deliveries would fail until they die.
-	for id in $("$bin/psql" -X -tAq "$DATABASE_URL" -c "SELECT id FROM webhook_endpoints
-		WHERE disabled_at IS NULL AND url LIKE 'http://127.0.0.1:%/partner-hook'
-		AND NOT (url = '$hook' AND secret = '${WEBHOOK_SECRET:-}')"); do
-		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$id/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
-			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $id failed"
+	stale=$("$bin/psql" -X -tAq -v id="$id" -v hook="$hook" "$DATABASE_URL" <<'SQL'
+SELECT id FROM webhook_endpoints WHERE disabled_at IS NULL AND url LIKE 'http://127.0.0.1:%/partner-hook'
+	AND NOT (id::text = :'id' AND url = :'hook');
+SQL
+	)
+	for st in $stale; do
+		curl -fsS -o /dev/null -X POST "$API_URL/v1/admin/endpoints/$st/disable" -H "Authorization: Bearer $ADMIN_API_KEY" \
+			-H 'Content-Type: application/json' -d '{"reason": "make up registered a new partner endpoint"}' || die "disabling stale endpoint $st failed"
 	done
-	if [ -n "${WEBHOOK_SECRET:-}" ] && [ "$("$bin/psql" -X -tAq "$DATABASE_URL" -c \
-		"SELECT count(*) FROM webhook_endpoints WHERE url = '$hook' AND secret = '$WEBHOOK_SECRET' AND disabled_at IS NULL")" = 1 ]; then
+	if [ -n "$id" ] && [ "$("$bin/psql" -X -tAq -v id="$id" -v hook="$hook" "$DATABASE_URL" <<'SQL'
+SELECT count(*) FROM webhook_endpoints WHERE id::text = :'id' AND url = :'hook' AND disabled_at IS NULL;
+SQL
+	)" = 1 ]; then
 		return 0
 	fi
 	body=$(curl -fsS -X POST "$API_URL/v1/admin/endpoints" -H "Authorization: Bearer $ADMIN_API_KEY" \
 		-H 'Content-Type: application/json' -d "{\"url\": \"$hook\", \"event_types\": [\"order.created\"]}") ||
 		die "registering the partner as a webhook endpoint failed"
 	WEBHOOK_SECRET=$(printf '%s' "$body" | sed -n 's/.*"secret":"\(whsec_[^"]*\)".*/\1/p')
-	[ -n "$WEBHOOK_SECRET" ] || die "the endpoint registration answered without a secret"
-	export WEBHOOK_SECRET
-	sed -i "s|^WEBHOOK_SECRET=.*|WEBHOOK_SECRET=$WEBHOOK_SECRET|" "$LOCAL/env"
+	PARTNER_ENDPOINT_ID=$(printf '%s' "$body" | sed -n 's/.*"id":"\([0-9a-f-]*\)".*/\1/p')
+	[ -n "$WEBHOOK_SECRET" ] && [ -n "$PARTNER_ENDPOINT_ID" ] || die "the endpoint registration answered without an id or a secret"
+	export WEBHOOK_SECRET PARTNER_ENDPOINT_ID
+	write_env
 	say "partner: registered $hook for order.created"
 }
 
@@ -430,8 +616,9 @@ cmd_infra() {
 	check_prereqs initdb java mvn psql
 	save_ports
 	trap cleanup_failed_up EXIT
-	note_start postgres; pg_up
-	note_start kafka; kafka_up
+	tls_certs
+	note_start postgres; pg_up; pg_tls
+	note_start kafka; kafka_up; kafka_sasl_user
 	trap - EXIT
 }
 
@@ -439,15 +626,17 @@ cmd_up() {
 	check_prereqs go initdb java mvn psql curl
 	save_ports
 	trap cleanup_failed_up EXIT
-	note_start postgres; pg_up
-	note_start kafka; kafka_up
+	tls_certs
+	note_start postgres; pg_up; pg_tls
+	note_start kafka; kafka_up; kafka_sasl_user
 	(cd "$ROOT" && go build -o bin/orderflow ./cmd/orderflow) || die "go build failed"
 	DATABASE_URL="$DATABASE_URL" "$ROOT/bin/orderflow" migrate >>"$LOG/migrate.log" 2>&1 ||
 		{ tail -n 20 "$LOG/migrate.log" >&2; die "migrations failed (see .local/log/migrate.log)"; }
+	ensure_keys
+	ensure_keyring
 	write_env
 	# shellcheck source=/dev/null
 	. "$LOCAL/env"
-	seed_keys
 	for s in "${SERVICES[@]}"; do
 		# The partner verifies with the endpoint's secret, which the running API issues.
 		[ "$s" = partner ] && register_partner
@@ -489,6 +678,18 @@ cmd_status() {
 	done
 }
 
+# print_env: what tests need to reach the stack; the TLS and SASL paths once they exist.
+print_env() {
+	say "DATABASE_URL=$DATABASE_URL"
+	say "KAFKA_BROKERS=$KAFKA_BROKERS"
+	[ -s "$TLS_DIR/ca.crt" ] || return 0
+	say "DATABASE_TLS_URL='$DATABASE_TLS_URL'"
+	say "KAFKA_SASL_BROKERS=$KAFKA_SASL_BROKERS"
+	say "KAFKA_SASL_CA_FILE=$TLS_DIR/ca.crt"
+	say "KAFKA_SASL_USERNAME=$KAFKA_SASL_USER"
+	say "KAFKA_SASL_PASSWORD_FILE=$KAFKA_SASL_PASSWORD_FILE"
+}
+
 case ${1:-} in
 up) cmd_up ;;
 infra) cmd_infra ;;
@@ -498,6 +699,6 @@ start) shift; cmd_start "$@" ;;
 status) cmd_status ;;
 running) alive "$2" ;;
 services) echo "${SERVICES[@]}" ;;
-env) say "DATABASE_URL=$DATABASE_URL"; say "KAFKA_BROKERS=$KAFKA_BROKERS" ;;
+env) print_env ;;
 *) die "usage: stack.sh up|infra|down|stop NAME...|status|env" ;;
 esac

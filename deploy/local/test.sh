@@ -25,14 +25,31 @@ eval "$("$STACK" env)"
 export ORDERFLOW_TEST_DATABASE_URL="$DATABASE_URL"
 export ORDERFLOW_TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 export ORDERFLOW_ROOT="$ROOT"
+# The TLS path to PostgreSQL and the SASL_SSL listener of the broker (deploy/local/stack.sh).
+export ORDERFLOW_TEST_DATABASE_TLS_URL="${DATABASE_TLS_URL:-}"
+export ORDERFLOW_TEST_KAFKA_SASL_BROKERS="${KAFKA_SASL_BROKERS:-}" ORDERFLOW_TEST_KAFKA_SASL_CA_FILE="${KAFKA_SASL_CA_FILE:-}"
+export ORDERFLOW_TEST_KAFKA_SASL_USERNAME="${KAFKA_SASL_USERNAME:-}" ORDERFLOW_TEST_KAFKA_SASL_PASSWORD_FILE="${KAFKA_SASL_PASSWORD_FILE:-}"
 
 echo "== go build"
 go build -o bin/orderflow ./cmd/orderflow
 echo "== go test"
 go test -count=1 -timeout 18m ${GOTESTFLAGS:-} ./...
+echo "== fuzz: each target for ${FUZZ_TIME:-5s} (a failing input is kept under the package's testdata/fuzz)"
+fuzz_targets=(
+	"./api FuzzDecode" "./api FuzzDecodeCursor" ". FuzzDecodeCloudEvent" "./internal/egress FuzzCheckURL"
+	"./capture FuzzDecodeInsert" "./webhook FuzzVerify"
+)
+for t in "${fuzz_targets[@]}"; do
+	read -r pkg target <<<"$t"
+	out=$(go test -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZ_TIME:-5s}" "$pkg" 2>&1) ||
+		{ printf '%s\n' "$out" >&2; echo "fuzz: $target in $pkg failed; the input is kept under $pkg/testdata/fuzz/$target" >&2; exit 1; }
+	echo "fuzz: $target ok"
+done
 echo "== make up on this stack: services, demo"
 "$STACK" up
 echo "== monitoring: rules, a real Prometheus scraping every service, the dashboard's queries"
 "$ROOT/deploy/prometheus/check.sh"
 echo "== a small failure drill (make drill runs 20,000 orders)"
 go run ./deploy/drill -root "$ROOT" -orders "${TEST_DRILL_ORDERS:-1000}"
+echo "== no log line holds an API key, a webhook secret or key ring material"
+"$ROOT/deploy/local/secrets-in-logs.sh"

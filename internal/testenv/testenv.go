@@ -205,3 +205,57 @@ func (r *Running) Stop(tb testing.TB) error {
 		return nil
 	}
 }
+
+// AsRole returns dsn with its user replaced by role and no password: how a service connects
+// with its own least-privilege role (sql/migrations/00008_service_roles.sql) to the test
+// cluster, which trusts local connections.
+func AsRole(tb testing.TB, dsn, role string) string {
+	tb.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		tb.Fatalf("parsing %s: %v", dsn, err)
+	}
+	u.User = url.User(role)
+	return u.String()
+}
+
+// Variables of the stack's TLS path to PostgreSQL and its SASL_SSL Kafka listener
+// (deploy/local/stack.sh); make test sets them.
+const (
+	DatabaseTLSURLVar        = "ORDERFLOW_TEST_DATABASE_TLS_URL"
+	KafkaSASLBrokersVar      = "ORDERFLOW_TEST_KAFKA_SASL_BROKERS"
+	KafkaSASLCAFileVar       = "ORDERFLOW_TEST_KAFKA_SASL_CA_FILE"
+	KafkaSASLUsernameVar     = "ORDERFLOW_TEST_KAFKA_SASL_USERNAME"
+	KafkaSASLPasswordFileVar = "ORDERFLOW_TEST_KAFKA_SASL_PASSWORD_FILE"
+)
+
+// DatabaseTLSURL is the owner's connection to the test cluster's maintenance database over
+// TLS, verifying the server's certificate (sslmode=verify-full with the stack's CA).
+func DatabaseTLSURL(tb testing.TB) string {
+	tb.Helper()
+	return require(tb, DatabaseTLSURLVar)
+}
+
+// KafkaSASL is the stack's SASL_SSL listener: brokers, the CA that signed their certificate,
+// and a SCRAM-SHA-512 user.
+type KafkaSASL struct {
+	Brokers            []string
+	CAFile             string
+	Username, Password string
+}
+
+// KafkaSASLListener returns the SASL_SSL listener's settings.
+func KafkaSASLListener(tb testing.TB) KafkaSASL {
+	tb.Helper()
+	k := KafkaSASL{
+		Brokers:  strings.Split(require(tb, KafkaSASLBrokersVar), ","),
+		CAFile:   require(tb, KafkaSASLCAFileVar),
+		Username: require(tb, KafkaSASLUsernameVar),
+	}
+	b, err := os.ReadFile(require(tb, KafkaSASLPasswordFileVar))
+	if err != nil {
+		tb.Fatalf("reading %s: %v", KafkaSASLPasswordFileVar, err)
+	}
+	k.Password = strings.TrimSpace(string(b))
+	return k
+}
