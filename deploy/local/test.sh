@@ -37,7 +37,7 @@ go test -count=1 -timeout 18m ${GOTESTFLAGS:-} ./...
 echo "== fuzz: each target for ${FUZZ_TIME:-5s} (a failing input is kept under the package's testdata/fuzz)"
 fuzz_targets=(
 	"./api FuzzDecode" "./api FuzzDecodeCursor" ". FuzzDecodeCloudEvent" "./internal/egress FuzzCheckURL"
-	"./capture FuzzDecodeInsert" "./webhook FuzzVerify"
+	"./capture FuzzDecodeInsert" "./webhook FuzzVerify" ". FuzzDecodeRecord" "./internal/tracing FuzzParse"
 )
 for t in "${fuzz_targets[@]}"; do
 	read -r pkg target <<<"$t"
