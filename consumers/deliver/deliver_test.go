@@ -68,9 +68,20 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
+		lagSeries := 0
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "orderflow_deliver_consumer_lag{") {
+				if !strings.HasSuffix(line, " 0") {
+					return false
+				}
+				lagSeries++
+			}
+		}
+		if lagSeries != 3 { // one per partition
+			return false
+		}
 		for _, want := range []string{
 			`orderflow_deliver_attempts_total{outcome="success"} 5`,
-			"orderflow_deliver_consumer_lag 0",
 			"orderflow_deliver_pending 0",
 			"orderflow_deliver_deliveries_enqueued_total 5",
 			"orderflow_deliver_event_to_delivered_seconds_count 5",

@@ -27,6 +27,7 @@ import (
 // env is one test's database, topic and consumer group.
 type env struct {
 	t       *testing.T
+	dsn     string
 	db      *postgres.DB
 	sql     *pgx.Conn
 	brokers []string
@@ -43,7 +44,7 @@ func newEnv(t *testing.T) *env {
 	db, err := postgres.Open(ctx, dsn, 20)
 	testenv.Must(t, err, "opening database")
 	t.Cleanup(db.Close)
-	e := &env{t: t, db: db, sql: testenv.Connect(t, dsn), brokers: brokers,
+	e := &env{t: t, dsn: dsn, db: db, sql: testenv.Connect(t, dsn), brokers: brokers,
 		topic: testenv.UniqueName("ofdeliver"), group: testenv.UniqueName("ofdeliver_group")}
 	mustCreateTopic(t, brokers, e.topic, 3)
 	e.writer = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: e.topic, RequiredAcks: kafka.RequireAll,
@@ -123,10 +124,7 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 	e.t.Helper()
 	cfg := deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: e.group, Policy: fastPolicy(),
 		Workers: 16, PerEndpoint: 4, Poll: 50 * time.Millisecond, StatsEvery: 200 * time.Millisecond,
-		Lease: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
+		Lease: time.Second, Logger: quietLogger()}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -147,6 +145,14 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 		}
 	})
 	return s
+}
+
+// quietLogger discards logs unless ORDERFLOW_TEST_LOG is set.
+func quietLogger() *slog.Logger {
+	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func (e *env) endpoint(url string, types ...string) orderflow.Endpoint {

@@ -2,13 +2,14 @@ package deliver
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 	"orderflow/internal/kafka"
 )
 
@@ -30,17 +31,32 @@ type intake struct {
 	log      *slog.Logger
 	m        *metrics
 	wake     chan<- struct{}
+	kafkaOK  *atomic.Bool
+	dbOK     *atomic.Bool
 }
 
+// run reads until ctx ends. Kafka being away is an outage to wait out, never a reason to
+// exit: the reader rejoins its group by itself once the broker answers, the loop only keeps
+// asking (with a capped backoff), and the sender goes on meanwhile with what PostgreSQL holds.
 func (in *intake) run(ctx context.Context) error {
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		batch, err := kafka.FetchBatch(ctx, in.reader, in.maxBatch, in.linger)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading from kafka: %w", err)
+			in.kafkaOK.Store(false)
+			in.m.kafkaErrors.Inc()
+			pause := wait.Next()
+			in.log.Warn("reading from kafka failed; retrying", "err", err, "failures", wait.Failures(), "backoff", pause)
+			if !backoff.Sleep(ctx, pause) {
+				return nil
+			}
+			continue
 		}
+		wait.Reset()
+		in.kafkaOK.Store(true)
 		evs := make([]orderflow.WebhookEvent, 0, len(batch))
 		for _, m := range batch {
 			ev, err := orderflow.DecodeCloudEvent(m.Value)
@@ -74,10 +90,11 @@ func (in *intake) enqueue(ctx context.Context, evs []orderflow.WebhookEvent) err
 	if len(evs) == 0 {
 		return nil
 	}
-	wait := 100 * time.Millisecond
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		n, err := in.store.EnqueueDeliveries(ctx, evs)
 		if err == nil {
+			in.dbOK.Store(true)
 			in.m.enqueued.Add(float64(n))
 			if n > 0 {
 				select {
@@ -90,12 +107,11 @@ func (in *intake) enqueue(ctx context.Context, evs []orderflow.WebhookEvent) err
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		in.log.Warn("writing deliveries, will retry", "events", len(evs), "err", err)
-		select {
-		case <-ctx.Done():
+		in.dbOK.Store(false)
+		pause := wait.Next()
+		in.log.Warn("writing deliveries, will retry", "events", len(evs), "err", err, "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }

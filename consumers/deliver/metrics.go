@@ -17,9 +17,16 @@ type metrics struct {
 	retrying       prometheus.Gauge
 	dead           prometheus.Gauge
 	inFlight       prometheus.Gauge
+	kafkaErrors    prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Dependencies, the label of orderflow_deliver_dependency_up.
+const (
+	dependencyPostgres = "postgres"
+	dependencyKafka    = "kafka"
+)
+
+func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *metrics {
 	m := &metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_deliver_attempts_total", Help: "Webhook POST attempts by outcome (success, http_3xx, http_4xx, http_5xx, timeout, network).",
@@ -56,9 +63,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
 		}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_kafka_errors_total", Help: "Failed reads from Kafka by the intake (each is retried with backoff).",
+		}),
+	}
+	for _, dep := range []string{dependencyPostgres, dependencyKafka} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderflow_deliver_dependency_up",
+			Help:        "1 while the last contact with the dependency (postgres, kafka) worked, 0 while it is away; the deliverer keeps running and retries either way.",
+			ConstLabels: prometheus.Labels{"dependency": dep},
+		}, func() float64 {
+			if up(dep) {
+				return 1
+			}
+			return 0
+		}))
 	}
 	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
-		m.pending, m.retrying, m.dead, m.inFlight,
+		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
 		m.attempts.WithLabelValues(o)

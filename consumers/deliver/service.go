@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,6 +47,9 @@ type Config struct {
 	Logger      *slog.Logger
 	HTTPClient  *http.Client // default: no redirects, pooled per endpoint
 	RandomDelay func(n int64) int64
+	// Dial, if set, opens every connection to Kafka; tests put a proxy in between to take
+	// Kafka away.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Service is a running deliverer: intake, sender and gauges.
@@ -58,6 +63,10 @@ type Service struct {
 	m      *metrics
 	reg    *prometheus.Registry
 	log    *slog.Logger
+	// dbOK and kafkaOK say whether the last contact with each dependency worked; the
+	// deliverer runs either way (the sender needs no Kafka, the intake waits for both).
+	dbOK    atomic.Bool
+	kafkaOK atomic.Bool
 }
 
 // New prepares a deliverer; Run starts it.
@@ -105,10 +114,12 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
 	}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
 	reg := prometheus.NewRegistry()
-	m := newMetrics(reg)
+	m := newMetrics(reg, s.dependencyUp)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        cfg.Brokers,
+		Dialer:         &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, DialFunc: cfg.Dial},
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
 		MinBytes:       1,
@@ -119,18 +130,17 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, cfg.GroupID, cfg.Topic)
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: &kafkago.Transport{Dial: cfg.Dial}}
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	reg.MustRegister(lag)
-	s := &Service{
-		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,
-		lag: lag,
-		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
-			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
-		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
+	s.reader, s.m, s.reg, s.lag = reader, m, reg, lag
+	s.intake = &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
+		log: cfg.Logger.With("loop", "intake"), m: m, wake: wake, kafkaOK: &s.kafkaOK, dbOK: &s.dbOK}
+	s.sender =
+		&sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
-			inFlight: map[string]int{}, queued: map[string][]held{}},
-	}
+			inFlight: map[string]int{}, queued: map[string][]held{}}
 	return s, nil
 }
 
@@ -148,26 +158,46 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// refreshStats sets the gauges from the delivery tables and the group's lag on the broker.
+// refreshStats sets the gauges from the delivery tables and the group's lag on the broker,
+// and with them whether each dependency answers.
 func (s *Service) refreshStats(ctx context.Context) error {
 	st, err := s.store.DeliveryStats(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.dbOK.Store(err == nil)
 	if err == nil {
 		s.m.pending.Set(float64(st.Pending))
 		s.m.retrying.Set(float64(st.Retrying))
 		s.m.dead.Set(float64(st.Dead))
 	}
-	if _, lerr := s.lag.Refresh(ctx); lerr != nil && ctx.Err() == nil {
+	_, lerr := s.lag.Refresh(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.kafkaOK.Store(lerr == nil)
+	if lerr != nil {
 		s.log.Debug("measuring consumer lag", "err", lerr)
 	}
 	return err
 }
 
-// Handler serves /healthz, /readyz (the database answers) and /metrics.
+func (s *Service) dependencyUp(dep string) bool {
+	if dep == dependencyKafka {
+		return s.kafkaOK.Load()
+	}
+	return s.dbOK.Load()
+}
+
+// Handler serves /healthz, /readyz (PostgreSQL and Kafka answer) and /metrics.
 func (s *Service) Handler() http.Handler {
 	return httpserver.OpsHandler(s.reg, func(ctx context.Context) error {
+		// /readyz says what is away, not the driver's error, which may name hosts and users.
 		if err := s.store.Ping(ctx); err != nil {
-			// /readyz says what is down, not the driver's error, which may name hosts and users.
-			return errors.New("database unavailable")
+			return errors.New("database unavailable; retrying")
+		}
+		if !s.kafkaOK.Load() {
+			return errors.New("kafka unavailable; retrying (deliveries already in the database are still sent)")
 		}
 		return nil
 	}, nil)

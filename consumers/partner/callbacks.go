@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"orderflow/internal/backoff"
 )
 
 // callbackBatch is how many callbacks are claimed and made concurrently; at the benchmark's
@@ -31,11 +33,24 @@ func (p *Partner) RunCallbacks(ctx context.Context) error {
 	t := time.NewTicker(p.cfg.CallbackPoll)
 	defer t.Stop()
 	go p.stopWhenDone(ctx)
+	// While the database is away claims fail; they are retried with a capped backoff, and the
+	// loop never gives up: the callbacks are safe in the table meanwhile.
+	wait := backoff.New(p.cfg.CallbackPoll, 5*time.Second)
 	for {
 		due, err := p.claimCallbacks(ctx, callbackBatch)
-		if err != nil && ctx.Err() == nil {
-			p.log.Warn("claiming callbacks", "err", err)
+		if ctx.Err() != nil {
+			return nil
 		}
+		p.dbOK.Store(err == nil)
+		if err != nil {
+			pause := wait.Next()
+			p.log.Warn("claiming callbacks failed; retrying", "err", err, "failures", wait.Failures(), "backoff", pause)
+			if !backoff.Sleep(ctx, pause) {
+				return nil
+			}
+			continue
+		}
+		wait.Reset()
 		var wg sync.WaitGroup
 		for _, c := range due {
 			wg.Add(1)
@@ -90,6 +105,7 @@ func (p *Partner) callBack(ctx context.Context, c callback) {
 	if ctx.Err() != nil {
 		return // shutting down: the lease brings the callback back
 	}
+	p.apiOK.Store(err == nil && status < 500)
 	var state string
 	var next time.Duration
 	switch {

@@ -22,9 +22,11 @@ const maxBody = 1 << 20
 // Handler serves POST /partner-hook, /healthz, /readyz and /metrics.
 func (p *Partner) Handler() http.Handler {
 	return httpserver.OpsHandler(p.reg, func(ctx context.Context) error {
-		if err := p.pool.Ping(ctx); err != nil {
+		err := p.pool.Ping(ctx)
+		p.dbOK.Store(err == nil)
+		if err != nil {
 			// /readyz says what is down, not the driver's error, which may name hosts and users.
-			return errors.New("database unavailable")
+			return errors.New("database unavailable; retrying")
 		}
 		return nil
 	}, func(mux *http.ServeMux) {
@@ -93,6 +95,7 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 	commitThen500 := f.CommitThen500Rate > 0 && p.cfg.Random() < f.CommitThen500Rate
 	ans, err := p.receive(r.Context(), id, ev, commitThen500)
 	if err != nil {
+		p.dbOK.Store(false)
 		p.log.Error("storing webhook receipt", "webhook_id", id, "err", err)
 		http.Error(w, "could not store the receipt", http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable

@@ -16,7 +16,20 @@ type metrics struct {
 	pendingCallbacks prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Dependencies, the label of orderflow_partner_dependency_up.
+const (
+	dependencyPostgres = "postgres"
+	dependencyAPI      = "api"
+)
+
+func (p *Partner) dependencyUp(dep string) bool {
+	if dep == dependencyAPI {
+		return p.apiOK.Load()
+	}
+	return p.dbOK.Load()
+}
+
+func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *metrics {
 	m := &metrics{
 		hookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "orderflow_partner_hook_duration_seconds", Help: "Webhook requests by answered status.",
@@ -37,6 +50,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pendingCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_partner_callbacks_pending", Help: "Callbacks not yet made.",
 		}),
+	}
+	for _, dep := range []string{dependencyPostgres, dependencyAPI} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderflow_partner_dependency_up",
+			Help:        "1 while the last contact with the dependency (postgres, api) worked, 0 while it is away; the partner keeps running and retries either way.",
+			ConstLabels: prometheus.Labels{"dependency": dep},
+		}, func() float64 {
+			if up(dep) {
+				return 1
+			}
+			return 0
+		}))
 	}
 	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

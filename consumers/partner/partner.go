@@ -101,6 +101,10 @@ type Partner struct {
 	m      *metrics
 	reg    *prometheus.Registry
 	wake   chan struct{}
+	// dbOK and apiOK say whether the last contact with PostgreSQL and with the API worked;
+	// the partner runs either way and retries.
+	dbOK  atomic.Bool
+	apiOK atomic.Bool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -163,7 +167,10 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	}
 	reg := prometheus.NewRegistry()
 	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
-		m: newMetrics(reg), reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	p.m = newMetrics(reg, p.dependencyUp)
+	p.dbOK.Store(true)
+	p.apiOK.Store(true)
 	f := cfg.Faults
 	p.faults.Store(&f)
 	return p, nil

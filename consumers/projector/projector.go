@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 	"orderflow/internal/kafka"
 )
 
@@ -53,7 +55,10 @@ type Config struct {
 	// SessionTimeout is how long the group coordinator waits for a silent member (a killed
 	// process) before giving its partitions to another; the broker's minimum is 6 s.
 	SessionTimeout time.Duration
-	Logger         *slog.Logger
+	// Dial, if set, opens every connection to Kafka (the reader's, the DLQ writer's and the
+	// admin client's); tests put a proxy in between to take Kafka away.
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -114,14 +119,17 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}
+	transport := &kafkago.Transport{Dial: cfg.Dial}
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
-	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag}
+	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, client: client, lag: lag}
+	p.metrics = newMetrics(lag, p.dependencyUp)
 	p.dlq = &kafkaDLQ{
 		topic: cfg.DLQTopic, group: cfg.GroupID,
 		writer: &kafkago.Writer{
 			Addr: kafkago.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafkago.Hash{},
 			RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second,
+			Transport: transport,
 		},
 	}
 	return p, nil
@@ -140,11 +148,12 @@ func (p *Projector) Run(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	if _, err := kafka.CreateTopic(ctx, p.client, kafka.TopicSpec{Name: p.cfg.DLQTopic, Partitions: 1}); err != nil {
-		return err
+	if !p.createDLQTopic(ctx) {
+		return nil
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:           p.cfg.Brokers,
+		Dialer:            &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, DialFunc: p.cfg.Dial},
 		GroupID:           p.cfg.GroupID,
 		Topic:             p.cfg.Topic,
 		MinBytes:          1,
@@ -172,9 +181,13 @@ func (p *Projector) Run(ctx context.Context) error {
 	}()
 
 	p.log.Info("projecting", "topic", p.cfg.Topic, "group", p.cfg.GroupID, "dlq", p.cfg.DLQTopic)
+	// Kafka being away is an outage to wait out, never a reason to exit: the reader rejoins
+	// the group by itself once the broker answers, so the loop only has to keep asking.
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		batch, err := p.fetch(ctx, r)
 		if len(batch) > 0 {
+			wait.Reset()
 			// The batch is finished even if ctx was cancelled meanwhile: it has been read, and
 			// finishing it is cheaper than replaying it.
 			work := context.WithoutCancel(ctx)
@@ -195,12 +208,42 @@ func (p *Projector) Run(ctx context.Context) error {
 				p.log.Warn("committing offsets", "err", cerr, "events", len(batch))
 			}
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				p.log.Info("stopping: batch finished and committed")
-				return nil
-			}
-			return fmt.Errorf("fetching from %s: %w", p.cfg.Topic, err)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			p.log.Info("stopping: batch finished and committed")
+			return nil
+		}
+		p.kafkaOK.Store(false)
+		p.metrics.kafkaErrors.Inc()
+		pause := wait.Next()
+		p.log.Warn("fetching from kafka failed; retrying", "topic", p.cfg.Topic, "err", err,
+			"failures", wait.Failures(), "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
+			return nil
+		}
+	}
+}
+
+// createDLQTopic creates the dead-letter topic, retrying while Kafka is away; false means ctx
+// ended first.
+func (p *Projector) createDLQTopic(ctx context.Context) bool {
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
+	for {
+		_, err := kafka.CreateTopic(ctx, p.client, kafka.TopicSpec{Name: p.cfg.DLQTopic, Partitions: 1})
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.kafkaOK.Store(false)
+		p.metrics.kafkaErrors.Inc()
+		pause := wait.Next()
+		p.log.Warn("creating the dead-letter topic failed; retrying", "topic", p.cfg.DLQTopic, "err", err, "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
+			return false
 		}
 	}
 }

@@ -21,8 +21,18 @@ type metrics struct {
 	duration prometheus.Histogram
 }
 
-func newMetrics() *metrics {
+func newMetrics(dbUp func() bool) *metrics {
 	r := prometheus.NewRegistry()
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "orderflow_reconcile_dependency_up",
+		Help:        "1 while the last reconciliation reached the dependency (postgres), 0 while it is away; the daemon keeps retrying.",
+		ConstLabels: prometheus.Labels{"dependency": "postgres"},
+	}, func() float64 {
+		if dbUp() {
+			return 1
+		}
+		return 0
+	}))
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
 		registry: r,
@@ -67,7 +77,7 @@ func newMetrics() *metrics {
 func (r *Reconciler) Handler() http.Handler {
 	return httpserver.OpsHandler(r.metrics.registry, func(context.Context) error {
 		if !r.lastOK.Load() {
-			return errors.New("no successful reconciliation yet")
+			return errors.New("the last reconciliation failed or none ran yet; retrying")
 		}
 		return nil
 	}, nil)

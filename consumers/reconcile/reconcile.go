@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"orderflow"
-	"orderflow/internal/periodic"
+	"orderflow/internal/backoff"
 )
 
 // Kind names a kind of drift; it is the label of orderflow_reconcile_drift.
@@ -156,7 +156,9 @@ type Reconciler struct {
 // New returns a reconciler on store.
 func New(cfg Config, st store) *Reconciler {
 	cfg.defaults()
-	return &Reconciler{cfg: cfg, store: st, metrics: newMetrics()}
+	r := &Reconciler{cfg: cfg, store: st}
+	r.metrics = newMetrics(r.lastOK.Load)
+	return r
 }
 
 // classify returns the drift of one order at time now. It is the whole definition of order
@@ -293,19 +295,29 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 }
 
 // RunEvery reconciles every interval until ctx is cancelled; each report goes to emit. A failed
-// run is logged and counted, and /readyz answers 503 until the next run succeeds.
+// run (the database away) is logged and counted, /readyz answers 503, and the run is retried
+// with a capped backoff (at most the interval) until one succeeds: the daemon never exits
+// because its database is away.
 func (r *Reconciler) RunEvery(ctx context.Context, every time.Duration, emit func(*Report)) error {
-	return periodic.Run(ctx, every, func(ctx context.Context) error {
+	wait := backoff.New(min(time.Second, every), every)
+	for {
 		rep, err := r.Run(ctx)
-		if err != nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
-		r.lastOK.Store(true)
-		emit(rep)
-		return nil
-	}, func(err error) {
-		r.lastOK.Store(false)
-		r.metrics.failures.Inc()
-		r.cfg.Logger.Warn("reconciliation failed", "err", err)
-	})
+		pause := every
+		if err != nil {
+			r.lastOK.Store(false)
+			r.metrics.failures.Inc()
+			pause = wait.Next()
+			r.cfg.Logger.Warn("reconciliation failed; retrying", "err", err, "failures", wait.Failures(), "backoff", pause)
+		} else {
+			wait.Reset()
+			r.lastOK.Store(true)
+			emit(rep)
+		}
+		if !backoff.Sleep(ctx, pause) {
+			return nil
+		}
+	}
 }
