@@ -77,6 +77,18 @@ type WebhookEvent struct {
 	Payload []byte
 }
 
+// IntakeDeadLetter is a record the deliverer's intake gave up on: not a CloudEvent, or refused
+// by the database for its values. The record stays on the topic at Topic/Partition/Offset.
+type IntakeDeadLetter struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	EventID   string
+	Subject   string
+	Error     string
+	Attempts  int
+}
+
 // DeliveryClaim asks for due deliveries. InFlight counts what the claiming process holds per
 // endpoint (attempts running and claimed deliveries queued for a slot), so a claim never takes
 // more for one endpoint than PerEndpoint allows: a slow endpoint fills its own slots and queue

@@ -68,16 +68,7 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		lagSeries := 0
-		for _, line := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(line, "orderflow_deliver_consumer_lag{") {
-				if !strings.HasSuffix(line, " 0") {
-					return false
-				}
-				lagSeries++
-			}
-		}
-		if lagSeries != 3 { // one per partition
+		if !lagZero(string(body)) {
 			return false
 		}
 		for _, want := range []string{

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +101,22 @@ func (e *env) produce(values ...[]byte) {
 			{Key: orderflow.HeaderSeq, Value: []byte("0")},
 		}}
 	}
+	e.write(msgs)
+}
+
+// produceRaw writes values as they are, in order on one key: crafted records capture would
+// never write.
+func (e *env) produceRaw(values ...[]byte) {
+	e.t.Helper()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Key: []byte("crafted"), Value: v}
+	}
+	e.write(msgs)
+}
+
+func (e *env) write(msgs []kafka.Message) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// A new topic's partitions get their leaders a moment after creation.
@@ -111,6 +128,28 @@ func (e *env) produce(values ...[]byte) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	e.t.Fatalf("producing: %v", err)
+}
+
+// metricsURL serves svc's ops handler until the test ends and returns its /metrics URL.
+func metricsURL(t *testing.T, svc *deliver.Service) string {
+	t.Helper()
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL + "/metrics"
+}
+
+// lagZero reports whether the exposition m shows the consumer lag of every partition at 0.
+func lagZero(m string) bool {
+	series := 0
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "orderflow_deliver_consumer_lag{") {
+			if !strings.HasSuffix(line, " 0") {
+				return false
+			}
+			series++
+		}
+	}
+	return series > 0
 }
 
 // fastPolicy keeps the suite quick: tiny backoffs, short timeouts.

@@ -18,6 +18,8 @@ type metrics struct {
 	dead           prometheus.Gauge
 	inFlight       prometheus.Gauge
 	kafkaErrors    prometheus.Counter
+	// intakeDeadLettered counts records recorded in webhook_intake_dead_letters.
+	intakeDeadLettered prometheus.Counter
 }
 
 // Dependencies, the label of orderflow_deliver_dependency_up.
@@ -43,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 			Name: "orderflow_deliver_deliveries_enqueued_total", Help: "Deliveries created by the intake (duplicates not counted).",
 		}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason.",
+			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason (undecodable, refused by the database).",
 		}, []string{"reason"}),
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_deliver_dead_lettered_total", Help: "Deliveries that became dead letters.",
@@ -63,6 +65,9 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
 		}),
+		intakeDeadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_intake_dead_lettered_total", Help: "Records the intake gave up on (undecodable, or refused by the database for their values), recorded in webhook_intake_dead_letters.",
+		}),
 		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_deliver_kafka_errors_total", Help: "Failed reads from Kafka by the intake (each is retried with backoff).",
 		}),
@@ -80,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		}))
 	}
 	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
-		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors,
+		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors, m.intakeDeadLettered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
 		m.attempts.WithLabelValues(o)

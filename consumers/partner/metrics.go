@@ -14,6 +14,7 @@ type metrics struct {
 	faults           *prometheus.CounterVec
 	callbacks        *prometheus.CounterVec
 	pendingCallbacks prometheus.Gauge
+	deadLetters      prometheus.Counter
 }
 
 // Dependencies, the label of orderflow_partner_dependency_up.
@@ -50,6 +51,9 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		pendingCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_partner_callbacks_pending", Help: "Callbacks not yet made.",
 		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_partner_dead_letters_total", Help: "Verified webhooks whose values the database refused, kept in partner.dead_letters and acknowledged.",
+		}),
 	}
 	for _, dep := range []string{dependencyPostgres, dependencyAPI} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -63,7 +67,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 			return 0
 		}))
 	}
-	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks,
+	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.deadLetters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -264,7 +265,7 @@ type refusingStore struct {
 func (s *refusingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	for _, x := range ss {
 		if x.OrderID == s.refuse {
-			return nil, errors.New("ERROR: new row violates check constraint (SQLSTATE 23514)")
+			return nil, fmt.Errorf("%w: ERROR: new row violates check constraint (SQLSTATE 23514)", orderflow.ErrRejectedData)
 		}
 	}
 	return s.db.ApplySummaries(ctx, ss, dead)
