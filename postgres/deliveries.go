@@ -15,12 +15,16 @@ import (
 
 // EnqueueDeliveries writes a pending delivery for every event and every enabled endpoint
 // subscribed to its type ("*" subscribes to all), in one statement. The (event id, endpoint id)
-// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late.
+// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late; the
+// fact key (endpoint, subject, type, data.version) turns a repair of a fact the endpoint
+// already has a delivery for into a no-op, so a partner never receives one fact under two
+// webhook-ids. A batch refused for its values fails with orderflow.ErrRejectedData.
 func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error) {
 	ids := make([]string, len(evs))
 	types := make([]string, len(evs))
 	subjects := make([]string, len(evs))
 	times := make([]*time.Time, len(evs))
+	versions := make([]*int32, len(evs))
 	payloads := make([][]byte, len(evs))
 	for i, ev := range evs {
 		ids[i], types[i], subjects[i], payloads[i] = ev.ID, ev.Type, ev.Subject, ev.Payload
@@ -28,13 +32,17 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 			t := ev.Time
 			times[i] = &t
 		}
+		if ev.Version > 0 {
+			v := int32(ev.Version)
+			versions[i] = &v
+		}
 	}
 	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, payload)
-		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.payload
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[]) AS ev(id, type, subject, time, payload)
+		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload)
+		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.version, ev.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[]) AS ev(id, type, subject, time, version, payload)
 		JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
-		ON CONFLICT (event_id, endpoint_id) DO NOTHING`, ids, types, subjects, times, payloads)
+		ON CONFLICT DO NOTHING`, ids, types, subjects, times, versions, payloads)
 	if err != nil {
 		return 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
 	}

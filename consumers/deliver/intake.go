@@ -81,7 +81,7 @@ func (in *intake) run(ctx context.Context) error {
 				continue
 			}
 			recs = append(recs, record{msg: m, ev: orderflow.WebhookEvent{ID: ev.ID, Type: ev.Type, Subject: ev.Subject,
-				Time: ev.Time, Payload: m.Value}})
+				Time: ev.Time, Version: orderflow.FactVersion(ev), Payload: m.Value}})
 		}
 		refused, err := in.enqueue(ctx, recs)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"orderflow"
 	"orderflow/consumers/deliver"
 	"orderflow/internal/testenv"
 )
@@ -135,5 +136,34 @@ func TestSenderRecordsAnAnswerItCannotReadAndMovesOn(t *testing.T) {
 	}
 	if got := e.count(`SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND state = 'succeeded' AND attempts = 1`, ep.ID); got != n {
 		t.Errorf("%d deliveries to the healthy endpoint succeeded at the first attempt, want %d", got, n)
+	}
+}
+
+// A repair restates a fact (subject, type, data.version) under an id of its own: an endpoint
+// that has a delivery of the fact gets no second one, so a partner never sees one fact under
+// two webhook-ids; a fact it never got is delivered once.
+func TestARepairOfAFactAnEndpointHasIsNotDeliveredAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := newReceiver(t, nil)
+	ep := e.endpoint(r.srv.URL, "order.created")
+	r.setSecrets(ep.Secret)
+	original, b := event(t, "order.created")
+	restate := func(ev orderflow.CloudEvent) (orderflow.CloudEvent, []byte) {
+		ev.ID = orderflow.RepairEventID(ev.Subject, 1, ev.Type)
+		b, err := json.Marshal(ev)
+		testenv.Must(t, err, "encoding repair")
+		return ev, b
+	}
+	repair, rb := restate(original)
+	lostOriginal, _ := event(t, "order.created") // never produced: only its repair is
+	lostRepair, lb := restate(lostOriginal)
+	e.produce(b, rb, lb, rb)
+	e.start(nil)
+	eventually(t, "deliveries", 60*time.Second, func() bool { return r.acceptedCount() == 2 })
+	time.Sleep(500 * time.Millisecond) // anything more would arrive now
+	_, acc, _ := r.snapshot()
+	if len(acc) != 2 || acc[original.ID] != 1 || acc[lostRepair.ID] != 1 || acc[repair.ID] != 0 {
+		t.Fatalf("accepted %v, want %s and %s once each and never %s", acc, original.ID, lostRepair.ID, repair.ID)
 	}
 }

@@ -145,7 +145,7 @@ func rejectReason(err error) string {
 }
 
 // receive stores the receipt and, only when it is new, the work it asks for, in one
-// transaction. The receipt's primary key is what makes a retried or replayed webhook
+// transaction. The receipt's keys are what make a retried, replayed or repaired webhook
 // harmless: the second INSERT does nothing and no second callback is scheduled.
 func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEvent, commitThen500 bool) (hookAnswer, error) {
 	ans := hookAnswer{WebhookID: id}
@@ -158,8 +158,16 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 	if !ev.Time.IsZero() {
 		evTime = &ev.Time
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime).Scan(new(bool))
+	var version *int32
+	if v := orderflow.FactVersion(ev); v > 0 {
+		v32 := int32(v)
+		version = &v32
+	}
+	// Either key makes a webhook a duplicate: its webhook-id (a retry, a replay) or its fact
+	// (subject, type, data.version: a reconcile repair of an event already received, which
+	// carries an id of its own).
+	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time, fact_version)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime, version).Scan(new(bool))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		ans.Duplicate = true

@@ -3,11 +3,13 @@ package partner_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"orderflow"
 	"orderflow/consumers/partner"
 	"orderflow/internal/testenv"
 )
@@ -65,5 +67,41 @@ func TestWebhooksTheDatabaseRefusesAreDeadLetteredAmongGoodOnes(t *testing.T) {
 	}
 	if n := e.count(`SELECT count(*) FROM partner.dead_letters WHERE reason LIKE '%22021%'`); n != 2 {
 		t.Errorf("%d dead letters with the reason, want 2", n)
+	}
+}
+
+// The partner acts once per fact (subject, type, data.version), whatever webhook-id carries
+// it: a repair of an order.created it already received is a duplicate.
+func TestARepairOfAReceivedFactIsADuplicate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api := newFakeAPI(t, nil)
+	cfg := e.partnerConfig()
+	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
+	p, err := partner.New(context.Background(), cfg)
+	testenv.Must(t, err, "creating partner")
+	t.Cleanup(p.Close)
+	testenv.Start(t, "partner", p.Run)
+	base := "http://" + e.addr
+	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
+	order := uuid.NewString()
+	id, body := hookEvent(order)
+	repairID := orderflow.RepairEventID(order, 1, orderflow.EventOrderCreated)
+	repairBody := []byte(strings.Replace(string(body), id, repairID, 1))
+	for _, w := range []struct {
+		id   string
+		body []byte
+	}{{id, body}, {repairID, repairBody}, {repairID, repairBody}} {
+		if st := postHook(t, base, e.secret, w.id, w.body); st != 200 {
+			t.Fatalf("webhook %s answered %d", w.id, st)
+		}
+	}
+	eventually(t, "the callback", 30*time.Second, func() bool { return api.callsFor(order) == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if n := e.count(`SELECT count(*) FROM partner.receipts WHERE subject = $1`, order); n != 1 {
+		t.Errorf("%d receipts for the order, want 1", n)
+	}
+	if n := api.callsFor(order); n != 1 {
+		t.Errorf("%d callbacks for the order, want 1", n)
 	}
 }

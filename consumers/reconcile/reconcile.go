@@ -1,6 +1,11 @@
 // Package reconcile finds drift between the source of truth (orders), the read model
 // (order_summary) and webhook deliveries, reports it, and repairs what can be repaired by
-// re-publishing the order through the outbox, so every consumer converges the normal way.
+// restating the drifted fact through the outbox, so every consumer converges the normal way.
+//
+// A repair restates one fact — order X reached version V with an event of type T — under an
+// id derived from the fact (orderflow.RepairEventID), at most once ever, so every receiver's
+// own dedupe takes it once: the read model applies a version once, the deliverer sends one
+// event per fact and endpoint, the partner acts once per fact. See docs/RECONCILE.md.
 package reconcile
 
 import (
@@ -26,16 +31,46 @@ const (
 	// KindOpenPastSLA: an order still pending longer than the fulfillment SLA after creation.
 	// Reported only: the fix belongs to whoever fulfills or cancels it.
 	KindOpenPastSLA Kind = "open_past_fulfillment_sla"
-	// KindUndelivered: an event older than the delivery SLA that a subscribed endpoint has
-	// neither received nor dead-lettered.
+	// KindUndelivered: an event older than the delivery SLA of which a subscribed endpoint has
+	// no delivery at all (the deliverer's intake never saw it).
 	KindUndelivered Kind = "undelivered_event"
+	// KindPastHorizon: a delivery still pending although its cycle began longer ago than the
+	// deliverer's retry horizon: the deliverer is not settling it. Reported only: a repair
+	// would be one more delivery for the same stuck deliverer.
+	KindPastHorizon Kind = "delivery_past_horizon"
 )
 
 // Kinds lists every kind, in report order.
-var Kinds = []Kind{KindMissingSummary, KindStaleSummary, KindOpenPastSLA, KindUndelivered}
+var Kinds = []Kind{KindMissingSummary, KindStaleSummary, KindOpenPastSLA, KindUndelivered, KindPastHorizon}
 
-// repairable reports whether --fix re-publishes the order for this kind of drift.
-func (k Kind) repairable() bool { return k != KindOpenPastSLA }
+// repairable reports whether --fix restates a fact for this kind of drift.
+func (k Kind) repairable() bool {
+	return k == KindMissingSummary || k == KindStaleSummary || k == KindUndelivered
+}
+
+// Repair outcomes: the Repair field of a finding and the label of
+// orderflow_reconcile_repairs_total.
+const (
+	// RepairPublished: this run wrote the repair event.
+	RepairPublished = "published"
+	// RepairInFlight: the fact's repair was published less than the repair grace ago; the
+	// consumers may not have applied it yet.
+	RepairInFlight = "in_flight"
+	// RepairNotCleared: the fact's repair was published longer than the grace ago and the
+	// finding is still there. Reported (logged and counted) once; never repaired again.
+	RepairNotCleared = "not_cleared"
+	// RepairRefused: PostgreSQL refused the repair for its values; the reason is in the
+	// detail. Counted once; never tried again.
+	RepairRefused = "refused"
+	// RepairWaiting: the read model has not yet moved past the order's change (the projector
+	// is behind or stopped), so the change may still be on its way: nothing is published.
+	RepairWaiting = "waiting"
+	// RepairSkipped: the run reached MaxRepairs.
+	RepairSkipped = "skipped"
+	// RepairFailed: the repair could not be written (the database away); the next run tries
+	// again.
+	RepairFailed = "failed"
+)
 
 // Drift is one finding, naming the order it is about.
 type Drift struct {
@@ -46,14 +81,13 @@ type Drift struct {
 	SummaryStatus  orderflow.Status `json:"summary_status,omitempty"`
 	SummaryVersion int              `json:"summary_version,omitempty"`
 	// Since is when the drift became due: the order's last change, its creation (open past
-	// SLA) or the event's time (undelivered).
+	// SLA), the event's time (undelivered) or the delivery cycle's start (past the horizon).
 	Since      time.Time `json:"since"`
 	EventID    string    `json:"event_id,omitempty"`
 	EndpointID string    `json:"endpoint_id,omitempty"`
 	Detail     string    `json:"detail,omitempty"`
-	// Repair says what --fix did: "published" (a new repair event), "in_flight" (a repair of
-	// this order version was published less than the cooldown ago), "skipped" (the run
-	// reached MaxRepairs) or "failed".
+	// Repair says what became of the repair: one of the Repair* outcomes, or empty for a
+	// finding no repair applies to (or without --fix and no earlier repair).
 	Repair        string `json:"repair,omitempty"`
 	RepairEventID string `json:"repair_event_id,omitempty"`
 }
@@ -72,20 +106,25 @@ type Report struct {
 
 // Config tunes a run. Zero values take the defaults.
 type Config struct {
-	// FreshnessSLA: how long after an order change its summary may still lag.
+	// FreshnessSLA: how long after an order change its summary may still lag before it is
+	// reported. A repair waits, in addition, until the read model has moved past the change.
 	FreshnessSLA time.Duration
 	// FulfillmentSLA: how long an order may stay pending.
 	FulfillmentSLA time.Duration
-	// DeliverySLA: how long an event may be neither delivered nor dead-lettered. Set it above
-	// the deliverer's retry age bound, or retries in progress are reported.
+	// DeliverySLA: how long after an event a subscribed endpoint may still have no delivery of
+	// it at all (the intake's lag).
 	DeliverySLA time.Duration
+	// DeliveryHorizon: how long a delivery may stay pending after its cycle began: the
+	// deliverer's retry horizon (its -max-age) plus the last attempt's time. A delivery within
+	// it is being retried and is never "undelivered".
+	DeliveryHorizon time.Duration
 	// Lookback bounds the delivery check to events this recent (and still in the outbox).
 	Lookback time.Duration
-	// Fix re-publishes the orders with repairable drift.
+	// Fix restates the facts of repairable drift.
 	Fix bool
-	// RepairCooldown: a repair of the same order version younger than this is in flight and
-	// not repeated.
-	RepairCooldown time.Duration
+	// RepairGrace: how long a published repair has to clear its finding before the finding
+	// is reported as not cleared.
+	RepairGrace time.Duration
 	// MaxRepairs bounds the events one run writes. Mass drift (a projector that never ran, a
 	// lost topic) is better repaired by replaying the topic than by flooding the outbox.
 	MaxRepairs int
@@ -102,9 +141,16 @@ const (
 	DefaultFreshnessSLA   = 5 * time.Second
 	DefaultFulfillmentSLA = 24 * time.Hour
 	DefaultDeliverySLA    = time.Hour
-	DefaultLookback       = 7 * 24 * time.Hour
-	DefaultRepairCooldown = 10 * time.Minute
+	// DefaultDeliveryHorizon is the deliverer's default -max-age (24 h) plus an hour for the
+	// last attempt, its lease and clock skew.
+	DefaultDeliveryHorizon = orderflow.DefaultDeliveryMaxAge + time.Hour
+	DefaultLookback        = 7 * 24 * time.Hour
+	DefaultRepairGrace     = 10 * time.Minute
 )
+
+// maxFindings bounds the findings one run keeps in memory to decide their repairs; beyond it
+// they are counted only.
+const maxFindings = 100_000
 
 func (c *Config) defaults() {
 	if c.FreshnessSLA <= 0 {
@@ -116,11 +162,14 @@ func (c *Config) defaults() {
 	if c.DeliverySLA <= 0 {
 		c.DeliverySLA = DefaultDeliverySLA
 	}
+	if c.DeliveryHorizon <= 0 {
+		c.DeliveryHorizon = DefaultDeliveryHorizon
+	}
 	if c.Lookback <= 0 {
 		c.Lookback = DefaultLookback
 	}
-	if c.RepairCooldown <= 0 {
-		c.RepairCooldown = DefaultRepairCooldown
+	if c.RepairGrace <= 0 {
+		c.RepairGrace = DefaultRepairGrace
 	}
 	if c.MaxRepairs <= 0 {
 		c.MaxRepairs = 1000
@@ -141,8 +190,10 @@ type store interface {
 	ReconcileClock(ctx context.Context) (time.Time, int64, error)
 	OrderStates(ctx context.Context, afterID string, limit int) ([]orderflow.OrderState, error)
 	HasDeliveryTables(ctx context.Context) (bool, error)
-	UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
-	RepublishOrder(ctx context.Context, orderID, kind string, cooldown time.Duration) (orderflow.Repair, error)
+	UndeliveredEvents(ctx context.Context, from, to, horizon time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
+	RepairOrder(ctx context.Context, orderID, kind string) (orderflow.Repair, error)
+	RepairEvent(ctx context.Context, eventID, kind string) (orderflow.Repair, error)
+	MarkRepairReported(ctx context.Context, orderID string, version int) (bool, error)
 }
 
 // Reconciler runs reconciliations.
@@ -190,6 +241,42 @@ func classify(o orderflow.OrderState, now time.Time, cfg Config) []Drift {
 	return out
 }
 
+// current reports whether o's summary is at o's version: the read model has applied o's last
+// change.
+func current(o orderflow.OrderState) bool {
+	return o.HasSummary && o.SummaryVersion == o.Version && o.SummaryStatus == o.Status
+}
+
+// finding is a drift with what deciding its repair needs.
+type finding struct {
+	Drift
+	factVersion int
+	repair      *orderflow.RepairState
+}
+
+// run is the state of one reconciliation.
+type run struct {
+	r   *Reconciler
+	rep *Report
+	now time.Time
+	// progress is the newest change the read model is known to have applied: the latest
+	// update of a scanned order whose summary is current. A change older than progress by
+	// more than the freshness SLA was passed over by the projector, not merely not reached.
+	progress  time.Time
+	findings  []finding
+	repaired  map[string]Drift // fact ("order/version") -> the finding that repaired it this run
+	published int
+}
+
+func (x *run) add(f finding) {
+	x.rep.Counts[f.Kind]++
+	if len(x.findings) >= maxFindings {
+		x.rep.Truncated = true
+		return
+	}
+	x.findings = append(x.findings, f)
+}
+
 // Run scans once, repairs if configured, updates the drift gauges and returns the report.
 func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	started := time.Now()
@@ -197,101 +284,179 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{At: now, Counts: map[Kind]int{}, Drift: []Drift{}}
+	x := &run{r: r, now: now, rep: &Report{At: now, Counts: map[Kind]int{}, Drift: []Drift{}}, repaired: map[string]Drift{}}
 	for _, k := range Kinds {
-		rep.Counts[k] = 0
+		x.rep.Counts[k] = 0
 	}
-	add := func(d Drift) {
-		rep.Counts[d.Kind]++
-		if len(rep.Drift) >= r.cfg.MaxReport {
-			rep.Truncated = true
-			return
-		}
-		rep.Drift = append(rep.Drift, d)
-	}
-	// repaired remembers the orders this run already re-published: one event covers every
-	// kind of drift of one order.
-	repaired := map[string]Drift{}
-	published := 0
-	fix := func(d *Drift) {
-		if !r.cfg.Fix || !d.Kind.repairable() {
-			return
-		}
-		if prev, ok := repaired[d.OrderID]; ok {
-			d.Repair, d.RepairEventID = prev.Repair, prev.RepairEventID
-			return
-		}
-		if published >= r.cfg.MaxRepairs {
-			d.Repair = "skipped"
-			r.metrics.repairs.WithLabelValues("skipped").Inc()
-			return
-		}
-		res, err := r.store.RepublishOrder(ctx, d.OrderID, string(d.Kind), r.cfg.RepairCooldown)
-		switch {
-		case err != nil:
-			d.Repair = "failed"
-			d.Detail += "; repair failed: " + err.Error()
-			r.metrics.repairs.WithLabelValues("failed").Inc()
-			r.cfg.Logger.Warn("repair failed", "order_id", d.OrderID, "kind", d.Kind, "err", err)
-		case res.Published:
-			published++
-			d.Repair, d.RepairEventID = "published", res.EventID
-			r.metrics.repairs.WithLabelValues("published").Inc()
-		default:
-			d.Repair, d.RepairEventID = "in_flight", res.EventID
-			r.metrics.repairs.WithLabelValues("in_flight").Inc()
-		}
-		repaired[d.OrderID] = *d
-	}
-
 	after := ""
 	for {
 		page, err := r.store.OrderStates(ctx, after, r.cfg.PageSize)
 		if err != nil {
 			return nil, err
 		}
-		for _, o := range page {
-			for _, d := range classify(o, now, r.cfg) {
-				fix(&d)
-				add(d)
-			}
-		}
-		rep.OrdersScanned += int64(len(page))
-		if r.cfg.Progress != nil && total > int64(r.cfg.PageSize) {
-			r.cfg.Progress(rep.OrdersScanned, total)
+		x.orders(page)
+		if r.cfg.Progress != nil && total > int64(r.cfg.PageSize) && len(page) > 0 {
+			r.cfg.Progress(x.rep.OrdersScanned, total)
 		}
 		if len(page) < r.cfg.PageSize {
 			break
 		}
 		after = page[len(page)-1].OrderID
 	}
-
-	rep.Deliveries, err = r.store.HasDeliveryTables(ctx)
+	x.rep.Deliveries, err = r.store.HasDeliveryTables(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if rep.Deliveries {
-		evs, err := r.store.UndeliveredEvents(ctx, now.Add(-r.cfg.Lookback), now.Add(-r.cfg.DeliverySLA), 100_000)
+	if x.rep.Deliveries {
+		evs, err := r.store.UndeliveredEvents(ctx, now.Add(-r.cfg.Lookback), now.Add(-r.cfg.DeliverySLA),
+			now.Add(-r.cfg.DeliveryHorizon), maxFindings)
 		if err != nil {
 			return nil, err
 		}
-		for _, u := range evs {
-			d := Drift{Kind: KindUndelivered, OrderID: u.OrderID, Since: u.At, EventID: u.EventID, EndpointID: u.EndpointID}
-			d.Detail = u.EventType + ": no delivery"
-			if u.Pending {
-				d.Detail = u.EventType + ": delivery still pending"
-			}
-			fix(&d)
-			add(d)
+		x.deliveries(evs)
+	}
+	for i := range x.findings {
+		x.settle(ctx, &x.findings[i])
+		if len(x.rep.Drift) < r.cfg.MaxReport {
+			x.rep.Drift = append(x.rep.Drift, x.findings[i].Drift)
+		} else {
+			x.rep.Truncated = true
 		}
 	}
 	for _, k := range Kinds {
-		r.metrics.drift.WithLabelValues(string(k)).Set(float64(rep.Counts[k]))
+		r.metrics.drift.WithLabelValues(string(k)).Set(float64(x.rep.Counts[k]))
 	}
 	r.metrics.runs.Inc()
 	r.metrics.lastRun.Set(float64(now.Unix()))
 	r.metrics.duration.Observe(time.Since(started).Seconds())
-	return rep, nil
+	return x.rep, nil
+}
+
+// orders classifies a page of orders and keeps track of the read model's progress.
+func (x *run) orders(page []orderflow.OrderState) {
+	for _, o := range page {
+		if current(o) && o.UpdatedAt.After(x.progress) {
+			x.progress = o.UpdatedAt
+		}
+		for _, d := range classify(o, x.now, x.r.cfg) {
+			x.add(finding{Drift: d, factVersion: o.Version, repair: o.Repair})
+		}
+	}
+	x.rep.OrdersScanned += int64(len(page))
+}
+
+// deliveries turns the delivery check's events into findings.
+func (x *run) deliveries(evs []orderflow.UndeliveredEvent) {
+	for _, u := range evs {
+		d := Drift{Kind: KindUndelivered, OrderID: u.OrderID, Version: u.Version, Since: u.At, EventID: u.EventID, EndpointID: u.EndpointID,
+			Detail: u.EventType + ": no delivery of this fact to the endpoint"}
+		if u.Stuck {
+			d.Kind, d.Since = KindPastHorizon, u.CycleStartedAt
+			d.Detail = fmt.Sprintf("%s: delivery pending since %s, past the deliverer's horizon (%s)",
+				u.EventType, u.CycleStartedAt.Format(time.RFC3339), x.r.cfg.DeliveryHorizon)
+		}
+		x.add(finding{Drift: d, factVersion: u.Version, repair: u.Repair})
+	}
+}
+
+// settle decides, and with --fix does, what becomes of one finding's repair.
+func (x *run) settle(ctx context.Context, f *finding) {
+	cfg := x.r.cfg
+	if !f.Kind.repairable() {
+		return
+	}
+	if f.repair != nil {
+		x.judge(ctx, f, *f.repair)
+		return
+	}
+	if !cfg.Fix {
+		return
+	}
+	fact := fmt.Sprintf("%s/%d", f.OrderID, f.factVersion)
+	if prev, ok := x.repaired[fact]; ok {
+		// One event restates a fact for every finding about it.
+		f.Repair, f.RepairEventID = prev.Repair, prev.RepairEventID
+		return
+	}
+	summary := f.Kind == KindMissingSummary || f.Kind == KindStaleSummary
+	if summary && !x.progress.After(f.Since.Add(cfg.FreshnessSLA)) {
+		// The read model has not applied anything newer than this change: the projector is
+		// behind or stopped, and the event is most likely still on its way. Restating it now
+		// would only add to the queue (a projector stopped for a while would otherwise bring
+		// a republish flood).
+		f.Repair = RepairWaiting
+		f.Detail += "; the read model has not moved past this change yet"
+		return
+	}
+	if x.published >= cfg.MaxRepairs {
+		f.Repair = RepairSkipped
+		x.r.metrics.repairs.WithLabelValues(RepairSkipped).Inc()
+		return
+	}
+	var (
+		res orderflow.Repair
+		err error
+	)
+	if summary {
+		res, err = x.r.store.RepairOrder(ctx, f.OrderID, string(f.Kind))
+	} else {
+		res, err = x.r.store.RepairEvent(ctx, f.EventID, string(f.Kind))
+	}
+	switch {
+	case err != nil:
+		f.Repair = RepairFailed
+		f.Detail += "; repair failed: " + err.Error()
+		x.r.metrics.repairs.WithLabelValues(RepairFailed).Inc()
+		cfg.Logger.Warn("repair failed", "order_id", f.OrderID, "kind", f.Kind, "err", err)
+		return
+	case res.Published:
+		x.published++
+		f.Repair, f.RepairEventID = RepairPublished, res.EventID
+		x.r.metrics.repairs.WithLabelValues(RepairPublished).Inc()
+	case res.Refused:
+		// Refused by this very call: counted and logged once, here.
+		f.Repair, f.RepairEventID = RepairRefused, res.State.EventID
+		f.Detail += "; repair refused: " + res.State.Reason
+		x.r.metrics.repairs.WithLabelValues(RepairRefused).Inc()
+		cfg.Logger.Warn("repair refused by the database; it will not be tried again", "order_id", f.OrderID,
+			"version", res.Version, "kind", f.Kind, "reason", res.State.Reason)
+	default:
+		// Repaired meanwhile by another reconciler.
+		x.judge(ctx, f, res.State)
+	}
+	x.repaired[fmt.Sprintf("%s/%d", f.OrderID, res.Version)] = f.Drift
+	x.repaired[fact] = f.Drift
+}
+
+// judge reports the state of a fact's earlier repair, and reports a repair that did not clear
+// its finding once.
+func (x *run) judge(ctx context.Context, f *finding, st orderflow.RepairState) {
+	f.RepairEventID = st.EventID
+	switch {
+	case st.Refused:
+		f.Repair = RepairRefused
+		f.Detail += "; repair refused: " + st.Reason
+	case x.now.Sub(st.PublishedAt) < x.r.cfg.RepairGrace:
+		f.Repair = RepairInFlight
+		x.r.metrics.repairs.WithLabelValues(RepairInFlight).Inc()
+	default:
+		f.Repair = RepairNotCleared
+		f.Detail += fmt.Sprintf("; repair %s published %s did not clear it: it will not be repeated", st.EventID,
+			st.PublishedAt.Format(time.RFC3339))
+		if st.Reported {
+			return
+		}
+		marked, err := x.r.store.MarkRepairReported(ctx, f.OrderID, f.factVersion)
+		if err != nil {
+			x.r.cfg.Logger.Warn("marking a repair reported", "order_id", f.OrderID, "err", err)
+			return
+		}
+		if marked {
+			x.r.metrics.repairs.WithLabelValues(RepairNotCleared).Inc()
+			x.r.cfg.Logger.Warn("a repair did not clear its finding; it will not be repeated", "order_id", f.OrderID,
+				"version", f.factVersion, "kind", f.Kind, "repair_event_id", st.EventID, "published_at", st.PublishedAt)
+		}
+	}
 }
 
 // RunEvery reconciles every interval until ctx is cancelled; each report goes to emit. A failed

@@ -30,6 +30,38 @@ CREATE TABLE partner.dead_letters (
 );
 CREATE INDEX partner_dead_letters_received_idx ON partner.dead_letters (received_at);
 
+-- The identity of a repaired fact (docs/RECONCILE.md). A repair restates one fact: order
+-- order_id reached version with an event of event_type; its event id is a UUIDv5 of the three
+-- (orderflow.RepairEventID), the same from every run. One row per fact, written with the
+-- repair's outbox row: a fact is published at most once, ever. A repair PostgreSQL refused
+-- for its values is kept as 'refused' with the reason, so it is reported, never tried again;
+-- reported_at is when a repair that did not clear its finding was first reported as such.
+ALTER TABLE reconcile_repairs
+    ADD COLUMN event_type  text,
+    ADD COLUMN state       text NOT NULL DEFAULT 'published' CHECK (state IN ('published', 'refused')),
+    ADD COLUMN reason      text,
+    ADD COLUMN reported_at timestamptz;
+CREATE INDEX reconcile_repairs_created_idx ON reconcile_repairs (created_at);
+
+-- The fact a delivery carries: (subject, event_type, data.version). The original event of a
+-- fact and its repair have different ids; this key makes the intake create at most one
+-- delivery per fact and endpoint, so a partner never gets one fact under two webhook-ids.
+-- NULL (no version in the data) is never deduplicated.
+ALTER TABLE webhook_deliveries ADD COLUMN fact_version integer;
+CREATE UNIQUE INDEX webhook_deliveries_fact_idx ON webhook_deliveries (endpoint_id, subject, event_type, fact_version)
+    WHERE fact_version IS NOT NULL;
+
+-- The mock partner acts once per fact too, whatever webhook-id carries it.
+ALTER TABLE partner.receipts ADD COLUMN fact_version integer;
+CREATE UNIQUE INDEX partner_receipts_fact_idx ON partner.receipts (subject, event_type, fact_version)
+    WHERE fact_version IS NOT NULL;
+
 -- +goose Down
+DROP INDEX partner.partner_receipts_fact_idx;
+ALTER TABLE partner.receipts DROP COLUMN fact_version;
+DROP INDEX webhook_deliveries_fact_idx;
+ALTER TABLE webhook_deliveries DROP COLUMN fact_version;
+DROP INDEX reconcile_repairs_created_idx;
+ALTER TABLE reconcile_repairs DROP COLUMN reported_at, DROP COLUMN reason, DROP COLUMN state, DROP COLUMN event_type;
 DROP TABLE partner.dead_letters;
 DROP TABLE webhook_intake_dead_letters;
