@@ -89,6 +89,68 @@ func (db *DB) OrderStates(ctx context.Context, afterID string, limit int) ([]ord
 	return out, nil
 }
 
+// DatabaseNow returns the database's clock: an incremental pass measures ages against it
+// without counting the orders.
+func (db *DB) DatabaseNow(ctx context.Context) (time.Time, error) {
+	var now time.Time
+	if err := db.pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return time.Time{}, fmt.Errorf("reading the database clock: %w", err)
+	}
+	return now.UTC(), nil
+}
+
+// OrderStatesChangedSince returns up to limit orders whose (updated_at, id) comes after
+// (afterAt, afterID), in that order: one page of reconcile's incremental pass, which reads
+// orders_updated_idx instead of every order. The first page of the orders changed at or after
+// t is (t, "").
+func (db *DB) OrderStatesChangedSince(ctx context.Context, afterAt time.Time, afterID string, limit int) ([]orderflow.OrderState, error) {
+	if afterID == "" {
+		afterID = uuid.Nil.String()
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+orderStateColumns+`
+		WHERE (o.updated_at, o.id) > ($1, $2::uuid) ORDER BY o.updated_at, o.id LIMIT $3`, afterAt, afterID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading changed orders: %w", err)
+	}
+	out, err := scanOrderStates(rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading changed orders: %w", err)
+	}
+	return out, nil
+}
+
+// OrderStatesByID returns the orders named, for reconcile to recheck its open findings.
+func (db *DB) OrderStatesByID(ctx context.Context, ids []string) ([]orderflow.OrderState, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+orderStateColumns+` WHERE o.id = ANY ($1::uuid[]) ORDER BY o.id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("rechecking orders: %w", err)
+	}
+	out, err := scanOrderStates(rows)
+	if err != nil {
+		return nil, fmt.Errorf("rechecking orders: %w", err)
+	}
+	return out, nil
+}
+
+// OpenOrdersCreatedBefore returns up to limit orders still pending that were created before
+// before, oldest first: the candidates for the fulfillment SLA, read from the partial index of
+// pending orders, so the check costs what is open, not what exists.
+func (db *DB) OpenOrdersCreatedBefore(ctx context.Context, before time.Time, limit int) ([]orderflow.OrderState, error) {
+	rows, err := db.pool.Query(ctx, `SELECT `+orderStateColumns+`
+		WHERE o.status = 'pending' AND o.created_at < $1 ORDER BY o.created_at LIMIT $2`, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading open orders: %w", err)
+	}
+	out, err := scanOrderStates(rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading open orders: %w", err)
+	}
+	return out, nil
+}
+
 // HasDeliveryTables reports whether the webhook tables exist (migration 00003), so reconcile
 // works on a database without them.
 func (db *DB) HasDeliveryTables(ctx context.Context) (bool, error) {
@@ -103,26 +165,21 @@ func (db *DB) HasDeliveryTables(ctx context.Context) (bool, error) {
 
 // undeliveredQuery finds, for outbox events matching its WHERE (appended by the caller), the
 // endpoints subscribed to them (the event's type or "*", enabled, registered before the event)
-// that have no delivery of the event's fact, or one still pending though its cycle began before
-// $1 (the deliverer's retry horizon). A delivery of the fact is one of the event itself or of
-// any event restating the same (subject, type, data.version), such as a repair. Repair events
-// are not checked themselves: their fact is, through the event they restate.
+// that have no delivery of the event's fact at all: neither of the event itself, nor of any
+// event restating the same (subject, type, data.version), such as a repair. Each NOT EXISTS
+// is one probe of its own index. Repair events are not checked themselves: their fact is,
+// through the event they restate.
 const undeliveredQuery = `
 	SELECT ob.id::text, ob.event_type, ob.aggregate_id, coalesce((ob.payload->>'version')::int, 0), ob.created_at, e.id::text,
-	       d.state IS NOT NULL, d.cycle_started_at,
 	       rr.event_id::text, rr.created_at, rr.state = 'refused', coalesce(rr.reason, ''), rr.reported_at IS NOT NULL
 	FROM outbox ob
 	JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ob.event_type = ANY (e.event_types) OR '*' = ANY (e.event_types))
 	     AND e.created_at <= ob.created_at
 	LEFT JOIN reconcile_repairs rr ON rr.order_id = ob.aggregate_id::uuid AND rr.version = (ob.payload->>'version')::int
-	LEFT JOIN LATERAL (
-		SELECT d.state, d.cycle_started_at FROM webhook_deliveries d
-		WHERE d.endpoint_id = e.id AND (d.event_id = ob.id::text OR (d.subject = ob.aggregate_id
-		      AND d.event_type = ob.event_type AND d.fact_version = (ob.payload->>'version')::int))
-		ORDER BY d.state = 'pending' LIMIT 1
-	) d ON true
 	WHERE ob.aggregate_type = 'order' AND rr.event_id IS DISTINCT FROM ob.id
-	  AND (d.state IS NULL OR (d.state = 'pending' AND d.cycle_started_at < $1))`
+	  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ob.id::text AND d.endpoint_id = e.id)
+	  AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.subject = ob.aggregate_id
+	                  AND d.event_type = ob.event_type AND d.fact_version = (ob.payload->>'version')::int)`
 
 func scanUndelivered(rows pgx.Rows) ([]orderflow.UndeliveredEvent, error) {
 	defer rows.Close()
@@ -130,40 +187,81 @@ func scanUndelivered(rows pgx.Rows) ([]orderflow.UndeliveredEvent, error) {
 	for rows.Next() {
 		var (
 			u                 orderflow.UndeliveredEvent
-			cycle             *time.Time
 			repairID          *string
 			repairAt          *time.Time
 			refused, reported *bool
 			reason            string
 		)
-		if err := rows.Scan(&u.EventID, &u.EventType, &u.OrderID, &u.Version, &u.At, &u.EndpointID, &u.Stuck, &cycle,
+		if err := rows.Scan(&u.EventID, &u.EventType, &u.OrderID, &u.Version, &u.At, &u.EndpointID,
 			&repairID, &repairAt, &refused, &reason, &reported); err != nil {
 			return nil, err
 		}
 		u.At = u.At.UTC()
-		if cycle != nil {
-			u.CycleStartedAt = cycle.UTC()
-		}
 		u.Repair = repairState(repairID, repairAt, refused, reason, reported)
 		out = append(out, u)
 	}
 	return out, rows.Err()
 }
 
-// UndeliveredEvents lists order events written between from and to (outbox time) that a
-// subscribed endpoint has no delivery of (see undeliveredQuery), or only one still pending
-// though its cycle began before horizon. It only sees events still in the outbox (capture's
-// retention deletes older rows).
-func (db *DB) UndeliveredEvents(ctx context.Context, from, to, horizon time.Time, limit int) ([]orderflow.UndeliveredEvent, error) {
+// UndeliveredEvents lists order events written between from and to (outbox time) of which a
+// subscribed endpoint has no delivery (see undeliveredQuery). It only sees events still in the
+// outbox (capture's retention deletes older rows).
+func (db *DB) UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]orderflow.UndeliveredEvent, error) {
 	rows, err := db.pool.Query(ctx, undeliveredQuery+`
-		  AND ob.created_at >= $2 AND ob.created_at < $3
-		ORDER BY ob.created_at, ob.id LIMIT $4`, horizon, from, to, limit)
+		  AND ob.created_at >= $1 AND ob.created_at < $2
+		ORDER BY ob.created_at, ob.id LIMIT $3`, from, to, limit)
 	if err != nil {
 		return nil, fmt.Errorf("finding undelivered events: %w", err)
 	}
 	out, err := scanUndelivered(rows)
 	if err != nil {
 		return nil, fmt.Errorf("finding undelivered events: %w", err)
+	}
+	return out, nil
+}
+
+// UndeliveredEventsByID is UndeliveredEvents for the events named, wherever they are in time:
+// reconcile rechecks its open findings with it.
+func (db *DB) UndeliveredEventsByID(ctx context.Context, ids []string) ([]orderflow.UndeliveredEvent, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, undeliveredQuery+` AND ob.id = ANY ($1::uuid[]) ORDER BY ob.created_at, ob.id`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("rechecking undelivered events: %w", err)
+	}
+	out, err := scanUndelivered(rows)
+	if err != nil {
+		return nil, fmt.Errorf("rechecking undelivered events: %w", err)
+	}
+	return out, nil
+}
+
+// StuckDeliveries lists deliveries to enabled endpoints still pending although their cycle
+// began before horizon: the deliverer is not settling them. It reads the pending deliveries
+// only (their partial index), never the settled ones.
+func (db *DB) StuckDeliveries(ctx context.Context, horizon time.Time, limit int) ([]orderflow.UndeliveredEvent, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT d.event_id, d.event_type, d.subject, coalesce(d.fact_version, 0), coalesce(d.event_time, d.created_at),
+		       d.endpoint_id::text, d.cycle_started_at
+		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+		WHERE d.state = 'pending' AND d.cycle_started_at < $1
+		ORDER BY d.cycle_started_at LIMIT $2`, horizon, limit)
+	if err != nil {
+		return nil, fmt.Errorf("finding stuck deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []orderflow.UndeliveredEvent
+	for rows.Next() {
+		u := orderflow.UndeliveredEvent{Stuck: true}
+		if err := rows.Scan(&u.EventID, &u.EventType, &u.OrderID, &u.Version, &u.At, &u.EndpointID, &u.CycleStartedAt); err != nil {
+			return nil, fmt.Errorf("finding stuck deliveries: %w", err)
+		}
+		u.At, u.CycleStartedAt = u.At.UTC(), u.CycleStartedAt.UTC()
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("finding stuck deliveries: %w", err)
 	}
 	return out, nil
 }

@@ -30,6 +30,10 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	workers := fs.Int("workers", env.Int("DELIVER_WORKERS", 64), "POSTs in flight in this process (env DELIVER_WORKERS)")
 	perEndpoint := fs.Int("per-endpoint", env.Int("DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
 	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
+	retainSucceeded := fs.Duration("retain-succeeded", env.Duration("DELIVER_RETAIN_SUCCEEDED", deliver.DefaultRetainSucceeded), "keep succeeded deliveries and their attempts this long; above reconcile's -lookback (env DELIVER_RETAIN_SUCCEEDED)")
+	retainDead := fs.Duration("retain-dead", env.Duration("DELIVER_RETAIN_DEAD", deliver.DefaultRetainDead), "keep dead letters and intake dead letters this long (env DELIVER_RETAIN_DEAD)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("DELIVER_PURGE_EVERY", deliver.DefaultPurgeEvery), "how often the retention purge runs (env DELIVER_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("DELIVER_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env DELIVER_PURGE_BATCH)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	if err := env.err(); err != nil {
 		return err
@@ -59,6 +63,11 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 		PerEndpoint: *perEndpoint,
 		Poll:        *poll,
 		Logger:      log,
+
+		RetainSucceeded: *retainSucceeded,
+		RetainDead:      *retainDead,
+		PurgeEvery:      *purgeEvery,
+		PurgeBatch:      *purgeBatch,
 	}, db)
 	if err != nil {
 		return err

@@ -26,6 +26,9 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	batch := fs.Int("batch-size", env.Int("PROJECT_BATCH_SIZE", projector.DefaultBatchSize), "largest batch applied in one transaction (env PROJECT_BATCH_SIZE)")
 	commitEvery := fs.Duration("commit-interval", env.Duration("PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
 	session := fs.Duration("session-timeout", env.Duration("PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
+	retainDead := fs.Duration("retain-dead-letters", env.Duration("PROJECT_RETAIN_DEAD_LETTERS", projector.DefaultRetainDeadLetters), "keep projector_dead_letters rows this long (env PROJECT_RETAIN_DEAD_LETTERS)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("PROJECT_PURGE_EVERY", time.Minute), "how often the retention purge runs (env PROJECT_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("PROJECT_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env PROJECT_PURGE_BATCH)")
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -47,6 +50,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	p, err := projector.New(projector.Config{
 		Brokers: splitList(*brokers), Topic: *topic, GroupID: *group, DLQTopic: *dlq,
 		MaxAttempts: *attempts, BatchSize: *batch, CommitInterval: *commitEvery, SessionTimeout: *session, Logger: log,
+		RetainDeadLetters: *retainDead, PurgeEvery: *purgeEvery, PurgeBatch: *purgeBatch,
 	}, db)
 	if err != nil {
 		return err

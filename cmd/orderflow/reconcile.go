@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -29,6 +30,10 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	grace := fs.Duration("repair-grace", env.Duration("RECONCILE_REPAIR_GRACE", reconcile.DefaultRepairGrace), "a published repair has this long to clear its finding; then it is reported as not cleared, once, and never repeated (env RECONCILE_REPAIR_GRACE)")
 	maxRepairs := fs.Int("max-repairs", env.Int("RECONCILE_MAX_REPAIRS", 1000), "repair events one run writes at most; replay the topic for mass drift (env RECONCILE_MAX_REPAIRS)")
 	maxReport := fs.Int("max-report", 1000, "findings listed in the report (counts are always complete)")
+	fullEvery := fs.Duration("full-scan-every", env.Duration("RECONCILE_FULL_SCAN_EVERY", reconcile.DefaultFullScanEvery), "with -every: how often a pass reads every order; the others read what changed since the last pass (env RECONCILE_FULL_SCAN_EVERY)")
+	retainRepairs := fs.Duration("retain-repairs", env.Duration("RECONCILE_RETAIN_REPAIRS", reconcile.DefaultRetainRepairs), "with -every: keep reconcile_repairs rows this long (env RECONCILE_RETAIN_REPAIRS)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("RECONCILE_PURGE_EVERY", time.Minute), "with -every: how often the retention purge runs (env RECONCILE_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("RECONCILE_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env RECONCILE_PURGE_BATCH)")
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -47,6 +52,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	cfg := reconcile.Config{
 		FreshnessSLA: *freshness, FulfillmentSLA: *fulfillment, DeliverySLA: *delivery, DeliveryHorizon: *horizon,
 		Lookback: *lookback, Fix: *fix, RepairGrace: *grace, MaxRepairs: *maxRepairs, MaxReport: *maxReport, Logger: log,
+		FullScanEvery: *fullEvery, RetainRepairs: *retainRepairs, PurgeEvery: *purgeEvery, PurgeBatch: *purgeBatch,
 	}
 	if !*quiet && *every == 0 {
 		cfg.Progress = reconcile.ProgressPrinter(stderr)
@@ -68,7 +74,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return r.RunEvery(gctx, *every, func(rep *reconcile.Report) {
-			args := []any{"orders_scanned", rep.OrdersScanned, "fix", *fix}
+			args := []any{"mode", rep.Mode, "orders_scanned", rep.OrdersScanned, "fix", *fix}
 			for k, n := range rep.Counts {
 				args = append(args, string(k), n)
 			}

@@ -18,12 +18,14 @@ import (
 	"orderflow/internal/httpserver"
 	"orderflow/internal/kafka"
 	"orderflow/internal/periodic"
+	"orderflow/internal/retention"
 )
 
 // Store is everything the deliverer needs from the database; postgres.DB implements it.
 type Store interface {
 	intakeStore
 	senderStore
+	retentionStore
 	DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error)
 	Ping(ctx context.Context) error
 }
@@ -50,6 +52,13 @@ type Config struct {
 	// Dial, if set, opens every connection to Kafka; tests put a proxy in between to take
 	// Kafka away.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Retention (docs/RETENTION.md): how long succeeded deliveries and dead letters are kept,
+	// zero for the defaults (DefaultRetainSucceeded, DefaultRetainDead), negative to keep
+	// them forever; how often the purge runs and how many rows one statement deletes.
+	RetainSucceeded time.Duration
+	RetainDead      time.Duration
+	PurgeEvery      time.Duration
+	PurgeBatch      int
 }
 
 // Service is a running deliverer: intake, sender and gauges.
@@ -60,6 +69,7 @@ type Service struct {
 	lag    *kafka.Lag
 	sender *sender
 	intake *intake
+	purger *retention.Purger
 	m      *metrics
 	reg    *prometheus.Registry
 	log    *slog.Logger
@@ -114,6 +124,15 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
 	}
+	if cfg.RetainSucceeded == 0 {
+		cfg.RetainSucceeded = DefaultRetainSucceeded
+	}
+	if cfg.RetainDead == 0 {
+		cfg.RetainDead = DefaultRetainDead
+	}
+	if cfg.PurgeEvery <= 0 {
+		cfg.PurgeEvery = DefaultPurgeEvery
+	}
 	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg, s.dependencyUp)
@@ -134,6 +153,12 @@ func New(cfg Config, store Store) (*Service, error) {
 	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	reg.MustRegister(lag)
 	s.reader, s.m, s.reg, s.lag = reader, m, reg, lag
+	purger, err := retention.New("orderflow_deliver", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger.With("loop", "retention")},
+		retentionRules(store, cfg.RetainSucceeded, cfg.RetainDead)...)
+	if err != nil {
+		return nil, err
+	}
+	s.purger = purger
 	s.intake = &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 		log: cfg.Logger.With("loop", "intake"), m: m, wake: wake, kafkaOK: &s.kafkaOK, dbOK: &s.dbOK}
 	s.sender =
@@ -155,6 +180,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
+	g.Go(func() error { return s.purger.Run(gctx, s.cfg.PurgeEvery) })
 	return g.Wait()
 }
 

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/webhook"
 )
 
@@ -83,6 +84,14 @@ type Config struct {
 	CallbackMaxAttempts int
 	CallbackPoll        time.Duration // default 200 ms
 	CallbackTimeout     time.Duration // default 10 s
+	// Retention (docs/RETENTION.md): receipts, callbacks that failed for good with dead-lettered
+	// webhooks, and the fault log; zero for the defaults, negative to keep for ever. PurgeEvery
+	// and PurgeBatch pace the purge.
+	RetainReceipts time.Duration
+	RetainFailed   time.Duration
+	RetainFaults   time.Duration
+	PurgeEvery     time.Duration
+	PurgeBatch     int
 	// Addr is where Run listens; OnListen, if set, gets the bound address.
 	Addr     string
 	OnListen func(net.Addr)
@@ -105,6 +114,7 @@ type Partner struct {
 	// the partner runs either way and retries.
 	dbOK  atomic.Bool
 	apiOK atomic.Bool
+	purge *retention.Purger
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -158,6 +168,21 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.RetainReceipts, DefaultRetainReceipts}, {&cfg.RetainFailed, DefaultRetainFailed}, {&cfg.RetainFaults, DefaultRetainFaults}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.RetainReceipts > 0 && cfg.RetainReceipts < minReceipts {
+		cfg.Logger.Warn("receipts are kept for less than the deliverer's default retry horizon: a late retry would be acted on twice",
+			"retain_receipts", cfg.RetainReceipts, "horizon", minReceipts)
+	}
+	if cfg.PurgeEvery <= 0 {
+		cfg.PurgeEvery = time.Minute
+	}
 	if cfg.Random == nil {
 		cfg.Random = rand.Float64
 	}
@@ -169,6 +194,12 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
 		reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	p.m = newMetrics(reg, p.dependencyUp)
+	purger, err := retention.New("orderflow_partner", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger}, p.retentionRules()...)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	p.purge = purger
 	p.dbOK.Store(true)
 	p.apiOK.Store(true)
 	f := cfg.Faults
@@ -195,6 +226,7 @@ func (p *Partner) Close() { p.pool.Close() }
 func (p *Partner) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.RunCallbacks(gctx) })
+	g.Go(func() error { return p.purge.Run(gctx, p.cfg.PurgeEvery) })
 	g.Go(func() error { return httpserver.Serve(gctx, p.cfg.Addr, p.Handler(), p.log, p.cfg.OnListen) })
 	return g.Wait()
 }

@@ -12,6 +12,18 @@ import (
 	"orderflow/internal/backoff"
 )
 
+// DefaultRetainDeadLetters keeps a projector_dead_letters row fourteen days: the row is how
+// operators (and reconcile's reports) find a dead letter without reading the DLQ topic, and a
+// dead letter is work someone still has to do; the record itself lives on the DLQ topic under
+// that topic's own retention.
+const DefaultRetainDeadLetters = 14 * 24 * time.Hour
+
+// retentionStore is what the projector's retention needs from the database.
+type retentionStore interface {
+	PurgeProjectorDeadLetters(ctx context.Context, keep time.Duration, limit int) (int64, error)
+	OldestProjectorDeadLetter(ctx context.Context) (time.Duration, error)
+}
+
 // DLQTopic is where events the projector cannot apply go: the source topic plus ".dlq".
 func DLQTopic(topic string) string { return topic + ".dlq" }
 

@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"testing"
@@ -74,4 +75,28 @@ func randomText(t *testing.T, n int) string {
 	_, err := rand.Read(b)
 	testenv.Must(t, err, "reading random bytes")
 	return hex.EncodeToString(b)
+}
+
+// The projector's retention purges projector_dead_letters rows past their window, in small
+// batches, and keeps the younger ones; the metrics say how many went and how old the oldest
+// kept one is.
+func TestRetentionPurgesOldDeadLetterRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	_, err := e.conn.Exec(context.Background(), `INSERT INTO projector_dead_letters (topic, kafka_partition, kafka_offset, error, attempts, dead_at)
+		SELECT 't', 0, g, 'x', 3, now() - CASE WHEN g <= 5 THEN interval '3 hours' ELSE interval '5 minutes' END FROM generate_series(1, 8) g`)
+	testenv.Must(t, err, "inserting dead letters")
+	cfg := e.config()
+	cfg.RetainDeadLetters, cfg.PurgeEvery, cfg.PurgeBatch = time.Hour, 100*time.Millisecond, 2
+	r := start(t, cfg, mustOpenDB(t, e.dsn))
+	waitFor(t, "the purge", 30*time.Second, func() (bool, error) {
+		return testenv.Count(t, e.conn, `SELECT count(*) FROM projector_dead_letters`) == 3, nil
+	})
+	waitFor(t, "the metrics", 30*time.Second, func() (bool, error) {
+		age, err := gaugeValue(r.p.metrics.registry, "orderflow_projector_retention_oldest_row_age_seconds", map[string]string{"rule": "projector_dead_letters"})
+		return age >= 300 && age < 3600, err
+	})
+	if n := testenv.Count(t, e.conn, `SELECT count(*) FROM projector_dead_letters WHERE dead_at < now() - interval '1 hour'`); n != 0 {
+		t.Errorf("%d rows older than the window kept", n)
+	}
 }

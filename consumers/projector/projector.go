@@ -20,6 +20,7 @@ import (
 	"orderflow"
 	"orderflow/internal/backoff"
 	"orderflow/internal/kafka"
+	"orderflow/internal/retention"
 )
 
 // Defaults of Config.
@@ -57,8 +58,14 @@ type Config struct {
 	SessionTimeout time.Duration
 	// Dial, if set, opens every connection to Kafka (the reader's, the DLQ writer's and the
 	// admin client's); tests put a proxy in between to take Kafka away.
-	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger *slog.Logger
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// RetainDeadLetters is how long projector_dead_letters rows are kept (docs/RETENTION.md):
+	// zero for DefaultRetainDeadLetters, negative for ever. PurgeEvery and PurgeBatch pace the
+	// purge.
+	RetainDeadLetters time.Duration
+	PurgeEvery        time.Duration
+	PurgeBatch        int
+	Logger            *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -92,12 +99,19 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.RetainDeadLetters == 0 {
+		c.RetainDeadLetters = DefaultRetainDeadLetters
+	}
+	if c.PurgeEvery <= 0 {
+		c.PurgeEvery = time.Minute
+	}
 }
 
 // summaryStore is what the projector needs from the database.
 type summaryStore interface {
 	ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error)
 	Ping(ctx context.Context) error
+	retentionStore
 }
 
 // Projector consumes order events and applies them to order_summary.
@@ -109,6 +123,7 @@ type Projector struct {
 	metrics *metrics
 	client  *kafkago.Client
 	lag     *kafka.Lag
+	purger  *retention.Purger
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
 }
@@ -124,6 +139,13 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, client: client, lag: lag}
 	p.metrics = newMetrics(lag, p.dependencyUp)
+	purger, err := retention.New("orderflow_projector", p.metrics.registry, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger},
+		retention.Rule{Name: "projector_dead_letters", Keep: cfg.RetainDeadLetters,
+			Purge: store.PurgeProjectorDeadLetters, OldestAge: store.OldestProjectorDeadLetter})
+	if err != nil {
+		return nil, err
+	}
+	p.purger = purger
 	p.dlq = &kafkaDLQ{
 		topic: cfg.DLQTopic, group: cfg.GroupID,
 		writer: &kafkago.Writer{
@@ -142,6 +164,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	health, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()
 	go p.watchHealth(health)
+	go func() { _ = p.purger.Run(health, p.cfg.PurgeEvery) }()
 	if err := p.waitForTopic(ctx); err != nil {
 		return err
 	}

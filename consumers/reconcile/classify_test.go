@@ -87,9 +87,60 @@ func (f *fakeStore) HasDeliveryTables(context.Context) (bool, error) {
 	return f.undelivered != nil, nil
 }
 
-func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, time.Time, int) ([]orderflow.UndeliveredEvent, error) {
-	return f.undelivered, nil
+func (f *fakeStore) UndeliveredEvents(context.Context, time.Time, time.Time, int) ([]orderflow.UndeliveredEvent, error) {
+	var out []orderflow.UndeliveredEvent
+	for _, u := range f.undelivered {
+		if !u.Stuck {
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }
+
+func (f *fakeStore) UndeliveredEventsByID(context.Context, []string) ([]orderflow.UndeliveredEvent, error) {
+	return nil, nil
+}
+
+func (f *fakeStore) StuckDeliveries(context.Context, time.Time, int) ([]orderflow.UndeliveredEvent, error) {
+	var out []orderflow.UndeliveredEvent
+	for _, u := range f.undelivered {
+		if u.Stuck {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeStore) DatabaseNow(context.Context) (time.Time, error) { return fakeNow, f.clockErr }
+
+func (f *fakeStore) OrderStatesChangedSince(_ context.Context, afterAt time.Time, _ string, limit int) ([]orderflow.OrderState, error) {
+	var out []orderflow.OrderState
+	for _, o := range f.orders {
+		if o.UpdatedAt.After(afterAt) && len(out) < limit {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeStore) OrderStatesByID(_ context.Context, ids []string) ([]orderflow.OrderState, error) {
+	var out []orderflow.OrderState
+	for _, o := range f.orders {
+		for _, id := range ids {
+			if o.OrderID == id {
+				out = append(out, o)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeStore) OpenOrdersCreatedBefore(context.Context, time.Time, int) ([]orderflow.OrderState, error) {
+	return nil, nil
+}
+
+func (f *fakeStore) PurgeRepairs(context.Context, time.Duration, int) (int64, error) { return 0, nil }
+func (f *fakeStore) OldestRepair(context.Context) (time.Duration, error)             { return 0, nil }
 
 func (f *fakeStore) RepairOrder(_ context.Context, orderID, _ string) (orderflow.Repair, error) {
 	return f.repairOrder(orderID)

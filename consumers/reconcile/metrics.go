@@ -16,6 +16,7 @@ type metrics struct {
 	drift    *prometheus.GaugeVec
 	repairs  *prometheus.CounterVec
 	runs     prometheus.Counter
+	passes   *prometheus.CounterVec
 	failures prometheus.Counter
 	lastRun  prometheus.Gauge
 	duration prometheus.Histogram
@@ -42,12 +43,16 @@ func newMetrics(dbUp func() bool) *metrics {
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_repairs_total",
-			Help: "Repairs by outcome: published (a repair event written to the outbox), in_flight (an earlier repair of the same order version is recent), skipped (the run reached -max-repairs), failed.",
+			Help: "Repairs by outcome: published (a repair event written), in_flight (the fact's repair is younger than the grace; per run), not_cleared (a repair did not clear its finding; once per fact), refused (the database refused the repair; once per fact), skipped (the run reached -max-repairs), failed (retried next run).",
 		}, []string{"outcome"}),
 		runs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_runs_total",
 			Help: "Completed reconciliations.",
 		}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_reconcile_passes_total",
+			Help: "Completed reconciliations by mode: full (every order) or incremental (what changed since the last pass, and open findings).",
+		}, []string{"mode"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_failures_total",
 			Help: "Reconciliations that failed (retried at the next interval).",
@@ -65,10 +70,13 @@ func newMetrics(dbUp func() bool) *metrics {
 	for _, k := range Kinds {
 		m.drift.WithLabelValues(string(k))
 	}
-	for _, o := range []string{"published", "in_flight", "skipped", "failed"} {
+	for _, o := range []string{RepairPublished, RepairInFlight, RepairNotCleared, RepairRefused, RepairSkipped, RepairFailed} {
 		m.repairs.WithLabelValues(o)
 	}
-	r.MustRegister(m.drift, m.repairs, m.runs, m.failures, m.lastRun, m.duration)
+	for _, mode := range []string{"full", "incremental"} {
+		m.passes.WithLabelValues(mode)
+	}
+	r.MustRegister(m.drift, m.repairs, m.runs, m.passes, m.failures, m.lastRun, m.duration)
 	return m
 }
 

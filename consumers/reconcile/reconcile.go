@@ -17,6 +17,7 @@ import (
 
 	"orderflow"
 	"orderflow/internal/backoff"
+	"orderflow/internal/retention"
 )
 
 // Kind names a kind of drift; it is the label of orderflow_reconcile_drift.
@@ -94,7 +95,10 @@ type Drift struct {
 
 // Report is one reconciliation run.
 type Report struct {
-	At            time.Time    `json:"at"`
+	At time.Time `json:"at"`
+	// Mode is "full" (every order, every event of the lookback) or "incremental" (what changed
+	// since the last pass, and the findings still open).
+	Mode          string       `json:"mode"`
 	OrdersScanned int64        `json:"orders_scanned"`
 	Deliveries    bool         `json:"delivery_checks"`
 	Counts        map[Kind]int `json:"counts"`
@@ -118,8 +122,20 @@ type Config struct {
 	// deliverer's retry horizon (its -max-age) plus the last attempt's time. A delivery within
 	// it is being retried and is never "undelivered".
 	DeliveryHorizon time.Duration
-	// Lookback bounds the delivery check to events this recent (and still in the outbox).
+	// Lookback bounds the full pass's delivery check to events this recent (and still in the
+	// outbox). Keep it below the deliverer's -retain-succeeded: an event older than the
+	// deliveries kept would look undelivered.
 	Lookback time.Duration
+	// FullScanEvery is how often the daemon (RunEvery) makes a full pass over every order and
+	// the lookback's events; in between, each pass reads only what changed since the last one
+	// and rechecks the findings still open. Run (the one-shot command) always makes a full
+	// pass.
+	FullScanEvery time.Duration
+	// RetainRepairs is how long reconcile_repairs rows are kept by the daemon (docs/RETENTION.md),
+	// zero for DefaultRetainRepairs, negative for ever; PurgeEvery and PurgeBatch pace the purge.
+	RetainRepairs time.Duration
+	PurgeEvery    time.Duration
+	PurgeBatch    int
 	// Fix restates the facts of repairable drift.
 	Fix bool
 	// RepairGrace: how long a published repair has to clear its finding before the finding
@@ -144,9 +160,23 @@ const (
 	// DefaultDeliveryHorizon is the deliverer's default -max-age (24 h) plus an hour for the
 	// last attempt, its lease and clock skew.
 	DefaultDeliveryHorizon = orderflow.DefaultDeliveryMaxAge + time.Hour
-	DefaultLookback        = 7 * 24 * time.Hour
-	DefaultRepairGrace     = 10 * time.Minute
+	// DefaultLookback is two days: well past the deliverer's horizon (every event older is
+	// settled or reported as past it), and below the deliverer's default -retain-succeeded of
+	// three days.
+	DefaultLookback      = 48 * time.Hour
+	DefaultRepairGrace   = 10 * time.Minute
+	DefaultFullScanEvery = 24 * time.Hour
+	// DefaultRetainRepairs keeps a repair's row (the fact's "published once, ever") 32 days:
+	// longer than the partner keeps receipts (16 days) and the deliverer keeps the deliveries
+	// that dedupe a fact, so a fact whose row is gone was long settled by every receiver.
+	DefaultRetainRepairs = 32 * 24 * time.Hour
 )
+
+// overlap is how far each incremental pass reaches back before the previous one's horizon:
+// a change is stamped before its transaction commits, and the clocks of the API and the
+// database may differ a little, so a change may become visible after a pass that should have
+// seen it by its time. A minute covers both.
+const overlap = time.Minute
 
 // maxFindings bounds the findings one run keeps in memory to decide their repairs; beyond it
 // they are counted only.
@@ -183,17 +213,34 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.FullScanEvery <= 0 {
+		c.FullScanEvery = DefaultFullScanEvery
+	}
+	if c.RetainRepairs == 0 {
+		c.RetainRepairs = DefaultRetainRepairs
+	}
+	if c.PurgeEvery <= 0 {
+		c.PurgeEvery = time.Minute
+	}
 }
 
 // store is what reconcile reads and writes.
 type store interface {
 	ReconcileClock(ctx context.Context) (time.Time, int64, error)
+	DatabaseNow(ctx context.Context) (time.Time, error)
 	OrderStates(ctx context.Context, afterID string, limit int) ([]orderflow.OrderState, error)
+	OrderStatesChangedSince(ctx context.Context, afterAt time.Time, afterID string, limit int) ([]orderflow.OrderState, error)
+	OrderStatesByID(ctx context.Context, ids []string) ([]orderflow.OrderState, error)
+	OpenOrdersCreatedBefore(ctx context.Context, before time.Time, limit int) ([]orderflow.OrderState, error)
 	HasDeliveryTables(ctx context.Context) (bool, error)
-	UndeliveredEvents(ctx context.Context, from, to, horizon time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
+	UndeliveredEvents(ctx context.Context, from, to time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
+	UndeliveredEventsByID(ctx context.Context, ids []string) ([]orderflow.UndeliveredEvent, error)
+	StuckDeliveries(ctx context.Context, horizon time.Time, limit int) ([]orderflow.UndeliveredEvent, error)
 	RepairOrder(ctx context.Context, orderID, kind string) (orderflow.Repair, error)
 	RepairEvent(ctx context.Context, eventID, kind string) (orderflow.Repair, error)
 	MarkRepairReported(ctx context.Context, orderID string, version int) (bool, error)
+	PurgeRepairs(ctx context.Context, keep time.Duration, limit int) (int64, error)
+	OldestRepair(ctx context.Context) (time.Duration, error)
 }
 
 // Reconciler runs reconciliations.
@@ -201,7 +248,20 @@ type Reconciler struct {
 	cfg     Config
 	store   store
 	metrics *metrics
+	purger  *retention.Purger
 	lastOK  atomic.Bool
+	// inc is where the daemon's incremental passes stand; only RunEvery's goroutine uses it.
+	inc incremental
+}
+
+// incremental is what the next incremental pass needs: where its windows start and the
+// findings still open, which it rechecks by id wherever they are in time.
+type incremental struct {
+	lastFull    time.Time
+	ordersSince time.Time
+	eventsSince time.Time
+	openOrders  []string
+	openEvents  []string
 }
 
 // New returns a reconciler on store.
@@ -209,6 +269,10 @@ func New(cfg Config, st store) *Reconciler {
 	cfg.defaults()
 	r := &Reconciler{cfg: cfg, store: st}
 	r.metrics = newMetrics(r.lastOK.Load)
+	// The registry is the reconciler's own: registering can only fail on a duplicate name,
+	// which would be a bug here.
+	r.purger, _ = retention.New("orderflow_reconcile", r.metrics.registry, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger},
+		retention.Rule{Name: "reconcile_repairs", Keep: cfg.RetainRepairs, Purge: st.PurgeRepairs, OldestAge: st.OldestRepair})
 	return r
 }
 
@@ -266,6 +330,17 @@ type run struct {
 	findings  []finding
 	repaired  map[string]Drift // fact ("order/version") -> the finding that repaired it this run
 	published int
+	seen      map[string]bool // orders and (event, endpoint) pairs classified, each once
+	started   time.Time
+}
+
+func (r *Reconciler) newRun(now time.Time, mode string) *run {
+	x := &run{r: r, now: now, rep: &Report{At: now, Mode: mode, Counts: map[Kind]int{}, Drift: []Drift{}},
+		repaired: map[string]Drift{}, seen: map[string]bool{}, started: time.Now()}
+	for _, k := range Kinds {
+		x.rep.Counts[k] = 0
+	}
+	return x
 }
 
 func (x *run) add(f finding) {
@@ -277,17 +352,14 @@ func (x *run) add(f finding) {
 	x.findings = append(x.findings, f)
 }
 
-// Run scans once, repairs if configured, updates the drift gauges and returns the report.
+// Run makes a full pass — every order, every event of the lookback — repairs if configured,
+// updates the drift gauges and returns the report.
 func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
-	started := time.Now()
 	now, total, err := r.store.ReconcileClock(ctx)
 	if err != nil {
 		return nil, err
 	}
-	x := &run{r: r, now: now, rep: &Report{At: now, Counts: map[Kind]int{}, Drift: []Drift{}}, repaired: map[string]Drift{}}
-	for _, k := range Kinds {
-		x.rep.Counts[k] = 0
-	}
+	x := r.newRun(now, "full")
 	after := ""
 	for {
 		page, err := r.store.OrderStates(ctx, after, r.cfg.PageSize)
@@ -303,18 +375,107 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 		}
 		after = page[len(page)-1].OrderID
 	}
-	x.rep.Deliveries, err = r.store.HasDeliveryTables(ctx)
+	if err := x.checkDeliveries(ctx, func() ([]orderflow.UndeliveredEvent, error) {
+		return r.store.UndeliveredEvents(ctx, now.Add(-r.cfg.Lookback), now.Add(-r.cfg.DeliverySLA), maxFindings)
+	}); err != nil {
+		return nil, err
+	}
+	rep := x.finish(ctx)
+	r.inc = incremental{lastFull: now}
+	r.advance(x)
+	return rep, nil
+}
+
+// RunIncremental makes an incremental pass: the orders changed since the last pass (through
+// orders_updated_idx), the events written since (through the outbox's time index), the open
+// orders past the fulfillment SLA (through the pending orders' index), and a recheck of every
+// finding still open. Its cost follows the changes since the last pass, not the size of the
+// tables. Without an earlier pass it makes a full one.
+func (r *Reconciler) RunIncremental(ctx context.Context) (*Report, error) {
+	if r.inc.lastFull.IsZero() {
+		return r.Run(ctx)
+	}
+	now, err := r.store.DatabaseNow(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if x.rep.Deliveries {
-		evs, err := r.store.UndeliveredEvents(ctx, now.Add(-r.cfg.Lookback), now.Add(-r.cfg.DeliverySLA),
-			now.Add(-r.cfg.DeliveryHorizon), maxFindings)
+	x := r.newRun(now, "incremental")
+	afterAt, afterID := r.inc.ordersSince, ""
+	for {
+		page, err := r.store.OrderStatesChangedSince(ctx, afterAt, afterID, r.cfg.PageSize)
 		if err != nil {
 			return nil, err
 		}
-		x.deliveries(evs)
+		x.orders(page)
+		if len(page) < r.cfg.PageSize {
+			break
+		}
+		afterAt, afterID = page[len(page)-1].UpdatedAt, page[len(page)-1].OrderID
 	}
+	open, err := r.store.OrderStatesByID(ctx, r.inc.openOrders)
+	if err != nil {
+		return nil, err
+	}
+	x.orders(open)
+	late, err := r.store.OpenOrdersCreatedBefore(ctx, now.Add(-r.cfg.FulfillmentSLA), maxFindings)
+	if err != nil {
+		return nil, err
+	}
+	x.orders(late)
+	if err := x.checkDeliveries(ctx, func() ([]orderflow.UndeliveredEvent, error) {
+		evs, err := r.store.UndeliveredEvents(ctx, r.inc.eventsSince, now.Add(-r.cfg.DeliverySLA), maxFindings)
+		if err != nil {
+			return nil, err
+		}
+		reopened, err := r.store.UndeliveredEventsByID(ctx, r.inc.openEvents)
+		return append(evs, reopened...), err
+	}); err != nil {
+		return nil, err
+	}
+	rep := x.finish(ctx)
+	r.advance(x)
+	return rep, nil
+}
+
+// advance moves the incremental windows to this pass and keeps its open findings.
+func (r *Reconciler) advance(x *run) {
+	r.inc.ordersSince = x.now.Add(-r.cfg.FreshnessSLA - overlap)
+	r.inc.eventsSince = x.now.Add(-r.cfg.DeliverySLA - overlap)
+	r.inc.openOrders, r.inc.openEvents = nil, nil
+	for _, f := range x.findings {
+		switch f.Kind {
+		case KindMissingSummary, KindStaleSummary:
+			r.inc.openOrders = append(r.inc.openOrders, f.OrderID)
+		case KindUndelivered:
+			r.inc.openEvents = append(r.inc.openEvents, f.EventID)
+		}
+	}
+}
+
+// checkDeliveries adds the delivery findings: events read by undelivered, and deliveries past
+// the horizon.
+func (x *run) checkDeliveries(ctx context.Context, undelivered func() ([]orderflow.UndeliveredEvent, error)) error {
+	var err error
+	x.rep.Deliveries, err = x.r.store.HasDeliveryTables(ctx)
+	if err != nil || !x.rep.Deliveries {
+		return err
+	}
+	evs, err := undelivered()
+	if err != nil {
+		return err
+	}
+	x.deliveries(evs)
+	stuck, err := x.r.store.StuckDeliveries(ctx, x.now.Add(-x.r.cfg.DeliveryHorizon), maxFindings)
+	if err != nil {
+		return err
+	}
+	x.deliveries(stuck)
+	return nil
+}
+
+// finish settles every finding's repair, fills the report and the gauges.
+func (x *run) finish(ctx context.Context) *Report {
+	r := x.r
 	for i := range x.findings {
 		x.settle(ctx, &x.findings[i])
 		if len(x.rep.Drift) < r.cfg.MaxReport {
@@ -327,14 +488,20 @@ func (r *Reconciler) Run(ctx context.Context) (*Report, error) {
 		r.metrics.drift.WithLabelValues(string(k)).Set(float64(x.rep.Counts[k]))
 	}
 	r.metrics.runs.Inc()
-	r.metrics.lastRun.Set(float64(now.Unix()))
-	r.metrics.duration.Observe(time.Since(started).Seconds())
-	return x.rep, nil
+	r.metrics.passes.WithLabelValues(x.rep.Mode).Inc()
+	r.metrics.lastRun.Set(float64(x.now.Unix()))
+	r.metrics.duration.Observe(time.Since(x.started).Seconds())
+	return x.rep
 }
 
-// orders classifies a page of orders and keeps track of the read model's progress.
+// orders classifies a page of orders, each once, and keeps track of the read model's progress.
 func (x *run) orders(page []orderflow.OrderState) {
 	for _, o := range page {
+		if x.seen[o.OrderID] {
+			continue
+		}
+		x.seen[o.OrderID] = true
+		x.rep.OrdersScanned++
 		if current(o) && o.UpdatedAt.After(x.progress) {
 			x.progress = o.UpdatedAt
 		}
@@ -342,12 +509,16 @@ func (x *run) orders(page []orderflow.OrderState) {
 			x.add(finding{Drift: d, factVersion: o.Version, repair: o.Repair})
 		}
 	}
-	x.rep.OrdersScanned += int64(len(page))
 }
 
 // deliveries turns the delivery check's events into findings.
 func (x *run) deliveries(evs []orderflow.UndeliveredEvent) {
 	for _, u := range evs {
+		key := fmt.Sprintf("%s %s %v", u.EventID, u.EndpointID, u.Stuck)
+		if x.seen[key] {
+			continue
+		}
+		x.seen[key] = true
 		d := Drift{Kind: KindUndelivered, OrderID: u.OrderID, Version: u.Version, Since: u.At, EventID: u.EventID, EndpointID: u.EndpointID,
 			Detail: u.EventType + ": no delivery of this fact to the endpoint"}
 		if u.Stuck {
@@ -459,14 +630,24 @@ func (x *run) judge(ctx context.Context, f *finding, st orderflow.RepairState) {
 	}
 }
 
-// RunEvery reconciles every interval until ctx is cancelled; each report goes to emit. A failed
-// run (the database away) is logged and counted, /readyz answers 503, and the run is retried
-// with a capped backoff (at most the interval) until one succeeds: the daemon never exits
-// because its database is away.
+// RunEvery reconciles every interval until ctx is cancelled; each report goes to emit. The
+// first pass and then one every FullScanEvery are full, the others incremental. It also runs
+// the retention of reconcile_repairs. A failed pass (the database away) is logged and
+// counted, /readyz answers 503, and the pass is retried with a capped backoff (at most the
+// interval) until one succeeds: the daemon never exits because its database is away.
 func (r *Reconciler) RunEvery(ctx context.Context, every time.Duration, emit func(*Report)) error {
+	go func() { _ = r.purger.Run(ctx, r.cfg.PurgeEvery) }()
 	wait := backoff.New(min(time.Second, every), every)
 	for {
-		rep, err := r.Run(ctx)
+		var (
+			rep *Report
+			err error
+		)
+		if r.inc.lastFull.IsZero() || time.Since(r.inc.lastFull) >= r.cfg.FullScanEvery {
+			rep, err = r.Run(ctx)
+		} else {
+			rep, err = r.RunIncremental(ctx)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

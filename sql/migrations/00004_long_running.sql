@@ -56,7 +56,25 @@ ALTER TABLE partner.receipts ADD COLUMN fact_version integer;
 CREATE UNIQUE INDEX partner_receipts_fact_idx ON partner.receipts (subject, event_type, fact_version)
     WHERE fact_version IS NOT NULL;
 
+-- Retention (docs/RETENTION.md): every rule's batched purge and its oldest-row gauge walk an
+-- index on the rule's age column, so neither scans the table.
+CREATE INDEX webhook_deliveries_succeeded_idx ON webhook_deliveries (succeeded_at) WHERE state = 'succeeded';
+CREATE INDEX partner_receipts_received_idx ON partner.receipts (received_at);
+CREATE INDEX partner_faults_at_idx ON partner.faults (at);
+CREATE INDEX projector_dead_letters_dead_idx ON projector_dead_letters (dead_at);
+
+-- Reconcile's incremental pass reads the orders changed since its last pass, not every order.
+CREATE INDEX orders_updated_idx ON orders (updated_at, id);
+-- ... and the orders still pending past the fulfillment SLA from the pending ones only.
+CREATE INDEX orders_pending_created_idx ON orders (created_at) WHERE status = 'pending';
+
 -- +goose Down
+DROP INDEX orders_pending_created_idx;
+DROP INDEX orders_updated_idx;
+DROP INDEX projector_dead_letters_dead_idx;
+DROP INDEX partner.partner_faults_at_idx;
+DROP INDEX partner.partner_receipts_received_idx;
+DROP INDEX webhook_deliveries_succeeded_idx;
 DROP INDEX partner.partner_receipts_fact_idx;
 ALTER TABLE partner.receipts DROP COLUMN fact_version;
 DROP INDEX webhook_deliveries_fact_idx;
