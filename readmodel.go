@@ -72,3 +72,14 @@ type Repair struct {
 	Refused   bool
 	State     RepairState
 }
+
+// FailedCallback is a callback the mock partner gave up on: it failed for good and waits in
+// the partner's replayable list. Reconcile reports it.
+type FailedCallback struct {
+	WebhookID string
+	OrderID   string
+	Action    string
+	Attempts  int
+	Error     string
+	FailedAt  time.Time
+}

@@ -26,12 +26,21 @@ type DB struct {
 
 // Open connects to the database at url. maxConns 0 keeps pgxpool's default.
 func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
+	return OpenTraced(ctx, url, maxConns, nil)
+}
+
+// OpenTraced is Open with tracer, if not nil, seeing every query the adapter runs: the
+// periodic-query benchmark records the statements to EXPLAIN them as they are.
+func OpenTraced(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing database url: %w", err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

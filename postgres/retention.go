@@ -31,16 +31,26 @@ func (db *DB) oldestAge(ctx context.Context, what, sql string) (time.Duration, e
 }
 
 // deliveriesPurge deletes a batch of deliveries in one state older than the window, with their
-// attempts, in one statement. SKIP LOCKED leaves a delivery being replayed to its replay.
+// attempts, in one statement. The batch's ids travel as one array so that both deletes are
+// index probes (a join against the batch let the planner read both tables whole once a batch
+// was large). SKIP LOCKED leaves a delivery being replayed to its replay.
 const deliveriesPurge = `
 	WITH doomed AS (
-		SELECT id FROM webhook_deliveries
-		WHERE state = '%[1]s' AND %[2]s < now() - make_interval(secs => $1)
-		ORDER BY %[2]s LIMIT $2 FOR UPDATE SKIP LOCKED
+		SELECT ARRAY(SELECT id FROM webhook_deliveries
+		             WHERE state = '%[1]s' AND %[2]s < now() - make_interval(secs => $1)
+		             ORDER BY %[2]s LIMIT $2 FOR UPDATE SKIP LOCKED) AS ids
 	), attempts AS (
-		DELETE FROM webhook_delivery_attempts a USING doomed WHERE a.delivery_id = doomed.id
+		DELETE FROM webhook_delivery_attempts WHERE delivery_id = ANY ((SELECT ids FROM doomed)::uuid[])
 	)
-	DELETE FROM webhook_deliveries d USING doomed WHERE d.id = doomed.id`
+	DELETE FROM webhook_deliveries WHERE id = ANY ((SELECT ids FROM doomed)::uuid[])`
+
+// agePurge deletes a batch of rows of an insert-only table older than the window: the rows
+// are picked through the index on column and deleted by their ctid (a TID scan, no second
+// lookup).
+func agePurge(table, column string) string {
+	return `DELETE FROM ` + table + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + table + `
+		WHERE ` + column + ` < now() - make_interval(secs => $1) ORDER BY ` + column + ` LIMIT $2))`
+}
 
 // PurgeSucceededDeliveries deletes up to limit deliveries that succeeded longer than keep ago,
 // with their attempts.
@@ -66,8 +76,7 @@ func (db *DB) OldestDeadDelivery(ctx context.Context) (time.Duration, error) {
 
 // PurgeIntakeDeadLetters deletes up to limit intake dead letters older than keep.
 func (db *DB) PurgeIntakeDeadLetters(ctx context.Context, keep time.Duration, limit int) (int64, error) {
-	return db.purge(ctx, "intake dead letters", `DELETE FROM webhook_intake_dead_letters WHERE ctid IN (
-		SELECT ctid FROM webhook_intake_dead_letters WHERE dead_at < now() - make_interval(secs => $1) ORDER BY dead_at LIMIT $2)`, keep, limit)
+	return db.purge(ctx, "intake dead letters", agePurge("webhook_intake_dead_letters", "dead_at"), keep, limit)
 }
 
 // OldestIntakeDeadLetter is the age of the oldest intake dead letter kept.
@@ -77,8 +86,7 @@ func (db *DB) OldestIntakeDeadLetter(ctx context.Context) (time.Duration, error)
 
 // PurgeProjectorDeadLetters deletes up to limit projector dead-letter rows older than keep.
 func (db *DB) PurgeProjectorDeadLetters(ctx context.Context, keep time.Duration, limit int) (int64, error) {
-	return db.purge(ctx, "projector dead letters", `DELETE FROM projector_dead_letters WHERE ctid IN (
-		SELECT ctid FROM projector_dead_letters WHERE dead_at < now() - make_interval(secs => $1) ORDER BY dead_at LIMIT $2)`, keep, limit)
+	return db.purge(ctx, "projector dead letters", agePurge("projector_dead_letters", "dead_at"), keep, limit)
 }
 
 // OldestProjectorDeadLetter is the age of the oldest projector dead-letter row kept.
@@ -88,8 +96,7 @@ func (db *DB) OldestProjectorDeadLetter(ctx context.Context) (time.Duration, err
 
 // PurgeRepairs deletes up to limit reconcile_repairs rows older than keep.
 func (db *DB) PurgeRepairs(ctx context.Context, keep time.Duration, limit int) (int64, error) {
-	return db.purge(ctx, "reconcile repairs", `DELETE FROM reconcile_repairs WHERE ctid IN (
-		SELECT ctid FROM reconcile_repairs WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2)`, keep, limit)
+	return db.purge(ctx, "reconcile repairs", agePurge("reconcile_repairs", "created_at"), keep, limit)
 }
 
 // OldestRepair is the age of the oldest reconcile_repairs row kept.

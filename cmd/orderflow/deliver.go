@@ -9,6 +9,7 @@ import (
 	"orderflow"
 	"orderflow/consumers/deliver"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/postgres"
 )
 
@@ -33,7 +34,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	retainSucceeded := fs.Duration("retain-succeeded", env.Duration("DELIVER_RETAIN_SUCCEEDED", deliver.DefaultRetainSucceeded), "keep succeeded deliveries and their attempts this long; above reconcile's -lookback (env DELIVER_RETAIN_SUCCEEDED)")
 	retainDead := fs.Duration("retain-dead", env.Duration("DELIVER_RETAIN_DEAD", deliver.DefaultRetainDead), "keep dead letters and intake dead letters this long (env DELIVER_RETAIN_DEAD)")
 	purgeEvery := fs.Duration("purge-every", env.Duration("DELIVER_PURGE_EVERY", deliver.DefaultPurgeEvery), "how often the retention purge runs (env DELIVER_PURGE_EVERY)")
-	purgeBatch := fs.Int("purge-batch", env.Int("DELIVER_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env DELIVER_PURGE_BATCH)")
+	purgeBatch := fs.Int("purge-batch", env.Int("DELIVER_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env DELIVER_PURGE_BATCH)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	if err := env.err(); err != nil {
 		return err

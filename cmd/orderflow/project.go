@@ -10,6 +10,7 @@ import (
 	"orderflow"
 	"orderflow/consumers/projector"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/postgres"
 )
 
@@ -28,7 +29,7 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	session := fs.Duration("session-timeout", env.Duration("PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
 	retainDead := fs.Duration("retain-dead-letters", env.Duration("PROJECT_RETAIN_DEAD_LETTERS", projector.DefaultRetainDeadLetters), "keep projector_dead_letters rows this long (env PROJECT_RETAIN_DEAD_LETTERS)")
 	purgeEvery := fs.Duration("purge-every", env.Duration("PROJECT_PURGE_EVERY", time.Minute), "how often the retention purge runs (env PROJECT_PURGE_EVERY)")
-	purgeBatch := fs.Int("purge-batch", env.Int("PROJECT_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env PROJECT_PURGE_BATCH)")
+	purgeBatch := fs.Int("purge-batch", env.Int("PROJECT_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env PROJECT_PURGE_BATCH)")
 	if err := env.err(); err != nil {
 		return err
 	}

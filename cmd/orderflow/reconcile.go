@@ -10,6 +10,7 @@ import (
 
 	"orderflow/consumers/reconcile"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/postgres"
 )
 
@@ -33,7 +34,7 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	fullEvery := fs.Duration("full-scan-every", env.Duration("RECONCILE_FULL_SCAN_EVERY", reconcile.DefaultFullScanEvery), "with -every: how often a pass reads every order; the others read what changed since the last pass (env RECONCILE_FULL_SCAN_EVERY)")
 	retainRepairs := fs.Duration("retain-repairs", env.Duration("RECONCILE_RETAIN_REPAIRS", reconcile.DefaultRetainRepairs), "with -every: keep reconcile_repairs rows this long (env RECONCILE_RETAIN_REPAIRS)")
 	purgeEvery := fs.Duration("purge-every", env.Duration("RECONCILE_PURGE_EVERY", time.Minute), "with -every: how often the retention purge runs (env RECONCILE_PURGE_EVERY)")
-	purgeBatch := fs.Int("purge-batch", env.Int("RECONCILE_PURGE_BATCH", 5000), "rows one purge statement deletes at most (env RECONCILE_PURGE_BATCH)")
+	purgeBatch := fs.Int("purge-batch", env.Int("RECONCILE_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env RECONCILE_PURGE_BATCH)")
 	if err := env.err(); err != nil {
 		return err
 	}

@@ -20,7 +20,8 @@ import (
 
 const maxBody = 1 << 20
 
-// Handler serves POST /partner-hook, /healthz, /readyz and /metrics.
+// Handler serves POST /partner-hook, the admin routes (admin.go), /healthz, /readyz and
+// /metrics.
 func (p *Partner) Handler() http.Handler {
 	return httpserver.OpsHandler(p.reg, func(ctx context.Context) error {
 		err := p.pool.Ping(ctx)
@@ -32,6 +33,7 @@ func (p *Partner) Handler() http.Handler {
 		return nil
 	}, func(mux *http.ServeMux) {
 		mux.Handle("POST /partner-hook", p.handleHook())
+		p.adminRoutes(mux)
 	})
 }
 

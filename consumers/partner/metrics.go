@@ -14,6 +14,7 @@ type metrics struct {
 	faults           *prometheus.CounterVec
 	callbacks        *prometheus.CounterVec
 	pendingCallbacks prometheus.Gauge
+	failedCallbacks  prometheus.Gauge
 	deadLetters      prometheus.Counter
 }
 
@@ -51,6 +52,9 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		pendingCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_partner_callbacks_pending", Help: "Callbacks not yet made.",
 		}),
+		failedCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_partner_callbacks_failed", Help: "Callbacks that failed for good and wait in the replayable list (POST /admin/callbacks/failed/replay).",
+		}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_partner_dead_letters_total", Help: "Verified webhooks whose values the database refused, kept in partner.dead_letters and acknowledged.",
 		}),
@@ -67,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 			return 0
 		}))
 	}
-	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.deadLetters,
+	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.failedCallbacks, m.deadLetters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -77,13 +78,19 @@ type Config struct {
 	// rejected. Nil matches nothing.
 	UnknownSKU *regexp.Regexp
 	Faults     Faults
-	// Callback retries: backoff doubling from CallbackBackoff up to CallbackMaxBackoff, at most
-	// CallbackMaxAttempts attempts; defaults 500 ms, 30 s, 50.
+	// Callback retries: backoff doubling from CallbackBackoff up to CallbackMaxBackoff,
+	// for as long as CallbackMaxAge after the callback was first due (or replayed), then it
+	// fails and waits in the replayable list; CallbackMaxAttempts, if above 0, also bounds the
+	// attempts. Defaults 500 ms, 5 min, 12 h, no attempt bound.
 	CallbackBackoff     time.Duration
 	CallbackMaxBackoff  time.Duration
+	CallbackMaxAge      time.Duration
 	CallbackMaxAttempts int
-	CallbackPoll        time.Duration // default 200 ms
-	CallbackTimeout     time.Duration // default 10 s
+	// AdminToken enables the admin routes (/admin/callbacks...) for requests bearing it;
+	// empty disables them.
+	AdminToken      string
+	CallbackPoll    time.Duration // default 200 ms
+	CallbackTimeout time.Duration // default 10 s
 	// Retention (docs/RETENTION.md): receipts, callbacks that failed for good with dead-lettered
 	// webhooks, and the fault log; zero for the defaults, negative to keep for ever. PurgeEvery
 	// and PurgeBatch pace the purge.
@@ -98,7 +105,18 @@ type Config struct {
 	Logger   *slog.Logger
 	// Random returns a number in [0, 1); tests make it deterministic.
 	Random func() float64
+	// Tracer, if set, sees every query the partner runs (the periodic-query benchmark records
+	// them to EXPLAIN them).
+	Tracer pgx.QueryTracer
 }
+
+// Defaults of the callback retries.
+const (
+	DefaultCallbackMaxBackoff = 5 * time.Minute
+	// DefaultCallbackMaxAge is how long a callback is retried: an API down for hours loses
+	// no callback.
+	DefaultCallbackMaxAge = 12 * time.Hour
+)
 
 // Partner is the mock partner.
 type Partner struct {
@@ -151,10 +169,10 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 		cfg.CallbackBackoff = 500 * time.Millisecond
 	}
 	if cfg.CallbackMaxBackoff <= 0 {
-		cfg.CallbackMaxBackoff = 30 * time.Second
+		cfg.CallbackMaxBackoff = DefaultCallbackMaxBackoff
 	}
-	if cfg.CallbackMaxAttempts <= 0 {
-		cfg.CallbackMaxAttempts = 50
+	if cfg.CallbackMaxAge <= 0 {
+		cfg.CallbackMaxAge = DefaultCallbackMaxAge
 	}
 	if cfg.CallbackPoll <= 0 {
 		cfg.CallbackPoll = 200 * time.Millisecond
@@ -186,7 +204,14 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	if cfg.Random == nil {
 		cfg.Random = rand.Float64
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("partner: parsing database url: %w", err)
+	}
+	if cfg.Tracer != nil {
+		pcfg.ConnConfig.Tracer = cfg.Tracer
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("partner: opening database pool: %w", err)
 	}
@@ -194,7 +219,7 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
 		reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	p.m = newMetrics(reg, p.dependencyUp)
-	purger, err := retention.New("orderflow_partner", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger}, p.retentionRules()...)
+	purger, err := retention.New("orderflow_partner", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger}, p.RetentionRules()...)
 	if err != nil {
 		pool.Close()
 		return nil, err

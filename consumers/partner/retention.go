@@ -29,7 +29,9 @@ const (
 // cycle at the deliverer's default horizon.
 const minReceipts = orderflow.DefaultDeliveryMaxAge + time.Hour
 
-func (p *Partner) retentionRules() []retention.Rule {
+// RetentionRules are the partner's retention rules with its configured windows; Run runs them,
+// and the periodic-query benchmark times them.
+func (p *Partner) RetentionRules() []retention.Rule {
 	return []retention.Rule{
 		{Name: "partner_receipts", Keep: p.cfg.RetainReceipts, Purge: p.purgeReceipts,
 			OldestAge: p.oldest(`SELECT min(received_at) FROM partner.receipts`)},
@@ -44,17 +46,18 @@ func (p *Partner) retentionRules() []retention.Rule {
 // those whose callback is still pending, or failed less than RetainFailed ago (the replayable
 // list needs its receipt).
 func (p *Partner) purgeReceipts(ctx context.Context, keep time.Duration, limit int) (int64, error) {
+	// The batch's ids travel as one array, so both deletes are index probes.
 	tag, err := p.pool.Exec(ctx, `
 		WITH doomed AS (
-			SELECT r.webhook_id FROM partner.receipts r LEFT JOIN partner.callbacks c ON c.webhook_id = r.webhook_id
-			WHERE r.received_at < now() - make_interval(secs => $1)
-			  AND (c.webhook_id IS NULL OR c.state = 'done'
-			       OR (c.state = 'failed' AND c.done_at < now() - make_interval(secs => $3)))
-			ORDER BY r.received_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED
+			SELECT ARRAY(SELECT r.webhook_id FROM partner.receipts r LEFT JOIN partner.callbacks c ON c.webhook_id = r.webhook_id
+			             WHERE r.received_at < now() - make_interval(secs => $1)
+			               AND (c.webhook_id IS NULL OR c.state = 'done'
+			                    OR (c.state = 'failed' AND c.done_at < now() - make_interval(secs => $3)))
+			             ORDER BY r.received_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED) AS ids
 		), callbacks AS (
-			DELETE FROM partner.callbacks c USING doomed WHERE c.webhook_id = doomed.webhook_id
+			DELETE FROM partner.callbacks WHERE webhook_id = ANY ((SELECT ids FROM doomed)::text[])
 		)
-		DELETE FROM partner.receipts r USING doomed WHERE r.webhook_id = doomed.webhook_id`,
+		DELETE FROM partner.receipts WHERE webhook_id = ANY ((SELECT ids FROM doomed)::text[])`,
 		keep.Seconds(), limit, max(p.cfg.RetainFailed, 0).Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("purging receipts: %w", err)
@@ -64,8 +67,8 @@ func (p *Partner) purgeReceipts(ctx context.Context, keep time.Duration, limit i
 
 func (p *Partner) purger(table, column string) func(context.Context, time.Duration, int) (int64, error) {
 	return func(ctx context.Context, keep time.Duration, limit int) (int64, error) {
-		tag, err := p.pool.Exec(ctx, `DELETE FROM `+table+` WHERE ctid IN (SELECT ctid FROM `+table+`
-			WHERE `+column+` < now() - make_interval(secs => $1) ORDER BY `+column+` LIMIT $2)`, keep.Seconds(), limit)
+		tag, err := p.pool.Exec(ctx, `DELETE FROM `+table+` WHERE ctid = ANY (ARRAY(SELECT ctid FROM `+table+`
+			WHERE `+column+` < now() - make_interval(secs => $1) ORDER BY `+column+` LIMIT $2))`, keep.Seconds(), limit)
 		if err != nil {
 			return 0, fmt.Errorf("purging %s: %w", table, err)
 		}

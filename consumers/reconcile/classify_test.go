@@ -139,6 +139,10 @@ func (f *fakeStore) OpenOrdersCreatedBefore(context.Context, time.Time, int) ([]
 	return nil, nil
 }
 
+func (f *fakeStore) FailedCallbacks(context.Context, int) ([]orderflow.FailedCallback, error) {
+	return nil, nil
+}
+
 func (f *fakeStore) PurgeRepairs(context.Context, time.Duration, int) (int64, error) { return 0, nil }
 func (f *fakeStore) OldestRepair(context.Context) (time.Duration, error)             { return 0, nil }
 

@@ -2,6 +2,7 @@ package reconcile_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,5 +79,35 @@ func TestDaemonPurgesOldRepairs(t *testing.T) {
 			t.Fatalf("%d repairs left, want the 2 younger than the window", testenv.Count(t, w.conn, `SELECT count(*) FROM reconcile_repairs`))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A callback the partner gave up on is reported, with its reason and how to replay it, until
+// it is replayed and made.
+func TestFailedPartnerCallbacksAreReported(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, false)
+	ctx := context.Background()
+	order := w.createOrder()
+	_, err := w.conn.Exec(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject) VALUES ('wh-1', 'order.created', $1)`, order)
+	testenv.Must(t, err, "recording a receipt")
+	_, err = w.conn.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, due_at, attempts, state, last_error, done_at)
+		VALUES ('wh-1', $1, 'fulfill', now(), 7, 'failed', 'the API answered 503; gave up after 7 attempts over 12h0m0s (the retry horizon)', now())`, order)
+	testenv.Must(t, err, "recording a failed callback")
+	r := reconcile.New(reconcile.Config{FreshnessSLA: time.Hour, Logger: quiet()}, w.db)
+	for _, pass := range []func(context.Context) (*reconcile.Report, error){r.Run, r.RunIncremental} {
+		rep, err := pass(ctx)
+		testenv.Must(t, err, "reconciling")
+		if rep.Counts[reconcile.KindCallbackFailed] != 1 || len(rep.Drift) != 1 || rep.Drift[0].OrderID != order ||
+			!strings.Contains(rep.Drift[0].Detail, "retry horizon") || !strings.Contains(rep.Drift[0].Detail, "/admin/callbacks/wh-1/replay") {
+			t.Fatalf("%s pass: %+v, want the failed callback with its reason and how to replay it", rep.Mode, rep.Drift)
+		}
+	}
+	_, err = w.conn.Exec(ctx, `UPDATE partner.callbacks SET state = 'done'`)
+	testenv.Must(t, err, "replaying")
+	rep, err := r.RunIncremental(ctx)
+	testenv.Must(t, err, "reconciling")
+	if rep.Counts[reconcile.KindCallbackFailed] != 0 {
+		t.Fatalf("drift after the replay: %+v", rep.Drift)
 	}
 }

@@ -30,12 +30,16 @@ type Rule struct {
 	OldestAge func(ctx context.Context) (time.Duration, error)
 }
 
+// DefaultBatch is the rows one purge statement deletes by default.
+const DefaultBatch = 1000
+
 // Config tunes a Purger.
 type Config struct {
-	// Batch bounds the rows one statement deletes; default 5000.
+	// Batch bounds the rows one statement deletes; default 1000, which keeps a batch of
+	// deliveries with their attempts and seven indexes under 50 ms (make bench, periodic).
 	Batch int
-	// MaxBatches bounds the statements per rule and cycle, so one cycle never runs for long
-	// even when a backlog built up (it is worked off over the next cycles); default 100.
+	// MaxBatches bounds the statements per rule and cycle, so one cycle ends even when a
+	// backlog built up (it is worked off over the next cycles); default 1000.
 	MaxBatches int
 	// Pause is the wait between two batches, leaving the database to others; default 10 ms.
 	Pause  time.Duration
@@ -56,10 +60,10 @@ type Purger struct {
 // on reg and returns a purger of rules.
 func New(prefix string, reg prometheus.Registerer, cfg Config, rules ...Rule) (*Purger, error) {
 	if cfg.Batch <= 0 {
-		cfg.Batch = 5000
+		cfg.Batch = DefaultBatch
 	}
 	if cfg.MaxBatches <= 0 {
-		cfg.MaxBatches = 100
+		cfg.MaxBatches = 1000
 	}
 	if cfg.Pause <= 0 {
 		cfg.Pause = 10 * time.Millisecond
