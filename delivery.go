@@ -14,6 +14,11 @@ const (
 	ECodeNotDeadLetter      = "delivery-not-dead"
 )
 
+// DefaultDeliveryMaxAge is the deliverer's default retry horizon: no retry of a delivery
+// cycle starts later than this after the cycle began. Reconcile's delivery horizon and the
+// partner's receipt retention are measured against it.
+const DefaultDeliveryMaxAge = 24 * time.Hour
+
 // DeliveryState is where a delivery is. A delivery is pending until it succeeds or runs out
 // of attempts or age; a dead delivery is a dead letter until it is replayed, which makes it
 // pending again. The values are stored in webhook_deliveries.state and shown by the API.
@@ -70,7 +75,23 @@ type WebhookEvent struct {
 	Type    string
 	Subject string
 	Time    time.Time
+	// Version is the version the event's data states (data.version), 0 when it states none:
+	// with Subject and Type it names the fact, so a repair of a fact an endpoint already has a
+	// delivery for gets no second one.
+	Version int
 	Payload []byte
+}
+
+// IntakeDeadLetter is a record the deliverer's intake gave up on: not a CloudEvent, or refused
+// by the database for its values. The record stays on the topic at Topic/Partition/Offset.
+type IntakeDeadLetter struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	EventID   string
+	Subject   string
+	Error     string
+	Attempts  int
 }
 
 // DeliveryClaim asks for due deliveries. InFlight counts what the claiming process holds per

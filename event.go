@@ -194,3 +194,16 @@ func OrderFromEvent(ev *CloudEvent) (*Order, error) {
 	}
 	return &o, nil
 }
+
+// FactVersion returns the version an event's data states (data.version), or 0 when it states
+// none that fits an int32 column. (subject, type, version) is the fact an event announces: its
+// original event and any repair of it share it.
+func FactVersion(ev *CloudEvent) int {
+	var d struct {
+		Version int64 `json:"version"`
+	}
+	if json.Unmarshal(ev.Data, &d) != nil || d.Version < 1 || d.Version > 1<<31-1 {
+		return 0
+	}
+	return int(d.Version)
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every benchmark in one run, against limits measured in the same run, on the
 # real local stack. Prints a table and writes .local/bench/results.json (one flat object).
-#   BENCH_ONLY="api capture pipeline"  choose sections;  BENCH_DURATION=20  seconds per measured side
+#   BENCH_ONLY="api capture pipeline periodic"  choose sections;  BENCH_DURATION=20  seconds per measured side
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -17,7 +17,7 @@ go build -o bin/orderflow ./cmd/orderflow
 mkdir -p .local/bench
 
 declare -A results=()
-sections=${BENCH_ONLY:-api capture pipeline}
+sections=${BENCH_ONLY:-api capture pipeline periodic}
 for s in $sections; do
 	script="bench/$s.sh"
 	[ -x "$script" ] || script="bench/$s/run.sh"

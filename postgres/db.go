@@ -6,11 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"orderflow"
 )
 
 // DB is a pool of connections to the orderflow database.
@@ -23,12 +26,21 @@ type DB struct {
 
 // Open connects to the database at url. maxConns 0 keeps pgxpool's default.
 func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
+	return OpenTraced(ctx, url, maxConns, nil)
+}
+
+// OpenTraced is Open with tracer, if not nil, seeing every query the adapter runs: the
+// periodic-query benchmark records the statements to EXPLAIN them as they are.
+func OpenTraced(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing database url: %w", err)
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns
+	}
+	if tracer != nil {
+		cfg.ConnConfig.Tracer = tracer
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -89,6 +101,20 @@ func (db *DB) tryTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 func retryable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// rejected marks err with orderflow.ErrRejectedData when PostgreSQL refused the values
+// themselves (see its doc), so consumers can tell a poison record from an outage.
+func rejected(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"), pgErr.Code == "54000":
+		return fmt.Errorf("%w: %w", orderflow.ErrRejectedData, err)
+	}
+	return err
 }
 
 func isCheckViolation(err error, constraint string) bool {

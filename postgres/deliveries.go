@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"orderflow"
@@ -13,12 +15,16 @@ import (
 
 // EnqueueDeliveries writes a pending delivery for every event and every enabled endpoint
 // subscribed to its type ("*" subscribes to all), in one statement. The (event id, endpoint id)
-// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late.
+// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late; the
+// fact key (endpoint, subject, type, data.version) turns a repair of a fact the endpoint
+// already has a delivery for into a no-op, so a partner never receives one fact under two
+// webhook-ids. A batch refused for its values fails with orderflow.ErrRejectedData.
 func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error) {
 	ids := make([]string, len(evs))
 	types := make([]string, len(evs))
 	subjects := make([]string, len(evs))
 	times := make([]*time.Time, len(evs))
+	versions := make([]*int32, len(evs))
 	payloads := make([][]byte, len(evs))
 	for i, ev := range evs {
 		ids[i], types[i], subjects[i], payloads[i] = ev.ID, ev.Type, ev.Subject, ev.Payload
@@ -26,17 +32,38 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 			t := ev.Time
 			times[i] = &t
 		}
+		if ev.Version > 0 {
+			v := int32(ev.Version)
+			versions[i] = &v
+		}
 	}
 	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, payload)
-		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.payload
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bytea[]) AS ev(id, type, subject, time, payload)
+		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload)
+		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.version, ev.payload
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[]) AS ev(id, type, subject, time, version, payload)
 		JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
-		ON CONFLICT (event_id, endpoint_id) DO NOTHING`, ids, types, subjects, times, payloads)
+		ON CONFLICT DO NOTHING`, ids, types, subjects, times, versions, payloads)
 	if err != nil {
-		return 0, fmt.Errorf("enqueueing deliveries: %w", err)
+		return 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
 	}
 	return tag.RowsAffected(), nil
+}
+
+// RecordIntakeDeadLetters records records the intake gave up on; a record recorded before (a
+// re-read after a crash) is left as it is. Text fields are made storable here, so a record
+// malformed in any field can still be described.
+func (db *DB) RecordIntakeDeadLetters(ctx context.Context, ls []orderflow.IntakeDeadLetter) error {
+	b := &pgx.Batch{}
+	for _, l := range ls {
+		b.Queue(`INSERT INTO webhook_intake_dead_letters (topic, kafka_partition, kafka_offset, event_id, subject, error, attempts)
+			VALUES ($1, $2, $3, nullif($4, ''), nullif($5, ''), $6, $7) ON CONFLICT DO NOTHING`,
+			orderflow.StorableText(l.Topic, 255), l.Partition, l.Offset, orderflow.StorableText(l.EventID, 200),
+			orderflow.StorableText(l.Subject, 200), orderflow.StorableText(l.Error, 2000), l.Attempts)
+	}
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("recording intake dead letters: %w", rejected(err))
+	}
+	return nil
 }
 
 // ClaimDeliveries takes due deliveries for this process. SKIP LOCKED lets several deliverers
@@ -107,7 +134,63 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 // transaction. A delivery whose claim token no longer matches (the lease ran out and another
 // deliverer owns it now) keeps its state: its attempt is still logged, because it happened,
 // and owned reports false for it.
+//
+// One report PostgreSQL refuses for its values must not sink the batch: every other delivery
+// of it would be sent again after its lease. So a refused batch is written report by report,
+// and a report refused alone is recorded without its refused values, with the refusal as its
+// error: a success stays a success (it happened), anything else becomes a dead letter, so the
+// delivery is never retried forever on values that cannot be stored.
 func (db *DB) RecordAttempts(ctx context.Context, rs []orderflow.DeliveryReport) ([]bool, error) {
+	owned, err := db.recordAttempts(ctx, rs)
+	if !errors.Is(err, orderflow.ErrRejectedData) {
+		return owned, err
+	}
+	owned = make([]bool, len(rs))
+	for i := range rs {
+		one, err := db.recordAttempts(ctx, rs[i:i+1])
+		if errors.Is(err, orderflow.ErrRejectedData) {
+			owned[i], err = db.recordRefusedAttempt(ctx, rs[i], err)
+		} else if err == nil {
+			owned[i] = one[0]
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return owned, nil
+}
+
+// recordRefusedAttempt records an attempt whose report PostgreSQL refused, without the
+// report's own values.
+func (db *DB) recordRefusedAttempt(ctx context.Context, r orderflow.DeliveryReport, refusal error) (bool, error) {
+	if _, err := uuid.Parse(r.Delivery.ID); err != nil {
+		return false, nil // nothing to attach it to
+	}
+	state := orderflow.DeliveryDead
+	if r.Result.State == orderflow.DeliverySucceeded {
+		state = orderflow.DeliverySucceeded
+	}
+	reason := orderflow.StorableText("the attempt's report could not be stored: "+refusal.Error(), 1000)
+	var owned bool
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_delivery_attempts (delivery_id, attempt, started_at, latency_ms, outcome, error)
+			VALUES ($1, $2, now(), 0, $3, $4)`, r.Delivery.ID, int32(r.Attempt.Number), orderflow.StorableText(r.Attempt.Outcome, 64), reason); err != nil {
+			return fmt.Errorf("logging a refused attempt: %w", rejected(err))
+		}
+		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET attempts = attempts + 1, state = $3, claim_token = NULL,
+				last_error = $4, last_attempt_at = now(),
+				succeeded_at = CASE WHEN $3 = 'succeeded' THEN now() END, dead_at = CASE WHEN $3 = 'dead' THEN now() END
+			WHERE id = $1 AND claim_token = $2`, r.Delivery.ID, r.Delivery.ClaimToken, string(state), reason)
+		if err != nil {
+			return fmt.Errorf("settling a refused attempt: %w", rejected(err))
+		}
+		owned = tag.RowsAffected() == 1
+		return nil
+	})
+	return owned, err
+}
+
+func (db *DB) recordAttempts(ctx context.Context, rs []orderflow.DeliveryReport) ([]bool, error) {
 	// Updating in id order keeps two batches from locking the same rows in opposite orders.
 	order := make([]int, len(rs))
 	for i := range order {
@@ -147,7 +230,7 @@ func (db *DB) RecordAttempts(ctx context.Context, rs []orderflow.DeliveryReport)
 		if _, err := tx.Exec(ctx, `INSERT INTO webhook_delivery_attempts (delivery_id, attempt, started_at, latency_ms, status, outcome, error)
 			SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[], $7::text[])`,
 			ids, numbers, started, latencies, statuses, outcomes, errs); err != nil {
-			return fmt.Errorf("logging delivery attempts: %w", err)
+			return fmt.Errorf("logging delivery attempts: %w", rejected(err))
 		}
 		rows, err := tx.Query(ctx, `UPDATE webhook_deliveries d SET
 				attempts = d.attempts + 1, state = u.state, next_attempt_at = coalesce(u.next, d.next_attempt_at), claim_token = NULL,
@@ -159,11 +242,11 @@ func (db *DB) RecordAttempts(ctx context.Context, rs []orderflow.DeliveryReport)
 			WHERE d.id = u.id AND d.claim_token = u.token
 			RETURNING d.id::text`, ids, tokens, states, nexts, statuses, errs, started)
 		if err != nil {
-			return fmt.Errorf("updating deliveries: %w", err)
+			return fmt.Errorf("updating deliveries: %w", rejected(err))
 		}
 		done, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return fmt.Errorf("updating deliveries: %w", err)
+			return fmt.Errorf("updating deliveries: %w", rejected(err))
 		}
 		mine := make(map[string]bool, len(done))
 		for _, id := range done {
@@ -195,14 +278,16 @@ func (db *DB) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
 	return nil
 }
 
-// DeliveryStats counts deliveries by state for the gauges.
+// DeliveryStats counts deliveries by state for the gauges. It runs every few seconds, so each
+// count reads only its state's partial index (pending: the due index, dead: the dead-letter
+// index) and never the succeeded deliveries, which are nearly all of the table; a filter of
+// state <> 'succeeded' had no index to serve it and read every row.
 func (db *DB) DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error) {
 	var s orderflow.DeliveryStats
-	err := db.pool.QueryRow(ctx, `SELECT
-			count(*) FILTER (WHERE state = 'pending'),
-			count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
-			count(*) FILTER (WHERE state = 'dead')
-		FROM webhook_deliveries WHERE state <> 'succeeded'`).Scan(&s.Pending, &s.Retrying, &s.Dead)
+	err := db.pool.QueryRow(ctx, `SELECT p.pending, p.retrying,
+			(SELECT count(*) FROM webhook_deliveries WHERE state = 'dead')
+		FROM (SELECT count(*) AS pending, count(*) FILTER (WHERE attempts > 0) AS retrying
+		      FROM webhook_deliveries WHERE state = 'pending') p`).Scan(&s.Pending, &s.Retrying, &s.Dead)
 	if err != nil {
 		return s, fmt.Errorf("counting deliveries: %w", err)
 	}

@@ -14,7 +14,8 @@ import (
 )
 
 // ApplySummaries writes a batch of summaries and dead-letter records in one transaction and
-// reports, per summary, whether it changed the row. A summary replaces the stored row only
+// reports, per summary, whether it changed the row. A batch PostgreSQL refuses for its values
+// fails with orderflow.ErrRejectedData. A summary replaces the stored row only
 // when its version is strictly newer: that single condition is what makes duplicate, replayed
 // and out-of-order events harmless, so the caller may deliver any event any number of times.
 // ProjectedAt is set here, from the database clock.
@@ -31,7 +32,7 @@ func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead [
 				INSERT INTO order_summary (order_id, customer_id, status, total_cents, item_count, currency,
 				    version, cancel_reason, created_at, updated_at, last_event_id, last_event_type,
 				    last_event_at, projected_at, client_id)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, clock_timestamp(),
+				VALUES ($1, $2, $3, $4, $5::bigint, $6, $7::bigint, $8, $9, $10, $11, $12, $13, clock_timestamp(),
 				    (SELECT client_id FROM orders WHERE id = $1))
 				ON CONFLICT (order_id) DO UPDATE SET
 				    client_id = coalesce(EXCLUDED.client_id, order_summary.client_id),
@@ -55,8 +56,11 @@ func (db *DB) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead [
 				VALUES ($1, $2, $3, nullif($4, ''), nullif($5, ''), $6, $7) ON CONFLICT DO NOTHING`,
 				d.Topic, d.Partition, d.Offset, d.EventID, d.OrderID, d.Error, d.Attempts)
 		}
+		// item_count and version are sent as bigint so that a value too large for the integer
+		// column is refused by PostgreSQL (22003, the data's fault, dead-lettered) instead of
+		// failing in the driver with an error nobody can tell from an outage.
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("applying summaries: %w", err)
+			return fmt.Errorf("applying summaries: %w", rejected(err))
 		}
 		return nil
 	})

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -21,7 +20,7 @@ func respond(o *orderflow.Order, err error) orderflow.Response {
 	return orderflow.Response{Status: 201, Body: b}
 }
 
-func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
+func TestARepairIsOnePerFactEver(t *testing.T) {
 	t.Parallel()
 	db, dsn := mustDB(t)
 	conn := testenv.Connect(t, dsn)
@@ -35,8 +34,9 @@ func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
 	testenv.Must(t, json.Unmarshal(r.Body, &o), "decoding order")
 	outbox := func() int64 { return testenv.Count(t, conn, `SELECT count(*) FROM outbox`) }
 	base := outbox()
+	fact1 := orderflow.RepairEventID(o.ID, 1, orderflow.EventOrderCreated)
 
-	// Concurrent repairs of one version: exactly one writes an event.
+	// Concurrent repairs of one fact: exactly one writes an event, under the fact's id.
 	var wg sync.WaitGroup
 	results := make([]orderflow.Repair, 4)
 	errs := make([]error, len(results))
@@ -44,40 +44,48 @@ func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = db.RepublishOrder(ctx, o.ID, "missing_summary", time.Hour)
+			results[i], errs[i] = db.RepairOrder(ctx, o.ID, "missing_summary")
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
-		testenv.Must(t, err, "republishing")
+		testenv.Must(t, err, "repairing")
 	}
 	published := 0
 	for _, rep := range results {
 		if rep.Published {
 			published++
 		}
-		if rep.EventID != results[0].EventID || rep.Version != 1 {
-			t.Errorf("repair %+v, want all to name one event at version 1", rep)
+		if rep.EventID != fact1 || rep.Version != 1 {
+			t.Errorf("repair %+v, want all to name %s at version 1", rep, fact1)
 		}
 	}
 	if published != 1 || outbox() != base+1 {
 		t.Fatalf("%d published, outbox +%d; want exactly one repair event", published, outbox()-base)
 	}
 
-	// A claim older than the cooldown is taken over with a new event.
-	rep, err := db.RepublishOrder(ctx, o.ID, "missing_summary", 0)
-	testenv.Must(t, err, "republishing after the cooldown")
-	if !rep.Published || rep.EventID == results[0].EventID || outbox() != base+2 {
-		t.Fatalf("after the cooldown: %+v, outbox +%d; want a new event", rep, outbox()-base)
+	// Later, by another kind of finding or the event's own repair: still the one event.
+	var created string
+	testenv.Must(t, conn.QueryRow(ctx, `SELECT id::text FROM outbox WHERE aggregate_id = $1 AND event_type = 'order.created' AND id <> $2`,
+		o.ID, fact1).Scan(&created), "reading the original event")
+	for _, repair := range []func() (orderflow.Repair, error){
+		func() (orderflow.Repair, error) { return db.RepairOrder(ctx, o.ID, "stale_summary") },
+		func() (orderflow.Repair, error) { return db.RepairEvent(ctx, created, "undelivered_event") },
+	} {
+		rep, err := repair()
+		testenv.Must(t, err, "repairing again")
+		if rep.Published || rep.EventID != fact1 || rep.State.PublishedAt.IsZero() || outbox() != base+1 {
+			t.Fatalf("repeat: %+v, outbox +%d; want the first repair's state and no new event", rep, outbox()-base)
+		}
 	}
 
-	// A newer version is a new key.
+	// A newer version is another fact.
 	_, err = db.ChangeOrder(ctx, orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: "k2", Fingerprint: []byte("g")}, o.ID, orderflow.ActionFulfill, "", respond)
 	testenv.Must(t, err, "fulfilling")
-	rep, err = db.RepublishOrder(ctx, o.ID, "stale_summary", time.Hour)
-	testenv.Must(t, err, "republishing version 2")
-	if !rep.Published || rep.Version != 2 {
-		t.Fatalf("version 2: %+v, want a new repair", rep)
+	rep, err := db.RepairOrder(ctx, o.ID, "stale_summary")
+	testenv.Must(t, err, "repairing version 2")
+	if !rep.Published || rep.Version != 2 || rep.EventID != orderflow.RepairEventID(o.ID, 2, orderflow.EventOrderFulfilled) {
+		t.Fatalf("version 2: %+v, want a new repair of the fulfilled fact", rep)
 	}
 	var typ string
 	var version int
@@ -85,7 +93,7 @@ func TestRepublishOrderIsOnePerVersionUntilTheCooldown(t *testing.T) {
 	if typ != orderflow.EventOrderFulfilled || version != 2 {
 		t.Fatalf("repair event %s v%d, want order.fulfilled v2", typ, version)
 	}
-	if _, err := db.RepublishOrder(ctx, uuid.NewString(), "missing_summary", time.Hour); orderflow.ErrorCode(err) != orderflow.ECodeNotFound {
+	if _, err := db.RepairOrder(ctx, uuid.NewString(), "missing_summary"); orderflow.ErrorCode(err) != orderflow.ECodeNotFound {
 		t.Fatalf("repair of an unknown order: %v, want order-not-found", err)
 	}
 }

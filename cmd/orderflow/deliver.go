@@ -9,6 +9,7 @@ import (
 	"orderflow"
 	"orderflow/consumers/deliver"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/postgres"
 )
 
@@ -30,6 +31,10 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	workers := fs.Int("workers", env.Int("DELIVER_WORKERS", 64), "POSTs in flight in this process (env DELIVER_WORKERS)")
 	perEndpoint := fs.Int("per-endpoint", env.Int("DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
 	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
+	retainSucceeded := fs.Duration("retain-succeeded", env.Duration("DELIVER_RETAIN_SUCCEEDED", deliver.DefaultRetainSucceeded), "keep succeeded deliveries and their attempts this long; above reconcile's -lookback (env DELIVER_RETAIN_SUCCEEDED)")
+	retainDead := fs.Duration("retain-dead", env.Duration("DELIVER_RETAIN_DEAD", deliver.DefaultRetainDead), "keep dead letters and intake dead letters this long (env DELIVER_RETAIN_DEAD)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("DELIVER_PURGE_EVERY", deliver.DefaultPurgeEvery), "how often the retention purge runs (env DELIVER_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("DELIVER_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env DELIVER_PURGE_BATCH)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	hooks := addWebhookFlags(fs, getenv)
 	kafkaSec := addKafkaFlags(fs, env, getenv)
@@ -73,6 +78,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	cfg.Policy = deliver.Policy{Timeout: *timeout, MaxAttempts: *maxAttempts, MaxAge: *maxAge,
 		BaseBackoff: *baseBackoff, MaxBackoff: *maxBackoff, MaxRetryAfter: *maxRetryAfter}
 	cfg.Workers, cfg.PerEndpoint, cfg.Poll, cfg.Logger = *workers, *perEndpoint, *poll, log
+	cfg.RetainSucceeded, cfg.RetainDead, cfg.PurgeEvery, cfg.PurgeBatch = *retainSucceeded, *retainDead, *purgeEvery, *purgeBatch
 	svc, err := deliver.New(cfg, db)
 	if err != nil {
 		return err

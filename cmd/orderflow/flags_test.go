@@ -72,6 +72,15 @@ func TestCommandsRejectAMalformedEnvironmentValue(t *testing.T) {
 		{"partner", "PARTNER_FULFILL_DELAY", "1"},
 		{"reconcile", "RECONCILE_EVERY", "hourly"},
 		{"reconcile", "RECONCILE_FIX", "maybe"},
+		{"project", "PROJECT_RETAIN_DEAD_LETTERS", "14d"},
+		{"deliver", "DELIVER_RETAIN_SUCCEEDED", "3 days"},
+		{"deliver", "DELIVER_PURGE_BATCH", "many"},
+		{"partner", "PARTNER_RETAIN_RECEIPTS", "16"},
+		{"partner", "PARTNER_CALLBACK_MAX_AGE", "long"},
+		{"reconcile", "RECONCILE_DELIVERY_HORIZON", "1 day"},
+		{"reconcile", "RECONCILE_REPAIR_GRACE", "10"},
+		{"reconcile", "RECONCILE_FULL_SCAN_EVERY", "daily"},
+		{"reconcile", "RECONCILE_RETAIN_REPAIRS", "a month"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.cmd+" "+tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"orderflow/consumers/partner"
+	"orderflow/internal/retention"
 )
 
 func runPartner(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -27,6 +28,14 @@ func runPartner(ctx context.Context, args []string, getenv func(string) string, 
 	timeoutRate := fs.Float64("timeout-rate", env.Float("PARTNER_TIMEOUT_RATE", 0), "fault: share of webhooks that hang until the sender gives up (env PARTNER_TIMEOUT_RATE)")
 	hang := fs.Duration("hang", env.Duration("PARTNER_HANG", time.Minute), "fault: longest hang of a timed-out webhook (env PARTNER_HANG)")
 	commit500 := fs.Float64("commit-then-500-rate", env.Float("PARTNER_COMMIT_THEN_500_RATE", 0), "fault: share of webhooks stored and committed, then answered 500 (env PARTNER_COMMIT_THEN_500_RATE)")
+	retainReceipts := fs.Duration("retain-receipts", env.Duration("PARTNER_RETAIN_RECEIPTS", partner.DefaultRetainReceipts), "keep receipts (the webhook-id dedupe) this long: above the deliverer's -retain-dead plus -max-age (env PARTNER_RETAIN_RECEIPTS)")
+	retainFailed := fs.Duration("retain-failed", env.Duration("PARTNER_RETAIN_FAILED", partner.DefaultRetainFailed), "keep callbacks that failed for good and dead-lettered webhooks this long (env PARTNER_RETAIN_FAILED)")
+	retainFaults := fs.Duration("retain-faults", env.Duration("PARTNER_RETAIN_FAULTS", partner.DefaultRetainFaults), "keep the injected-fault log this long (env PARTNER_RETAIN_FAULTS)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("PARTNER_PURGE_EVERY", time.Minute), "how often the retention purge runs (env PARTNER_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("PARTNER_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env PARTNER_PURGE_BATCH)")
+	adminToken := fs.String("admin-token", getenv("PARTNER_ADMIN_TOKEN"), "bearer token of the admin routes (list and replay failed callbacks); empty disables them (env PARTNER_ADMIN_TOKEN)")
+	cbMaxAge := fs.Duration("callback-max-age", env.Duration("PARTNER_CALLBACK_MAX_AGE", partner.DefaultCallbackMaxAge), "retry a callback this long before it fails for good (env PARTNER_CALLBACK_MAX_AGE)")
+	cbMaxBackoff := fs.Duration("callback-max-backoff", env.Duration("PARTNER_CALLBACK_MAX_BACKOFF", partner.DefaultCallbackMaxBackoff), "longest pause between two tries of a callback (env PARTNER_CALLBACK_MAX_BACKOFF)")
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -63,6 +72,10 @@ func runPartner(ctx context.Context, args []string, getenv func(string) string, 
 			Hang: *hang, CommitThen500Rate: *commit500},
 		Addr:   *addr,
 		Logger: log,
+
+		AdminToken: *adminToken, CallbackMaxAge: *cbMaxAge, CallbackMaxBackoff: *cbMaxBackoff,
+		RetainReceipts: *retainReceipts, RetainFailed: *retainFailed, RetainFaults: *retainFaults,
+		PurgeEvery: *purgeEvery, PurgeBatch: *purgeBatch,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"orderflow"
 	"orderflow/consumers/projector"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/postgres"
 )
 
@@ -27,6 +28,9 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	commitEvery := fs.Duration("commit-interval", env.Duration("PROJECT_COMMIT_INTERVAL", projector.DefaultCommitInterval), "how often offsets of applied batches are committed (env PROJECT_COMMIT_INTERVAL)")
 	session := fs.Duration("session-timeout", env.Duration("PROJECT_SESSION_TIMEOUT", 10*time.Second), "consumer group session timeout, at least 6s (env PROJECT_SESSION_TIMEOUT)")
 	kafkaSec := addKafkaFlags(fs, env, getenv)
+	retainDead := fs.Duration("retain-dead-letters", env.Duration("PROJECT_RETAIN_DEAD_LETTERS", projector.DefaultRetainDeadLetters), "keep projector_dead_letters rows this long (env PROJECT_RETAIN_DEAD_LETTERS)")
+	purgeEvery := fs.Duration("purge-every", env.Duration("PROJECT_PURGE_EVERY", time.Minute), "how often the retention purge runs (env PROJECT_PURGE_EVERY)")
+	purgeBatch := fs.Int("purge-batch", env.Int("PROJECT_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env PROJECT_PURGE_BATCH)")
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -52,7 +56,8 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 	p, err := projector.New(projector.Config{
 		Brokers: splitList(*brokers), Topic: *topic, GroupID: *group, DLQTopic: *dlq,
 		MaxAttempts: *attempts, BatchSize: *batch, CommitInterval: *commitEvery, SessionTimeout: *session, Logger: log,
-		Kafka: security,
+		Kafka:             security,
+		RetainDeadLetters: *retainDead, PurgeEvery: *purgeEvery, PurgeBatch: *purgeBatch,
 	}, db)
 	if err != nil {
 		return err

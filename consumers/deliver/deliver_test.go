@@ -68,6 +68,9 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
+		if !lagZero(string(body)) {
+			return false
+		}
 		for _, want := range []string{
 			`orderflow_deliver_attempts_total{outcome="success"} 5`,
 			"orderflow_deliver_pending 0",

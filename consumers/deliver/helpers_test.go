@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 // env is one test's database, topic and consumer group.
 type env struct {
 	t       *testing.T
+	dsn     string
 	db      *postgres.DB
 	sql     *pgx.Conn
 	brokers []string
@@ -43,7 +45,7 @@ func newEnv(t *testing.T) *env {
 	db, err := postgres.Open(ctx, dsn, 20)
 	testenv.Must(t, err, "opening database")
 	t.Cleanup(db.Close)
-	e := &env{t: t, db: db, sql: testenv.Connect(t, dsn), brokers: brokers,
+	e := &env{t: t, dsn: dsn, db: db, sql: testenv.Connect(t, dsn), brokers: brokers,
 		topic: testenv.UniqueName("ofdeliver"), group: testenv.UniqueName("ofdeliver_group")}
 	mustCreateTopic(t, brokers, e.topic, 3)
 	e.writer = &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: e.topic, RequiredAcks: kafka.RequireAll,
@@ -99,6 +101,22 @@ func (e *env) produce(values ...[]byte) {
 			{Key: orderflow.HeaderSeq, Value: []byte("0")},
 		}}
 	}
+	e.write(msgs)
+}
+
+// produceRaw writes values as they are, in order on one key: crafted records capture would
+// never write.
+func (e *env) produceRaw(values ...[]byte) {
+	e.t.Helper()
+	msgs := make([]kafka.Message, len(values))
+	for i, v := range values {
+		msgs[i] = kafka.Message{Key: []byte("crafted"), Value: v}
+	}
+	e.write(msgs)
+}
+
+func (e *env) write(msgs []kafka.Message) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// A new topic's partitions get their leaders a moment after creation.
@@ -112,6 +130,28 @@ func (e *env) produce(values ...[]byte) {
 	e.t.Fatalf("producing: %v", err)
 }
 
+// metricsURL serves svc's ops handler until the test ends and returns its /metrics URL.
+func metricsURL(t *testing.T, svc *deliver.Service) string {
+	t.Helper()
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL + "/metrics"
+}
+
+// lagZero reports whether the exposition m shows the consumer lag of every partition at 0.
+func lagZero(m string) bool {
+	series := 0
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "orderflow_deliver_consumer_lag{") {
+			if !strings.HasSuffix(line, " 0") {
+				return false
+			}
+			series++
+		}
+	}
+	return series > 0
+}
+
 // fastPolicy keeps the suite quick: tiny backoffs, short timeouts.
 func fastPolicy() deliver.Policy {
 	return deliver.Policy{Timeout: 2 * time.Second, MaxAttempts: 50, MaxAge: time.Hour,
@@ -123,7 +163,7 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 	e.t.Helper()
 	cfg := deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: e.group, Policy: fastPolicy(),
 		Workers: 16, PerEndpoint: 4, Poll: 50 * time.Millisecond, StatsEvery: 200 * time.Millisecond,
-		Lease: time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Egress: loopbackOnly(e.t)}
+		Lease: time.Second, Logger: quietLogger(), Egress: loopbackOnly(e.t)}
 	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -147,6 +187,14 @@ func (e *env) start(mod func(*deliver.Config)) *deliver.Service {
 		}
 	})
 	return s
+}
+
+// quietLogger discards logs unless ORDERFLOW_TEST_LOG is set.
+func quietLogger() *slog.Logger {
+	if os.Getenv("ORDERFLOW_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func (e *env) endpoint(url string, types ...string) orderflow.Endpoint {

@@ -17,9 +17,18 @@ type metrics struct {
 	retrying       prometheus.Gauge
 	dead           prometheus.Gauge
 	inFlight       prometheus.Gauge
+	kafkaErrors    prometheus.Counter
+	// intakeDeadLettered counts records recorded in webhook_intake_dead_letters.
+	intakeDeadLettered prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Dependencies, the label of orderflow_deliver_dependency_up.
+const (
+	dependencyPostgres = "postgres"
+	dependencyKafka    = "kafka"
+)
+
+func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *metrics {
 	m := &metrics{
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_deliver_attempts_total", Help: "Webhook POST attempts by outcome (success, http_3xx, http_4xx, http_5xx, timeout, network).",
@@ -36,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "orderflow_deliver_deliveries_enqueued_total", Help: "Deliveries created by the intake (duplicates not counted).",
 		}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason.",
+			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason (undecodable, refused by the database).",
 		}, []string{"reason"}),
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_deliver_dead_lettered_total", Help: "Deliveries that became dead letters.",
@@ -56,9 +65,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_deliver_in_flight", Help: "Webhook POSTs in flight.",
 		}),
+		intakeDeadLettered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_intake_dead_lettered_total", Help: "Records the intake gave up on (undecodable, or refused by the database for their values), recorded in webhook_intake_dead_letters.",
+		}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_deliver_kafka_errors_total", Help: "Failed reads from Kafka by the intake (each is retried with backoff).",
+		}),
+	}
+	for _, dep := range []string{dependencyPostgres, dependencyKafka} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderflow_deliver_dependency_up",
+			Help:        "1 while the last contact with the dependency (postgres, kafka) worked, 0 while it is away; the deliverer keeps running and retries either way.",
+			ConstLabels: prometheus.Labels{"dependency": dep},
+		}, func() float64 {
+			if up(dep) {
+				return 1
+			}
+			return 0
+		}))
 	}
 	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
-		m.pending, m.retrying, m.dead, m.inFlight,
+		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors, m.intakeDeadLettered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
 		m.attempts.WithLabelValues(o)

@@ -36,7 +36,7 @@ func DefaultPolicy() Policy {
 	return Policy{
 		Timeout:       10 * time.Second,
 		MaxAttempts:   18,
-		MaxAge:        24 * time.Hour,
+		MaxAge:        orderflow.DefaultDeliveryMaxAge,
 		BaseBackoff:   5 * time.Second,
 		MaxBackoff:    time.Hour,
 		MaxRetryAfter: time.Hour,

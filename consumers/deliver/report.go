@@ -2,13 +2,17 @@ package deliver
 
 import (
 	"context"
+	"time"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 )
 
 // record writes reports in batches: one transaction per batch instead of one per attempt is
-// what lets a single deliverer keep up with thousands of deliveries a second. If a write
-// fails, the claims run out and the deliveries are retried: at least once, never lost.
+// what lets a single deliverer keep up with thousands of deliveries a second. A write that
+// fails is retried with backoff for as long as the batch's claims last: a successful attempt
+// that is not recorded is sent again once its lease runs out (at least once, never lost, but
+// a second POST the partner must dedupe), so a short database outage must not cost that.
 func (s *sender) record(ctx context.Context, reports <-chan orderflow.DeliveryReport) {
 	const maxBatch = 256
 	batch := make([]orderflow.DeliveryReport, 0, maxBatch)
@@ -26,9 +30,9 @@ func (s *sender) record(ctx context.Context, reports <-chan orderflow.DeliveryRe
 				break fill
 			}
 		}
-		owned, err := s.store.RecordAttempts(ctx, batch)
+		owned, err := s.recordBatch(ctx, batch)
 		if err != nil {
-			s.log.Error("recording delivery attempts", "attempts", len(batch), "err", err)
+			s.log.Error("recording delivery attempts failed; their deliveries are retried after the lease", "attempts", len(batch), "err", err)
 			continue
 		}
 		for i, rep := range batch {
@@ -59,5 +63,23 @@ func (s *sender) logReport(rep orderflow.DeliveryReport, owned bool) {
 		log.Warn("delivery dead-lettered", "err", a.Error)
 	default:
 		log.Info("delivery failed, will retry", "err", a.Error, "next_attempt_at", res.NextAttemptAt)
+	}
+}
+
+// recordBatch writes one batch, retrying until it is written or the claims it holds have run
+// out, when another deliverer may own the deliveries and the write could only log attempts.
+func (s *sender) recordBatch(ctx context.Context, batch []orderflow.DeliveryReport) ([]bool, error) {
+	giveUp := s.now().Add(s.lease)
+	wait := backoff.New(50*time.Millisecond, 2*time.Second)
+	for {
+		owned, err := s.store.RecordAttempts(ctx, batch)
+		if err == nil || !s.now().Before(giveUp) {
+			return owned, err
+		}
+		pause := wait.Next()
+		s.log.Warn("recording delivery attempts failed; retrying", "attempts", len(batch), "err", err, "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
+			return nil, err
+		}
 	}
 }

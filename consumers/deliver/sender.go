@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 	"orderflow/internal/egress"
 )
 
@@ -75,17 +76,26 @@ func (s *sender) run(ctx context.Context) error {
 	// the pool is free and the last claim was cut short by the pool (more may be due).
 	threshold := max(1, s.workers/4)
 	force, capped := true, false
+	// While the database is away claims fail; they are retried with a capped backoff instead
+	// of at every tick.
+	claimWait := backoff.New(s.poll, 5*time.Second)
+	var claimAfter time.Time
 	for {
 		s.startQueued(ctx, sendCtx, &wg, freed, reports)
 		holding, running, nQueued, low := s.claimState()
 		// Held deliveries (running or queued) stay within twice the pool; per endpoint the
 		// claim keeps them within perEndpoint + prefetch.
 		free := 2*s.workers - running - nQueued
-		if free > 0 && (force || running == 0 || low || (capped && s.workers-running >= threshold)) {
+		if free > 0 && (force || running == 0 || low || (capped && s.workers-running >= threshold)) && !s.now().Before(claimAfter) {
 			startBy := s.now().Add(s.maxHold())
 			ds, err := s.store.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: free, PerEndpoint: s.perEndpoint + s.prefetch, InFlight: holding, Lease: s.lease})
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("claiming due deliveries", "err", err)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				pause := claimWait.Next()
+				claimAfter = s.now().Add(pause)
+				s.log.Warn("claiming due deliveries failed; retrying", "err", err, "failures", claimWait.Failures(), "backoff", pause)
+			case err == nil:
+				claimWait.Reset()
 			}
 			capped = len(ds) == free
 			for _, d := range ds {

@@ -108,7 +108,7 @@ func newTestSender(t *testing.T, st *fakeStore, h *hook, perEndpoint int, leaseM
 	p.Timeout = 5 * time.Second
 	return &sender{store: st, client: testHTTPClient(perEndpoint), egress: loopbackPolicy(), policy: p, workers: 16, perEndpoint: perEndpoint,
 		prefetch: perEndpoint, poll: time.Hour, lease: p.Timeout + leaseMargin,
-		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry()),
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: newMetrics(prometheus.NewRegistry(), func(string) bool { return true }),
 		now: time.Now, rnd: jitter, inFlight: map[string]int{}, queued: map[string][]held{}}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,12 +19,14 @@ import (
 	"orderflow/internal/httpserver"
 	"orderflow/internal/kafka"
 	"orderflow/internal/periodic"
+	"orderflow/internal/retention"
 )
 
 // Store is everything the deliverer needs from the database; postgres.DB implements it.
 type Store interface {
 	intakeStore
 	senderStore
+	retentionStore
 	DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error)
 	Ping(ctx context.Context) error
 }
@@ -58,6 +61,16 @@ type Config struct {
 	Secrets SecretOpener
 	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
 	Kafka kafka.Security
+	// Dial, if set, opens every connection to Kafka; tests put a proxy in between to take
+	// Kafka away.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Retention (docs/RETENTION.md): how long succeeded deliveries and dead letters are kept,
+	// zero for the defaults (DefaultRetainSucceeded, DefaultRetainDead), negative to keep
+	// them forever; how often the purge runs and how many rows one statement deletes.
+	RetainSucceeded time.Duration
+	RetainDead      time.Duration
+	PurgeEvery      time.Duration
+	PurgeBatch      int
 }
 
 // SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
@@ -73,9 +86,14 @@ type Service struct {
 	lag    *kafka.Lag
 	sender *sender
 	intake *intake
+	purger *retention.Purger
 	m      *metrics
 	reg    *prometheus.Registry
 	log    *slog.Logger
+	// dbOK and kafkaOK say whether the last contact with each dependency worked; the
+	// deliverer runs either way (the sender needs no Kafka, the intake waits for both).
+	dbOK    atomic.Bool
+	kafkaOK atomic.Bool
 }
 
 // New prepares a deliverer; Run starts it.
@@ -127,11 +145,21 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
 	}
+	if cfg.RetainSucceeded == 0 {
+		cfg.RetainSucceeded = DefaultRetainSucceeded
+	}
+	if cfg.RetainDead == 0 {
+		cfg.RetainDead = DefaultRetainDead
+	}
+	if cfg.PurgeEvery <= 0 {
+		cfg.PurgeEvery = DefaultPurgeEvery
+	}
+	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
 	reg := prometheus.NewRegistry()
-	m := newMetrics(reg)
+	m := newMetrics(reg, s.dependencyUp)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
-		Dialer:         cfg.Kafka.Dialer(),
 		Brokers:        cfg.Brokers,
+		Dialer:         kafkaDialer(cfg),
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
 		MinBytes:       1,
@@ -142,18 +170,23 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: cfg.Kafka.Transport()}, cfg.GroupID, cfg.Topic)
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: kafkaTransport(cfg)}
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	reg.MustRegister(lag)
-	s := &Service{
-		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,
-		lag: lag,
-		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
-			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
-		sender: &sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
+	s.reader, s.m, s.reg, s.lag = reader, m, reg, lag
+	purger, err := retention.New("orderflow_deliver", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger.With("loop", "retention")},
+		retentionRules(store, cfg.RetainSucceeded, cfg.RetainDead)...)
+	if err != nil {
+		return nil, err
+	}
+	s.purger = purger
+	s.intake = &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
+		log: cfg.Logger.With("loop", "intake"), m: m, wake: wake, kafkaOK: &s.kafkaOK, dbOK: &s.dbOK}
+	s.sender =
+		&sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
-			inFlight: map[string]int{}, queued: map[string][]held{}},
-	}
+			inFlight: map[string]int{}, queued: map[string][]held{}}
 	return s, nil
 }
 
@@ -168,30 +201,62 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
+	g.Go(func() error { return s.purger.Run(gctx, s.cfg.PurgeEvery) })
 	return g.Wait()
 }
 
-// refreshStats sets the gauges from the delivery tables and the group's lag on the broker.
+// refreshStats sets the gauges from the delivery tables and the group's lag on the broker,
+// and with them whether each dependency answers.
 func (s *Service) refreshStats(ctx context.Context) error {
 	st, err := s.store.DeliveryStats(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.dbOK.Store(err == nil)
 	if err == nil {
 		s.m.pending.Set(float64(st.Pending))
 		s.m.retrying.Set(float64(st.Retrying))
 		s.m.dead.Set(float64(st.Dead))
 	}
-	if _, lerr := s.lag.Refresh(ctx); lerr != nil && ctx.Err() == nil {
+	_, lerr := s.lag.Refresh(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.kafkaOK.Store(lerr == nil)
+	if lerr != nil {
 		s.log.Debug("measuring consumer lag", "err", lerr)
 	}
 	return err
 }
 
-// Handler serves /healthz, /readyz (the database answers) and /metrics.
+func (s *Service) dependencyUp(dep string) bool {
+	if dep == dependencyKafka {
+		return s.kafkaOK.Load()
+	}
+	return s.dbOK.Load()
+}
+
+// Handler serves /healthz, /readyz (PostgreSQL and Kafka answer) and /metrics.
 func (s *Service) Handler() http.Handler {
 	return httpserver.OpsHandler(s.reg, func(ctx context.Context) error {
+		// /readyz says what is away, not the driver's error, which may name hosts and users.
 		if err := s.store.Ping(ctx); err != nil {
-			// /readyz says what is down, not the driver's error, which may name hosts and users.
-			return errors.New("database unavailable")
+			return errors.New("database unavailable; retrying")
+		}
+		if !s.kafkaOK.Load() {
+			return errors.New("kafka unavailable; retrying (deliveries already in the database are still sent)")
 		}
 		return nil
 	}, nil)
+}
+
+// kafkaDialer is the readers' dialer: TLS and SASL from cfg.Kafka, and cfg.Dial (a test's
+// proxy) when set.
+func kafkaDialer(cfg Config) *kafkago.Dialer {
+	return &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: cfg.Kafka.TLS, SASLMechanism: cfg.Kafka.SASL, DialFunc: cfg.Dial}
+}
+
+// kafkaTransport is the clients' transport, with the same settings as kafkaDialer.
+func kafkaTransport(cfg Config) kafkago.RoundTripper {
+	return &kafkago.Transport{TLS: cfg.Kafka.TLS, SASL: cfg.Kafka.SASL, Dial: cfg.Dial}
 }

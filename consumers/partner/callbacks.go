@@ -7,14 +7,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"orderflow"
+	"orderflow/internal/backoff"
 )
 
 // callbackBatch is how many callbacks are claimed and made concurrently; at the benchmark's
 // 2,000 orders/s and a few milliseconds per API call, 64 keeps the loop ahead.
 const callbackBatch = 64
+
+// Callback states, stored in partner.callbacks.state.
+const (
+	callbackPending = "pending"
+	callbackDone    = "done"
+	callbackFailed  = "failed"
+)
 
 type callback struct {
 	webhookID string
@@ -22,6 +33,16 @@ type callback struct {
 	action    string
 	reason    string
 	attempts  int // including this one
+	// cycleStarted is when the callback was first due, or replayed: the retry horizon counts
+	// from it.
+	cycleStarted time.Time
+}
+
+// answer is what one call to the API came back with.
+type answer struct {
+	status     int
+	retryAfter time.Duration
+	err        error
 }
 
 // RunCallbacks calls the API for due callbacks until ctx ends. Callbacks live in the
@@ -31,11 +52,24 @@ func (p *Partner) RunCallbacks(ctx context.Context) error {
 	t := time.NewTicker(p.cfg.CallbackPoll)
 	defer t.Stop()
 	go p.stopWhenDone(ctx)
+	// While the database is away claims fail; they are retried with a capped backoff, and the
+	// loop never gives up: the callbacks are safe in the table meanwhile.
+	wait := backoff.New(p.cfg.CallbackPoll, 5*time.Second)
 	for {
 		due, err := p.claimCallbacks(ctx, callbackBatch)
-		if err != nil && ctx.Err() == nil {
-			p.log.Warn("claiming callbacks", "err", err)
+		if ctx.Err() != nil {
+			return nil
 		}
+		p.dbOK.Store(err == nil)
+		if err != nil {
+			pause := wait.Next()
+			p.log.Warn("claiming callbacks failed; retrying", "err", err, "failures", wait.Failures(), "backoff", pause)
+			if !backoff.Sleep(ctx, pause) {
+				return nil
+			}
+			continue
+		}
+		wait.Reset()
 		var wg sync.WaitGroup
 		for _, c := range due {
 			wg.Add(1)
@@ -68,7 +102,7 @@ func (p *Partner) claimCallbacks(ctx context.Context, n int) ([]callback, error)
 			ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
 		UPDATE partner.callbacks c SET due_at = now() + make_interval(secs => $2), attempts = c.attempts + 1
 		FROM due WHERE c.webhook_id = due.webhook_id
-		RETURNING c.webhook_id, c.order_id, c.action, coalesce(c.reason, ''), c.attempts`,
+		RETURNING c.webhook_id, c.order_id, c.action, coalesce(c.reason, ''), c.attempts, c.cycle_started_at`,
 		n, (p.cfg.CallbackTimeout + 5*time.Second).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming callbacks: %w", err)
@@ -77,7 +111,7 @@ func (p *Partner) claimCallbacks(ctx context.Context, n int) ([]callback, error)
 	var out []callback
 	for rows.Next() {
 		var c callback
-		if err := rows.Scan(&c.webhookID, &c.orderID, &c.action, &c.reason, &c.attempts); err != nil {
+		if err := rows.Scan(&c.webhookID, &c.orderID, &c.action, &c.reason, &c.attempts, &c.cycleStarted); err != nil {
 			return nil, fmt.Errorf("reading callback: %w", err)
 		}
 		out = append(out, c)
@@ -85,72 +119,99 @@ func (p *Partner) claimCallbacks(ctx context.Context, n int) ([]callback, error)
 	return out, rows.Err()
 }
 
+// nextStep decides what follows one call: the callback is done, retried after a delay, or
+// failed for good with a reason. It is the whole retry policy, kept free of I/O.
+//
+// An answer a retry cannot change — the order does not exist (404), the request is invalid
+// (400, 422) — fails at once. Everything else a retry can change is retried with a backoff
+// doubling from CallbackBackoff up to CallbackMaxBackoff (or the API's Retry-After) for as
+// long as CallbackMaxAge from the cycle's start (12 h by default): the API down for hours
+// (network errors, 5xx), overloaded (429, 503), slow (408, timeouts), or refusing the
+// partner's key (401, 403: a credentials problem an operator fixes, not a property of the
+// order). Past the horizon it fails too, and waits in the replayable list.
+func (p *Partner) nextStep(c callback, a answer, now time.Time) (state string, delay time.Duration, reason string) {
+	switch {
+	case a.err == nil && a.status >= 200 && a.status < 300:
+		return callbackDone, 0, ""
+	case a.err == nil && a.status == http.StatusConflict:
+		// The order already ended the other way (a customer cancelled it first): nothing
+		// left for the partner to do.
+		return callbackDone, 0, ""
+	case a.err == nil && permanent(a.status):
+		return callbackFailed, 0, fmt.Sprintf("the API answered %d: a retry would get the same answer", a.status)
+	}
+	what := "no answer: " + fmt.Sprint(a.err)
+	if a.err == nil {
+		what = "the API answered " + strconv.Itoa(a.status)
+	}
+	if p.cfg.CallbackMaxAttempts > 0 && c.attempts >= p.cfg.CallbackMaxAttempts {
+		return callbackFailed, 0, fmt.Sprintf("%s; gave up after %d attempts", what, c.attempts)
+	}
+	delay = min(p.cfg.CallbackBackoff<<min(c.attempts-1, 30), p.cfg.CallbackMaxBackoff)
+	if a.retryAfter > 0 {
+		delay = min(a.retryAfter, p.cfg.CallbackMaxBackoff)
+	}
+	if now.Add(delay).Sub(c.cycleStarted) > p.cfg.CallbackMaxAge {
+		return callbackFailed, 0, fmt.Sprintf("%s; gave up after %d attempts over %s (the retry horizon)",
+			what, c.attempts, now.Sub(c.cycleStarted).Round(time.Second))
+	}
+	return callbackPending, delay, what
+}
+
+// permanent reports whether an answer says the request itself is wrong, so that no retry can
+// succeed.
+func permanent(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusGone, http.StatusUnprocessableEntity,
+		http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType:
+		return true
+	}
+	return false
+}
+
 func (p *Partner) callBack(ctx context.Context, c callback) {
-	status, err := p.callAPI(ctx, c)
+	a := p.callAPI(ctx, c)
 	if ctx.Err() != nil {
 		return // shutting down: the lease brings the callback back
 	}
-	var state string
-	var next time.Duration
-	switch {
-	case err == nil && status >= 200 && status < 300:
-		state = "done"
-	case err == nil && status == http.StatusConflict:
-		// The order already ended the other way (a customer cancelled it first): nothing
-		// left for the partner to do.
-		state = "done"
-	case err == nil && status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout:
-		// Unauthorized, not found, invalid: a retry would get the same answer.
-		state = "failed"
-	case c.attempts >= p.cfg.CallbackMaxAttempts:
-		state = "failed"
-	default:
-		state = "pending"
-		next = min(p.cfg.CallbackBackoff<<min(c.attempts-1, 20), p.cfg.CallbackMaxBackoff)
-	}
-	outcome := state
-	errText := ""
-	if err != nil {
-		errText = err.Error()
-	} else if state != "done" || status >= 300 {
-		errText = fmt.Sprintf("HTTP %d", status)
-	}
-	p.m.callbacks.WithLabelValues(c.action, outcome).Inc()
-	log := p.log.With("webhook_id", c.webhookID, "order_id", c.orderID, "action", c.action, "attempt", c.attempts, "status", status)
+	p.apiOK.Store(a.err == nil && a.status < 500)
+	state, next, reason := p.nextStep(c, a, time.Now())
+	p.m.callbacks.WithLabelValues(c.action, state).Inc()
+	log := p.log.With("webhook_id", c.webhookID, "order_id", c.orderID, "action", c.action, "attempt", c.attempts, "status", a.status)
 	switch state {
-	case "done":
+	case callbackDone:
 		log.Info("order called back")
-	case "failed":
-		log.Error("callback failed for good", "err", errText)
+	case callbackFailed:
+		log.Error("callback failed for good; it waits in the replayable list", "reason", reason)
 	default:
-		log.Warn("callback failed, will retry", "err", errText, "in", next)
+		log.Warn("callback failed, will retry", "reason", reason, "in", next)
 	}
 	var st *int
-	if status != 0 {
-		st = &status
+	if a.status != 0 {
+		st = &a.status
 	}
 	_, dbErr := p.pool.Exec(context.WithoutCancel(ctx), `UPDATE partner.callbacks SET state = $2, last_status = $3, last_error = $4,
 			due_at = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $5) ELSE due_at END,
 			done_at = CASE WHEN $2 <> 'pending' THEN now() END
-		WHERE webhook_id = $1`, c.webhookID, state, st, nullable(errText), next.Seconds())
+		WHERE webhook_id = $1`, c.webhookID, state, st, nullable(orderflow.StorableText(reason, 1000)), next.Seconds())
 	if dbErr != nil {
 		log.Error("recording callback outcome", "err", dbErr)
 	}
 }
 
-func (p *Partner) callAPI(ctx context.Context, c callback) (int, error) {
+func (p *Partner) callAPI(ctx context.Context, c callback) answer {
 	var body io.Reader
 	if c.action == "cancel" {
 		b, err := json.Marshal(map[string]string{"reason": c.reason})
 		if err != nil {
-			return 0, fmt.Errorf("encoding cancel reason: %w", err)
+			return answer{err: fmt.Errorf("encoding cancel reason: %w", err)}
 		}
 		body = bytes.NewReader(b)
 	}
 	url := strings.TrimRight(p.cfg.APIURL, "/") + "/v1/orders/" + c.orderID + "/" + c.action
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
 	if err != nil {
-		return 0, fmt.Errorf("building callback request: %w", err)
+		return answer{err: fmt.Errorf("building callback request: %w", err)}
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -159,16 +220,22 @@ func (p *Partner) callAPI(ctx context.Context, c callback) (int, error) {
 	req.Header.Set("Idempotency-Key", c.webhookID)
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("calling %s: %w", c.action, err)
+		return answer{err: fmt.Errorf("calling %s: %w", c.action, err)}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, nil
+	a := answer{status: resp.StatusCode}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		a.retryAfter = time.Duration(s) * time.Second
+	}
+	return a
 }
 
 func (p *Partner) refreshPending(ctx context.Context) {
-	var n int64
-	if err := p.pool.QueryRow(ctx, `SELECT count(*) FROM partner.callbacks WHERE state = 'pending'`).Scan(&n); err == nil {
-		p.m.pendingCallbacks.Set(float64(n))
+	var pending, failed int64
+	if err := p.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM partner.callbacks WHERE state = 'pending'),
+		(SELECT count(*) FROM partner.callbacks WHERE state = 'failed')`).Scan(&pending, &failed); err == nil {
+		p.m.pendingCallbacks.Set(float64(pending))
+		p.m.failedCallbacks.Set(float64(failed))
 	}
 }

@@ -21,16 +21,23 @@ import (
 // overloaded, and stop for good on answers that a retry cannot change.
 func TestCallbacksRetryUntilTheAPIAnswers(t *testing.T) {
 	t.Parallel()
+	down := make([]int, 60) // longer than the 50 attempts after which the partner used to give up
+	for i := range down {
+		down[i] = http.StatusServiceUnavailable
+	}
 	cases := []struct {
-		name     string
-		answers  []int // the fake API's answers in order; the last one repeats
-		state    string
-		attempts int64
+		name        string
+		answers     []int // the fake API's answers in order; the last one repeats
+		maxAttempts int
+		state       string
+		attempts    int64
 	}{
-		{"down, overloaded, then fine", []int{http.StatusBadGateway, http.StatusTooManyRequests, http.StatusOK}, "done", 3},
-		{"already cancelled by the customer", []int{http.StatusConflict}, "done", 1},
-		{"unknown order", []int{http.StatusNotFound}, "failed", 1},
-		{"never recovers", []int{http.StatusServiceUnavailable}, "failed", 4},
+		{"down, overloaded, then fine", []int{http.StatusBadGateway, http.StatusTooManyRequests, http.StatusOK}, 0, "done", 3},
+		{"down longer than the old budget, then fine", append(down, http.StatusOK), 0, "done", 61},
+		{"the partner's key refused until an operator fixes it", []int{http.StatusUnauthorized, http.StatusForbidden, http.StatusOK}, 0, "done", 3},
+		{"already cancelled by the customer", []int{http.StatusConflict}, 0, "done", 1},
+		{"unknown order", []int{http.StatusNotFound}, 0, "failed", 1},
+		{"never recovers within the attempts", []int{http.StatusServiceUnavailable}, 4, "failed", 4},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -47,8 +54,8 @@ func TestCallbacksRetryUntilTheAPIAnswers(t *testing.T) {
 			}))
 			t.Cleanup(api.Close)
 			cfg := e.partnerConfig()
-			cfg.APIURL, cfg.FulfillDelay, cfg.CallbackMaxAttempts = api.URL, 0, 4
-			cfg.CallbackBackoff, cfg.CallbackMaxBackoff = 10*time.Millisecond, 20*time.Millisecond
+			cfg.APIURL, cfg.FulfillDelay, cfg.CallbackMaxAttempts = api.URL, 0, c.maxAttempts
+			cfg.CallbackBackoff, cfg.CallbackMaxBackoff, cfg.CallbackPoll = time.Millisecond, 5*time.Millisecond, 10*time.Millisecond
 			p, err := partner.New(context.Background(), cfg)
 			testenv.Must(t, err, "creating partner")
 			t.Cleanup(p.Close)

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"orderflow"
 	"orderflow/internal/httpserver"
@@ -20,16 +21,20 @@ import (
 
 const maxBody = 1 << 20
 
-// Handler serves POST /partner-hook, /healthz, /readyz and /metrics.
+// Handler serves POST /partner-hook, the admin routes (admin.go), /healthz, /readyz and
+// /metrics.
 func (p *Partner) Handler() http.Handler {
 	return httpserver.OpsHandler(p.reg, func(ctx context.Context) error {
-		if err := p.pool.Ping(ctx); err != nil {
+		err := p.pool.Ping(ctx)
+		p.dbOK.Store(err == nil)
+		if err != nil {
 			// /readyz says what is down, not the driver's error, which may name hosts and users.
-			return errors.New("database unavailable")
+			return errors.New("database unavailable; retrying")
 		}
 		return nil
 	}, func(mux *http.ServeMux) {
 		mux.Handle("POST /partner-hook", p.handleHook())
+		p.adminRoutes(mux)
 	})
 }
 
@@ -37,6 +42,9 @@ type hookAnswer struct {
 	WebhookID string `json:"webhook_id"`
 	Duplicate bool   `json:"duplicate"`
 	Action    string `json:"action,omitempty"`
+	// DeadLetter is true when the webhook was verified but its values could not be stored:
+	// it is kept in partner.dead_letters with the reason instead.
+	DeadLetter bool `json:"dead_letter,omitempty"`
 }
 
 func (p *Partner) handleHook() http.Handler {
@@ -98,7 +106,19 @@ func (p *Partner) serveHook(w http.ResponseWriter, r *http.Request) int {
 	}
 	commitThen500 := f.CommitThen500Rate > 0 && p.cfg.Random() < f.CommitThen500Rate
 	ans, err := p.receive(r.Context(), id, ev, commitThen500)
+	if refused(err) {
+		// A verified webhook whose values the database refuses would be refused on every
+		// retry: it is parked with the reason and acknowledged, so the sender stops.
+		if err = p.deadLetter(r.Context(), id, ev, err); err == nil {
+			ans = hookAnswer{WebhookID: id, DeadLetter: true}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			_ = json.NewEncoder(w).Encode(ans)
+			return http.StatusOK
+		}
+	}
 	if err != nil {
+		p.dbOK.Store(false)
 		p.log.Error("storing webhook receipt", "webhook_id", id, "err", err)
 		return problem(w, http.StatusServiceUnavailable, "receipt-not-stored", "could not store the receipt; retry")
 	}
@@ -131,7 +151,7 @@ func rejectReason(err error) string {
 }
 
 // receive stores the receipt and, only when it is new, the work it asks for, in one
-// transaction. The receipt's primary key is what makes a retried or replayed webhook
+// transaction. The receipt's keys are what make a retried, replayed or repaired webhook
 // harmless: the second INSERT does nothing and no second callback is scheduled.
 func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEvent, commitThen500 bool) (hookAnswer, error) {
 	ans := hookAnswer{WebhookID: id}
@@ -144,8 +164,16 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 	if !ev.Time.IsZero() {
 		evTime = &ev.Time
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime).Scan(new(bool))
+	var version *int32
+	if v := orderflow.FactVersion(ev); v > 0 {
+		v32 := int32(v)
+		version = &v32
+	}
+	// Either key makes a webhook a duplicate: its webhook-id (a retry, a replay) or its fact
+	// (subject, type, data.version: a reconcile repair of an event already received, which
+	// carries an id of its own).
+	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time, fact_version)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime, version).Scan(new(bool))
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		ans.Duplicate = true
@@ -165,7 +193,7 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 			ans.Action = action
 			if _, err := tx.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at)
 				VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-				id, o.ID, action, nullable(reason), p.cfg.FulfillDelay.Seconds()); err != nil {
+				id, o.ID, action, nullable(orderflow.StorableText(reason, orderflow.MaxReasonLength)), p.cfg.FulfillDelay.Seconds()); err != nil {
 				return ans, fmt.Errorf("scheduling callback: %w", err)
 			}
 		}
@@ -199,6 +227,29 @@ func (p *Partner) decide(o *orderflow.Order) (action, reason string) {
 		return string(orderflow.ActionCancel), "partner rejected the order"
 	}
 	return string(orderflow.ActionFulfill), ""
+}
+
+// refused reports whether PostgreSQL refused a write for its values (SQLSTATE class 22 or 23,
+// or an index row too large): the same webhook would be refused on every retry.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) &&
+		(strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23") || pgErr.Code == "54000")
+}
+
+// deadLetter keeps a webhook whose values could not be stored, with the reason. Every field is
+// made storable first: the webhook may be malformed in any of them.
+func (p *Partner) deadLetter(ctx context.Context, id string, ev *orderflow.CloudEvent, cause error) error {
+	_, err := p.pool.Exec(ctx, `INSERT INTO partner.dead_letters (webhook_id, event_type, subject, reason)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id) DO NOTHING`,
+		orderflow.StorableText(id, 200), orderflow.StorableText(ev.Type, 200), orderflow.StorableText(ev.Subject, 200),
+		orderflow.StorableText(cause.Error(), 2000))
+	if err != nil {
+		return fmt.Errorf("recording a dead letter: %w", err)
+	}
+	p.m.deadLetters.Inc()
+	p.log.Warn("webhook dead-lettered: its values cannot be stored", "webhook_id", orderflow.StorableText(id, 200), "err", cause)
+	return nil
 }
 
 func (p *Partner) fault(ctx context.Context, id, kind string) {

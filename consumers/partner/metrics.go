@@ -14,9 +14,24 @@ type metrics struct {
 	faults           *prometheus.CounterVec
 	callbacks        *prometheus.CounterVec
 	pendingCallbacks prometheus.Gauge
+	failedCallbacks  prometheus.Gauge
+	deadLetters      prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// Dependencies, the label of orderflow_partner_dependency_up.
+const (
+	dependencyPostgres = "postgres"
+	dependencyAPI      = "api"
+)
+
+func (p *Partner) dependencyUp(dep string) bool {
+	if dep == dependencyAPI {
+		return p.apiOK.Load()
+	}
+	return p.dbOK.Load()
+}
+
+func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *metrics {
 	m := &metrics{
 		hookDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "orderflow_partner_hook_duration_seconds", Help: "Webhook requests by answered status.",
@@ -37,8 +52,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pendingCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_partner_callbacks_pending", Help: "Callbacks not yet made.",
 		}),
+		failedCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "orderflow_partner_callbacks_failed", Help: "Callbacks that failed for good and wait in the replayable list (POST /admin/callbacks/failed/replay).",
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_partner_dead_letters_total", Help: "Verified webhooks whose values the database refused, kept in partner.dead_letters and acknowledged.",
+		}),
 	}
-	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks,
+	for _, dep := range []string{dependencyPostgres, dependencyAPI} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderflow_partner_dependency_up",
+			Help:        "1 while the last contact with the dependency (postgres, api) worked, 0 while it is away; the partner keeps running and retries either way.",
+			ConstLabels: prometheus.Labels{"dependency": dep},
+		}, func() float64 {
+			if up(dep) {
+				return 1
+			}
+			return 0
+		}))
+	}
+	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.failedCallbacks, m.deadLetters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -21,11 +21,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"orderflow/internal/httpserver"
+	"orderflow/internal/retention"
 	"orderflow/webhook"
 )
 
@@ -76,20 +78,45 @@ type Config struct {
 	// rejected. Nil matches nothing.
 	UnknownSKU *regexp.Regexp
 	Faults     Faults
-	// Callback retries: backoff doubling from CallbackBackoff up to CallbackMaxBackoff, at most
-	// CallbackMaxAttempts attempts; defaults 500 ms, 30 s, 50.
+	// Callback retries: backoff doubling from CallbackBackoff up to CallbackMaxBackoff,
+	// for as long as CallbackMaxAge after the callback was first due (or replayed), then it
+	// fails and waits in the replayable list; CallbackMaxAttempts, if above 0, also bounds the
+	// attempts. Defaults 500 ms, 5 min, 12 h, no attempt bound.
 	CallbackBackoff     time.Duration
 	CallbackMaxBackoff  time.Duration
+	CallbackMaxAge      time.Duration
 	CallbackMaxAttempts int
-	CallbackPoll        time.Duration // default 200 ms
-	CallbackTimeout     time.Duration // default 10 s
+	// AdminToken enables the admin routes (/admin/callbacks...) for requests bearing it;
+	// empty disables them.
+	AdminToken      string
+	CallbackPoll    time.Duration // default 200 ms
+	CallbackTimeout time.Duration // default 10 s
+	// Retention (docs/RETENTION.md): receipts, callbacks that failed for good with dead-lettered
+	// webhooks, and the fault log; zero for the defaults, negative to keep for ever. PurgeEvery
+	// and PurgeBatch pace the purge.
+	RetainReceipts time.Duration
+	RetainFailed   time.Duration
+	RetainFaults   time.Duration
+	PurgeEvery     time.Duration
+	PurgeBatch     int
 	// Addr is where Run listens; OnListen, if set, gets the bound address.
 	Addr     string
 	OnListen func(net.Addr)
 	Logger   *slog.Logger
 	// Random returns a number in [0, 1); tests make it deterministic.
 	Random func() float64
+	// Tracer, if set, sees every query the partner runs (the periodic-query benchmark records
+	// them to EXPLAIN them).
+	Tracer pgx.QueryTracer
 }
+
+// Defaults of the callback retries.
+const (
+	DefaultCallbackMaxBackoff = 5 * time.Minute
+	// DefaultCallbackMaxAge is how long a callback is retried: an API down for hours loses
+	// no callback.
+	DefaultCallbackMaxAge = 12 * time.Hour
+)
 
 // Partner is the mock partner.
 type Partner struct {
@@ -101,6 +128,11 @@ type Partner struct {
 	m      *metrics
 	reg    *prometheus.Registry
 	wake   chan struct{}
+	// dbOK and apiOK say whether the last contact with PostgreSQL and with the API worked;
+	// the partner runs either way and retries.
+	dbOK  atomic.Bool
+	apiOK atomic.Bool
+	purge *retention.Purger
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -137,10 +169,10 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 		cfg.CallbackBackoff = 500 * time.Millisecond
 	}
 	if cfg.CallbackMaxBackoff <= 0 {
-		cfg.CallbackMaxBackoff = 30 * time.Second
+		cfg.CallbackMaxBackoff = DefaultCallbackMaxBackoff
 	}
-	if cfg.CallbackMaxAttempts <= 0 {
-		cfg.CallbackMaxAttempts = 50
+	if cfg.CallbackMaxAge <= 0 {
+		cfg.CallbackMaxAge = DefaultCallbackMaxAge
 	}
 	if cfg.CallbackPoll <= 0 {
 		cfg.CallbackPoll = 200 * time.Millisecond
@@ -154,16 +186,47 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.RetainReceipts, DefaultRetainReceipts}, {&cfg.RetainFailed, DefaultRetainFailed}, {&cfg.RetainFaults, DefaultRetainFaults}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.RetainReceipts > 0 && cfg.RetainReceipts < minReceipts {
+		cfg.Logger.Warn("receipts are kept for less than the deliverer's default retry horizon: a late retry would be acted on twice",
+			"retain_receipts", cfg.RetainReceipts, "horizon", minReceipts)
+	}
+	if cfg.PurgeEvery <= 0 {
+		cfg.PurgeEvery = time.Minute
+	}
 	if cfg.Random == nil {
 		cfg.Random = rand.Float64
 	}
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("partner: parsing database url: %w", err)
+	}
+	if cfg.Tracer != nil {
+		pcfg.ConnConfig.Tracer = cfg.Tracer
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("partner: opening database pool: %w", err)
 	}
 	reg := prometheus.NewRegistry()
 	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
-		m: newMetrics(reg), reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	p.m = newMetrics(reg, p.dependencyUp)
+	purger, err := retention.New("orderflow_partner", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger}, p.RetentionRules()...)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	p.purge = purger
+	p.dbOK.Store(true)
+	p.apiOK.Store(true)
 	f := cfg.Faults
 	p.faults.Store(&f)
 	return p, nil
@@ -188,6 +251,7 @@ func (p *Partner) Close() { p.pool.Close() }
 func (p *Partner) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.RunCallbacks(gctx) })
+	g.Go(func() error { return p.purge.Run(gctx, p.cfg.PurgeEvery) })
 	g.Go(func() error { return httpserver.Serve(gctx, p.cfg.Addr, p.Handler(), p.log, p.cfg.OnListen) })
 	return g.Wait()
 }

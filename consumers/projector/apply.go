@@ -9,6 +9,7 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 )
 
 // decoded is one message after decoding: a summary to apply, or nothing (skipped), or dead.
@@ -21,9 +22,10 @@ type decoded struct {
 // process decodes and applies one batch. Poison events are dead-lettered before the batch's
 // transaction, and recorded in it, so offsets are committed only once every event of the
 // batch is either in order_summary, skipped on purpose, or in the dead-letter topic.
-// Database errors are retried until they stop or ctx (not work) is cancelled: a database that
-// is down is not the events' fault. A batch the database keeps refusing while it answers pings
-// holds a bad event; it is then applied event by event and the bad one dead-lettered.
+// A failure that is not the data's (the database away, a timeout) is retried until it stops or
+// ctx (not work) is cancelled. A batch the database refuses for its values
+// (orderflow.ErrRejectedData) holds a bad event; it is then applied event by event and the bad
+// one dead-lettered after MaxAttempts refusals.
 func (p *Projector) process(work, ctx context.Context, batch []kafkago.Message) error {
 	var (
 		items []decoded
@@ -48,10 +50,7 @@ func (p *Projector) process(work, ctx context.Context, batch []kafkago.Message) 
 	if len(ss) == 0 && len(dead) == 0 {
 		return nil
 	}
-	// poison is set when the database answers pings but keeps refusing the batch: then one
-	// of its events is bad, and the batch is applied event by event to find it.
-	poison := func(failures int) bool { return failures >= p.cfg.MaxAttempts && len(ss) > 0 }
-	applied, err := p.apply(work, ctx, ss, dead, poison)
+	applied, err := p.apply(work, ctx, ss, dead, 1)
 	if errors.Is(err, errPoison) {
 		return p.applyOneByOne(work, ctx, items, dead)
 	}
@@ -62,17 +61,18 @@ func (p *Projector) process(work, ctx context.Context, batch []kafkago.Message) 
 	return nil
 }
 
-// errPoison ends apply when the batch, not the database, is the problem.
-var errPoison = errors.New("the database answers but refuses the batch")
+// errPoison ends apply when the data, not the database, is the problem.
+var errPoison = errors.New("the database refuses the data")
 
-// apply writes ss and dead in one transaction, retrying while it fails. A failure while the
-// database does not even answer a ping is an outage: it is retried until it ends or ctx is
-// cancelled, because it is not the events' fault. When the database answers and giveUp says
-// so, apply returns errPoison.
+// apply writes ss and dead in one transaction, retrying while it fails. A failure that is
+// not the data's (the database away, a timeout, a deadlock) is retried, with a capped backoff,
+// until it ends or ctx is cancelled: waiting out an outage is the only right answer to it.
+// After maxRefusals refusals of the data itself (orderflow.ErrRejectedData) apply returns
+// errPoison: the same values would be refused forever.
 func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter,
-	giveUp func(failures int) bool) ([]bool, error) {
-	backoff := p.cfg.RetryBackoff
-	failures := 0
+	maxRefusals int) ([]bool, error) {
+	wait := backoff.New(p.cfg.RetryBackoff, 5*time.Second)
+	refusals := 0
 	for {
 		applied, err := p.store.ApplySummaries(work, ss, dead)
 		if err == nil {
@@ -80,48 +80,42 @@ func (p *Projector) apply(work, ctx context.Context, ss []orderflow.Summary, dea
 			return applied, nil
 		}
 		p.metrics.dbErrors.Inc()
-		pctx, cancel := context.WithTimeout(work, 5*time.Second)
-		up := p.store.Ping(pctx) == nil
-		cancel()
-		p.dbOK.Store(up)
-		if up {
-			failures++
-			if giveUp(failures) {
-				return nil, errPoison
+		if errors.Is(err, orderflow.ErrRejectedData) {
+			p.dbOK.Store(true) // it answered
+			if refusals++; refusals >= maxRefusals {
+				return nil, fmt.Errorf("%w: %w", errPoison, err)
 			}
+		} else {
+			p.dbOK.Store(false)
 		}
-		p.log.Warn("applying events failed; retrying", "err", err, "events", len(ss), "database_up", up, "backoff", backoff)
-		select {
-		case <-ctx.Done():
+		pause := wait.Next()
+		p.log.Warn("applying events failed; retrying", "err", err, "events", len(ss), "dead_letters", len(dead), "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
 			// Stopping with the batch unapplied: its offsets stay uncommitted, so the next
 			// run gets it again.
 			return nil, fmt.Errorf("stopped while the database was failing: %w", err)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
 // applyOneByOne applies a batch the database refused, one event per transaction; an event the
-// database refuses MaxAttempts times while it answers pings is dead-lettered, so one bad event
-// cannot stall its partition forever.
+// database refuses MaxAttempts times is dead-lettered, so one bad event cannot stall its
+// partition forever.
 func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, dead []orderflow.ProjectorDeadLetter) error {
 	p.log.Warn("the database refuses a batch; applying its events one by one", "events", len(items))
-	never := func(int) bool { return false }
-	if len(dead) > 0 {
-		if _, err := p.apply(work, ctx, nil, dead, never); err != nil {
+	for _, d := range dead {
+		if err := p.recordDead(work, ctx, d); err != nil {
 			return err
 		}
 	}
 	for _, it := range items {
-		applied, err := p.apply(work, ctx, []orderflow.Summary{*it.summary}, nil,
-			func(failures int) bool { return failures >= p.cfg.MaxAttempts })
+		applied, err := p.apply(work, ctx, []orderflow.Summary{*it.summary}, nil, p.cfg.MaxAttempts)
 		if errors.Is(err, errPoison) {
-			cause := fmt.Errorf("the database refused the event %d times", p.cfg.MaxAttempts)
+			cause := fmt.Errorf("the database refused the event %d times: %w", p.cfg.MaxAttempts, err)
 			if err := p.sendDead(work, ctx, it.msg, cause); err != nil {
 				return err
 			}
-			if _, err := p.apply(work, ctx, nil, []orderflow.ProjectorDeadLetter{deadRecord(it.msg, cause, p.cfg.MaxAttempts)}, never); err != nil {
+			if err := p.recordDead(work, ctx, deadRecord(it.msg, cause, p.cfg.MaxAttempts)); err != nil {
 				return err
 			}
 			continue
@@ -130,6 +124,22 @@ func (p *Projector) applyOneByOne(work, ctx context.Context, items []decoded, de
 			return err
 		}
 		p.observe([]decoded{it}, applied)
+	}
+	return nil
+}
+
+// recordDead writes one dead-letter row. Its text fields are made storable already; should the
+// database refuse the row anyway, it is written once more without the event id and order id,
+// and if even that is refused the row is given up (logged): the record is on the dead-letter
+// topic, which is what keeps it, and a bookkeeping row must never stall the partition.
+func (p *Projector) recordDead(work, ctx context.Context, d orderflow.ProjectorDeadLetter) error {
+	for _, row := range []orderflow.ProjectorDeadLetter{d, {Topic: d.Topic, Partition: d.Partition, Offset: d.Offset,
+		Error: d.Error, Attempts: d.Attempts}} {
+		_, err := p.apply(work, ctx, nil, []orderflow.ProjectorDeadLetter{row}, 1)
+		if !errors.Is(err, errPoison) {
+			return err
+		}
+		p.log.Error("the database refuses a dead-letter row", "err", err, "partition", d.Partition, "offset", d.Offset)
 	}
 	return nil
 }

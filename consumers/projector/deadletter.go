@@ -9,7 +9,20 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 )
+
+// DefaultRetainDeadLetters keeps a projector_dead_letters row fourteen days: the row is how
+// operators (and reconcile's reports) find a dead letter without reading the DLQ topic, and a
+// dead letter is work someone still has to do; the record itself lives on the DLQ topic under
+// that topic's own retention.
+const DefaultRetainDeadLetters = 14 * 24 * time.Hour
+
+// retentionStore is what the projector's retention needs from the database.
+type retentionStore interface {
+	PurgeProjectorDeadLetters(ctx context.Context, keep time.Duration, limit int) (int64, error)
+	OldestProjectorDeadLetter(ctx context.Context) (time.Duration, error)
+}
 
 // DLQTopic is where events the projector cannot apply go: the source topic plus ".dlq".
 func DLQTopic(topic string) string { return topic + ".dlq" }
@@ -17,7 +30,7 @@ func DLQTopic(topic string) string { return topic + ".dlq" }
 // sendDead produces m to the dead-letter topic, retrying until Kafka takes it: skipping the
 // event without a dead letter would lose it.
 func (p *Projector) sendDead(work, ctx context.Context, m kafkago.Message, cause error) error {
-	backoff := p.cfg.RetryBackoff
+	wait := backoff.New(p.cfg.RetryBackoff, 5*time.Second)
 	for {
 		err := p.dlq.deadLetter(work, m, cause, p.cfg.MaxAttempts)
 		if err == nil {
@@ -26,13 +39,11 @@ func (p *Projector) sendDead(work, ctx context.Context, m kafkago.Message, cause
 				"offset", m.Offset, "event_id", header(m, orderflow.HeaderEventID), "dlq", p.cfg.DLQTopic)
 			return nil
 		}
-		p.log.Warn("producing to dead-letter topic failed; retrying", "err", err)
-		select {
-		case <-ctx.Done():
+		pause := wait.Next()
+		p.log.Warn("producing to dead-letter topic failed; retrying", "err", err, "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
 			return fmt.Errorf("stopped while the dead-letter topic was failing: %w", err)
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -40,11 +51,19 @@ func (p *Projector) sendDead(work, ctx context.Context, m kafkago.Message, cause
 // database.
 const maxErrorBytes = 2000
 
+// maxIDBytes bounds the event id and order id kept with a dead letter: they come from the
+// record as is, and a poison record may carry anything there.
+const maxIDBytes = 200
+
+// deadRecord is the row that records m as dead. Every text field is made storable (valid
+// UTF-8, no NUL, bounded): the row describes a record that may be malformed in any field, and
+// the database refusing the description would stall the partition just like the record.
 func deadRecord(m kafkago.Message, cause error, attempts int) orderflow.ProjectorDeadLetter {
 	return orderflow.ProjectorDeadLetter{
 		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
-		EventID: header(m, orderflow.HeaderEventID), OrderID: string(m.Key),
-		Error: orderflow.StorableText(cause.Error(), maxErrorBytes), Attempts: attempts,
+		EventID: orderflow.StorableText(header(m, orderflow.HeaderEventID), maxIDBytes),
+		OrderID: orderflow.StorableText(string(m.Key), maxIDBytes),
+		Error:   orderflow.StorableText(cause.Error(), maxErrorBytes), Attempts: attempts,
 	}
 }
 

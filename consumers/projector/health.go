@@ -59,14 +59,28 @@ func (p *Projector) watchHealth(ctx context.Context) {
 // Ready reports whether the last checks reached both the database and Kafka.
 func (p *Projector) Ready() bool { return p.dbOK.Load() && p.kafkaOK.Load() }
 
-var errNotReady = errors.New("not connected to PostgreSQL and Kafka")
+func (p *Projector) dependencyUp(dep string) bool {
+	if dep == dependencyKafka {
+		return p.kafkaOK.Load()
+	}
+	return p.dbOK.Load()
+}
+
+var (
+	errDatabaseAway = errors.New("database unavailable; retrying")
+	errKafkaAway    = errors.New("kafka unavailable; retrying")
+)
 
 // Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL
 // and Kafka) and /metrics.
 func (p *Projector) Handler() http.Handler {
 	return httpserver.OpsHandler(p.metrics.registry, func(context.Context) error {
-		if !p.Ready() {
-			return errNotReady
+		// /readyz says what is away, not the driver's error, which may name hosts and users.
+		switch {
+		case !p.dbOK.Load():
+			return errDatabaseAway
+		case !p.kafkaOK.Load():
+			return errKafkaAway
 		}
 		return nil
 	}, nil)

@@ -20,12 +20,20 @@ type metrics struct {
 	events       *prometheus.CounterVec
 	applyLatency prometheus.Histogram
 	dbErrors     prometheus.Counter
+	kafkaErrors  prometheus.Counter
 	phase        *prometheus.HistogramVec
 	batchSize    prometheus.Histogram
 }
 
-// newMetrics registers the service's metrics, lag included, in a registry of its own.
-func newMetrics(lag *kafka.Lag) *metrics {
+// Dependencies, the label of orderflow_projector_dependency_up.
+const (
+	dependencyPostgres = "postgres"
+	dependencyKafka    = "kafka"
+)
+
+// newMetrics registers the service's metrics, lag included, in a registry of its own. up
+// reports whether the last check reached a dependency.
+func newMetrics(lag *kafka.Lag, up func(dependency string) bool) *metrics {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
@@ -43,6 +51,22 @@ func newMetrics(lag *kafka.Lag) *metrics {
 			Name: "orderflow_projector_db_errors_total",
 			Help: "Failed attempts to apply a batch (each is retried).",
 		}),
+		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_projector_kafka_errors_total",
+			Help: "Failed fetches from Kafka and failed creations of the dead-letter topic (each is retried with backoff).",
+		}),
+	}
+	for _, dep := range []string{dependencyPostgres, dependencyKafka} {
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "orderflow_projector_dependency_up",
+			Help:        "1 while the last check reached the dependency (postgres, kafka), 0 while it is away; the projector keeps running and retries either way.",
+			ConstLabels: prometheus.Labels{"dependency": dep},
+		}, func() float64 {
+			if up(dep) {
+				return 1
+			}
+			return 0
+		}))
 	}
 	m.phase = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "orderflow_projector_batch_phase_seconds",
@@ -57,6 +81,6 @@ func newMetrics(lag *kafka.Lag) *metrics {
 	for _, o := range []string{outcomeApplied, outcomeStale, outcomeUnknownType, outcomeDeadLettered} {
 		m.events.WithLabelValues(o)
 	}
-	r.MustRegister(m.events, m.applyLatency, lag, m.dbErrors, m.phase, m.batchSize)
+	r.MustRegister(m.events, m.applyLatency, lag, m.dbErrors, m.kafkaErrors, m.phase, m.batchSize)
 	return m
 }

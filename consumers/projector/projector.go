@@ -11,13 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/backoff"
 	"orderflow/internal/kafka"
+	"orderflow/internal/retention"
 )
 
 // Defaults of Config.
@@ -53,9 +56,18 @@ type Config struct {
 	// SessionTimeout is how long the group coordinator waits for a silent member (a killed
 	// process) before giving its partitions to another; the broker's minimum is 6 s.
 	SessionTimeout time.Duration
-	Logger         *slog.Logger
 	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
 	Kafka kafka.Security
+	// Dial, if set, opens every connection to Kafka (the reader's, the DLQ writer's and the
+	// admin client's); tests put a proxy in between to take Kafka away.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// RetainDeadLetters is how long projector_dead_letters rows are kept (docs/RETENTION.md):
+	// zero for DefaultRetainDeadLetters, negative for ever. PurgeEvery and PurgeBatch pace the
+	// purge.
+	RetainDeadLetters time.Duration
+	PurgeEvery        time.Duration
+	PurgeBatch        int
+	Logger            *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -89,12 +101,19 @@ func (c *Config) defaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.RetainDeadLetters == 0 {
+		c.RetainDeadLetters = DefaultRetainDeadLetters
+	}
+	if c.PurgeEvery <= 0 {
+		c.PurgeEvery = time.Minute
+	}
 }
 
 // summaryStore is what the projector needs from the database.
 type summaryStore interface {
 	ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error)
 	Ping(ctx context.Context) error
+	retentionStore
 }
 
 // Projector consumes order events and applies them to order_summary.
@@ -106,6 +125,7 @@ type Projector struct {
 	metrics *metrics
 	client  *kafkago.Client
 	lag     *kafka.Lag
+	purger  *retention.Purger
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
 }
@@ -116,15 +136,24 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: cfg.Kafka.Transport()}
+	transport := &kafkago.Transport{TLS: cfg.Kafka.TLS, SASL: cfg.Kafka.SASL, Dial: cfg.Dial}
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
-	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag}
+	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, client: client, lag: lag}
+	p.metrics = newMetrics(lag, p.dependencyUp)
+	purger, err := retention.New("orderflow_projector", p.metrics.registry, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger},
+		retention.Rule{Name: "projector_dead_letters", Keep: cfg.RetainDeadLetters,
+			Purge: store.PurgeProjectorDeadLetters, OldestAge: store.OldestProjectorDeadLetter})
+	if err != nil {
+		return nil, err
+	}
+	p.purger = purger
 	p.dlq = &kafkaDLQ{
 		topic: cfg.DLQTopic, group: cfg.GroupID,
 		writer: &kafkago.Writer{
 			Addr: kafkago.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafkago.Hash{},
 			RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second,
-			Transport: cfg.Kafka.Transport(),
+			Transport: transport,
 		},
 	}
 	return p, nil
@@ -137,18 +166,19 @@ func (p *Projector) Run(ctx context.Context) error {
 	health, stopHealth := context.WithCancel(ctx)
 	defer stopHealth()
 	go p.watchHealth(health)
+	go func() { _ = p.purger.Run(health, p.cfg.PurgeEvery) }()
 	if err := p.waitForTopic(ctx); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	if _, err := kafka.CreateTopic(ctx, p.client, kafka.TopicSpec{Name: p.cfg.DLQTopic, Partitions: 1}); err != nil {
-		return err
+	if !p.createDLQTopic(ctx) {
+		return nil
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Dialer:            p.cfg.Kafka.Dialer(),
 		Brokers:           p.cfg.Brokers,
+		Dialer:            &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: p.cfg.Kafka.TLS, SASLMechanism: p.cfg.Kafka.SASL, DialFunc: p.cfg.Dial},
 		GroupID:           p.cfg.GroupID,
 		Topic:             p.cfg.Topic,
 		MinBytes:          1,
@@ -176,9 +206,13 @@ func (p *Projector) Run(ctx context.Context) error {
 	}()
 
 	p.log.Info("projecting", "topic", p.cfg.Topic, "group", p.cfg.GroupID, "dlq", p.cfg.DLQTopic)
+	// Kafka being away is an outage to wait out, never a reason to exit: the reader rejoins
+	// the group by itself once the broker answers, so the loop only has to keep asking.
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		batch, err := p.fetch(ctx, r)
 		if len(batch) > 0 {
+			wait.Reset()
 			// The batch is finished even if ctx was cancelled meanwhile: it has been read, and
 			// finishing it is cheaper than replaying it.
 			work := context.WithoutCancel(ctx)
@@ -199,12 +233,42 @@ func (p *Projector) Run(ctx context.Context) error {
 				p.log.Warn("committing offsets", "err", cerr, "events", len(batch))
 			}
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				p.log.Info("stopping: batch finished and committed")
-				return nil
-			}
-			return fmt.Errorf("fetching from %s: %w", p.cfg.Topic, err)
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			p.log.Info("stopping: batch finished and committed")
+			return nil
+		}
+		p.kafkaOK.Store(false)
+		p.metrics.kafkaErrors.Inc()
+		pause := wait.Next()
+		p.log.Warn("fetching from kafka failed; retrying", "topic", p.cfg.Topic, "err", err,
+			"failures", wait.Failures(), "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
+			return nil
+		}
+	}
+}
+
+// createDLQTopic creates the dead-letter topic, retrying while Kafka is away; false means ctx
+// ended first.
+func (p *Projector) createDLQTopic(ctx context.Context) bool {
+	wait := backoff.New(100*time.Millisecond, 5*time.Second)
+	for {
+		_, err := kafka.CreateTopic(ctx, p.client, kafka.TopicSpec{Name: p.cfg.DLQTopic, Partitions: 1})
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.kafkaOK.Store(false)
+		p.metrics.kafkaErrors.Inc()
+		pause := wait.Next()
+		p.log.Warn("creating the dead-letter topic failed; retrying", "topic", p.cfg.DLQTopic, "err", err, "backoff", pause)
+		if !backoff.Sleep(ctx, pause) {
+			return false
 		}
 	}
 }

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +155,7 @@ func TestPoisonEventsAreDeadLetteredAndThePartitionMovesOn(t *testing.T) {
 // failingStore fails its first calls, and checks on every call that the group has not
 // committed past what the store holds.
 type failingStore struct {
+	noRetention
 	t        *testing.T
 	e        *env
 	db       *postgres.DB
@@ -257,6 +259,7 @@ func counterValue(c prometheus.Counter) float64 {
 
 // refusingStore refuses, like a constraint would, every batch that holds one order.
 type refusingStore struct {
+	noRetention
 	db     *postgres.DB
 	refuse string
 }
@@ -264,7 +267,7 @@ type refusingStore struct {
 func (s *refusingStore) ApplySummaries(ctx context.Context, ss []orderflow.Summary, dead []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	for _, x := range ss {
 		if x.OrderID == s.refuse {
-			return nil, errors.New("ERROR: new row violates check constraint (SQLSTATE 23514)")
+			return nil, fmt.Errorf("%w: ERROR: new row violates check constraint (SQLSTATE 23514)", orderflow.ErrRejectedData)
 		}
 	}
 	return s.db.ApplySummaries(ctx, ss, dead)
@@ -324,7 +327,7 @@ func TestStartsBeforeTheTopicExists(t *testing.T) {
 }
 
 // downStore is a database that does not answer.
-type downStore struct{}
+type downStore struct{ noRetention }
 
 func (downStore) ApplySummaries(context.Context, []orderflow.Summary, []orderflow.ProjectorDeadLetter) ([]bool, error) {
 	return nil, errors.New("connection refused")
@@ -355,3 +358,11 @@ func TestLagGrowsAndNothingIsDeadLetteredWhileTheDatabaseIsDown(t *testing.T) {
 		t.Errorf("committed offset %d while nothing was applied", c)
 	}
 }
+
+// noRetention is a store without retention, for fakes that test something else.
+type noRetention struct{}
+
+func (noRetention) PurgeProjectorDeadLetters(context.Context, time.Duration, int) (int64, error) {
+	return 0, nil
+}
+func (noRetention) OldestProjectorDeadLetter(context.Context) (time.Duration, error) { return 0, nil }

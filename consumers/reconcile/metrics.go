@@ -16,13 +16,24 @@ type metrics struct {
 	drift    *prometheus.GaugeVec
 	repairs  *prometheus.CounterVec
 	runs     prometheus.Counter
+	passes   *prometheus.CounterVec
 	failures prometheus.Counter
 	lastRun  prometheus.Gauge
 	duration prometheus.Histogram
 }
 
-func newMetrics() *metrics {
+func newMetrics(dbUp func() bool) *metrics {
 	r := prometheus.NewRegistry()
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "orderflow_reconcile_dependency_up",
+		Help:        "1 while the last reconciliation reached the dependency (postgres), 0 while it is away; the daemon keeps retrying.",
+		ConstLabels: prometheus.Labels{"dependency": "postgres"},
+	}, func() float64 {
+		if dbUp() {
+			return 1
+		}
+		return 0
+	}))
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
 		registry: r,
@@ -32,12 +43,16 @@ func newMetrics() *metrics {
 		}, []string{"kind"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_repairs_total",
-			Help: "Repairs by outcome: published (a repair event written to the outbox), in_flight (an earlier repair of the same order version is recent), skipped (the run reached -max-repairs), failed.",
+			Help: "Repairs by outcome: published (a repair event written), in_flight (the fact's repair is younger than the grace; per run), not_cleared (a repair did not clear its finding; once per fact), refused (the database refused the repair; once per fact), skipped (the run reached -max-repairs), failed (retried next run).",
 		}, []string{"outcome"}),
 		runs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_runs_total",
 			Help: "Completed reconciliations.",
 		}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_reconcile_passes_total",
+			Help: "Completed reconciliations by mode: full (every order) or incremental (what changed since the last pass, and open findings).",
+		}, []string{"mode"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_reconcile_failures_total",
 			Help: "Reconciliations that failed (retried at the next interval).",
@@ -55,10 +70,13 @@ func newMetrics() *metrics {
 	for _, k := range Kinds {
 		m.drift.WithLabelValues(string(k))
 	}
-	for _, o := range []string{"published", "in_flight", "skipped", "failed"} {
+	for _, o := range []string{RepairPublished, RepairInFlight, RepairNotCleared, RepairRefused, RepairSkipped, RepairFailed} {
 		m.repairs.WithLabelValues(o)
 	}
-	r.MustRegister(m.drift, m.repairs, m.runs, m.failures, m.lastRun, m.duration)
+	for _, mode := range []string{"full", "incremental"} {
+		m.passes.WithLabelValues(mode)
+	}
+	r.MustRegister(m.drift, m.repairs, m.runs, m.passes, m.failures, m.lastRun, m.duration)
 	return m
 }
 
@@ -67,7 +85,7 @@ func newMetrics() *metrics {
 func (r *Reconciler) Handler() http.Handler {
 	return httpserver.OpsHandler(r.metrics.registry, func(context.Context) error {
 		if !r.lastOK.Load() {
-			return errors.New("no successful reconciliation yet")
+			return errors.New("the last reconciliation failed or none ran yet; retrying")
 		}
 		return nil
 	}, nil)

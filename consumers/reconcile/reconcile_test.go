@@ -192,7 +192,13 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	testenv.Must(t, err, "deleting summary")
 	_, err = w.conn.Exec(context.Background(), `UPDATE order_summary SET status = 'pending', version = 1 WHERE order_id = $1`, b)
 	testenv.Must(t, err, "aging summary")
+	// A later order the projector applies: the read model has moved past a's and b's changes,
+	// so their drift is a loss, not a projector that is merely behind.
 	time.Sleep(10 * time.Millisecond) // the freshness SLA below is 1 ms: let it pass
+	d := w.createOrder()
+	w.relay()
+	w.waitSummaries(map[string]string{b: "pending v1", c: "pending v1", d: "pending v1"})
+	time.Sleep(10 * time.Millisecond)
 
 	cfg := reconcile.Config{FreshnessSLA: time.Millisecond, FulfillmentSLA: time.Hour, Logger: quiet()}
 	// Pages of 2 orders: the scan crosses a page boundary and reports its progress.
@@ -202,11 +208,11 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	paged.Progress = func(n, total int64) { progress = append(progress, fmt.Sprintf("%d/%d", n, total)) }
 	rep, err := reconcile.New(paged, w.db).Run(context.Background())
 	testenv.Must(t, err, "reconciling")
-	if fmt.Sprint(progress) != "[2/3 3/3]" {
-		t.Errorf("progress %v, want [2/3 3/3]", progress)
+	if fmt.Sprint(progress) != "[2/4 4/4]" {
+		t.Errorf("progress %v, want [2/4 4/4]", progress)
 	}
 	want := map[string]string{a + " missing_summary": "", b + " stale_summary": ""}
-	if fmt.Sprint(kinds(rep)) != fmt.Sprint(want) || rep.OrdersScanned != 3 {
+	if fmt.Sprint(kinds(rep)) != fmt.Sprint(want) || rep.OrdersScanned != 4 {
 		t.Fatalf("report %v (%d orders), want %v", kinds(rep), rep.OrdersScanned, want)
 	}
 
@@ -218,19 +224,25 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	rep, err = reconcile.New(open, w.db).Run(context.Background())
 	testenv.Must(t, err, "reconciling with --fix")
 	want = map[string]string{a + " missing_summary": "published", a + " open_past_fulfillment_sla": "",
-		b + " stale_summary": "published", c + " open_past_fulfillment_sla": ""}
+		b + " stale_summary": "published", c + " open_past_fulfillment_sla": "", d + " open_past_fulfillment_sla": ""}
 	if fmt.Sprint(kinds(rep)) != fmt.Sprint(want) {
 		t.Fatalf("report %v, want %v", kinds(rep), want)
 	}
 	if n := testenv.Count(t, w.conn, `SELECT count(*) FROM outbox`); n != outboxBefore+2 {
 		t.Fatalf("outbox grew by %d, want 2 (one repair event per drifted order)", n-outboxBefore)
 	}
-	// The repair events carry each order's current state and version.
+	// The repair events carry each order's current state and version, under the fact's id.
 	if n := testenv.Count(t, w.conn, `SELECT count(*) FROM outbox ob JOIN reconcile_repairs r ON r.event_id = ob.id
 		JOIN orders o ON o.id = r.order_id
 		WHERE (ob.payload->>'version')::int = o.version AND ob.payload->>'status' = o.status
 		  AND ob.event_type = CASE o.status WHEN 'pending' THEN 'order.created' ELSE 'order.' || o.status END`); n != 2 {
 		t.Fatalf("%d repair events carry the current state, want 2", n)
+	}
+	for id, fact := range map[string]string{a: orderflow.RepairEventID(a, 1, orderflow.EventOrderCreated),
+		b: orderflow.RepairEventID(b, 2, orderflow.EventOrderFulfilled)} {
+		if n := testenv.Count(t, w.conn, `SELECT count(*) FROM outbox WHERE id = $1 AND aggregate_id = $2`, fact, id); n != 1 {
+			t.Errorf("no repair event with the fact's id %s for %s", fact, id)
+		}
 	}
 
 	// A second --fix while the first repair is in flight writes nothing.
@@ -250,7 +262,7 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	if n := w.relay(); n != 2 {
 		t.Fatalf("relayed %d events, want the 2 repairs", n)
 	}
-	w.waitSummaries(map[string]string{a: "pending v1", b: "fulfilled v2", c: "pending v1"})
+	w.waitSummaries(map[string]string{a: "pending v1", b: "fulfilled v2", c: "pending v1", d: "pending v1"})
 	rep, err = reconcile.New(cfg, w.db).Run(context.Background())
 	testenv.Must(t, err, "reconciling after the repair")
 	if len(rep.Drift) != 0 {
@@ -258,37 +270,95 @@ func TestDeletedAndStaleSummariesAreReportedAndRepairedThroughTheOutbox(t *testi
 	}
 }
 
-func TestUndeliveredEventsAreReported(t *testing.T) {
+// The delivery check looks at the fact each subscribed endpoint (by type or "*") got: an
+// event with no delivery at all is undelivered and its repair restates that event's own fact,
+// even after the order moved on; a delivery still being retried within the deliverer's
+// horizon is never undelivered, and one pending past it is reported, not repaired.
+func TestUndeliveredEventsAreReportedAndRepairedByTheirFact(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, false)
 	ctx := context.Background()
-	var endpoint string
-	testenv.Must(t, w.conn.QueryRow(ctx, `INSERT INTO webhook_endpoints (url, event_types, secret, created_at)
-		VALUES ('http://127.0.0.1:1/hook', '{order.created}', 'whsec_dGVzdA==', now() - interval '1 hour') RETURNING id::text`).Scan(&endpoint), "registering endpoint")
+	endpoint := func(types string) string {
+		var id string
+		testenv.Must(t, w.conn.QueryRow(ctx, `INSERT INTO webhook_endpoints (url, event_types, secret, created_at)
+			VALUES ('http://127.0.0.1:1/hook', $1::text[], 'whsec_dGVzdA==', now() - interval '1 hour') RETURNING id::text`, types).Scan(&id), "registering endpoint")
+		return id
+	}
+	created, all := endpoint("{order.created}"), endpoint("{*}")
 	delivered, lost, pending := w.createOrder(), w.createOrder(), w.createOrder()
-	w.fulfill(delivered) // order.fulfilled: the endpoint does not subscribe to it
-	for id, state := range map[string]string{delivered: "succeeded", pending: "pending"} {
-		_, err := w.conn.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, payload, state)
-			SELECT ob.id::text, $2, ob.event_type, ob.aggregate_id, '{}'::bytea, $3 FROM outbox ob
-			WHERE ob.aggregate_id = $1 AND ob.event_type = 'order.created'`, id, endpoint, state)
+	w.fulfill(delivered) // order.fulfilled: only the "*" endpoint subscribes to it
+	w.fulfill(lost)      // lost's order.created never reached the intake; its order moved on
+	deliver := func(order, eventType, endpoint, state string) {
+		t.Helper()
+		_, err := w.conn.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, payload, state, fact_version)
+			SELECT ob.id::text, $2, ob.event_type, ob.aggregate_id, '{}'::bytea, $4, (ob.payload->>'version')::int FROM outbox ob
+			WHERE ob.aggregate_id = $1 AND ob.event_type = $3`, order, endpoint, eventType, state)
 		testenv.Must(t, err, "recording delivery")
 	}
+	for _, ep := range []string{created, all} {
+		deliver(delivered, "order.created", ep, "succeeded")
+		deliver(pending, "order.created", ep, "pending")
+	}
+	deliver(delivered, "order.fulfilled", all, "succeeded")
+	deliver(lost, "order.fulfilled", all, "dead") // a dead letter is the deliverer's to report
 	time.Sleep(10 * time.Millisecond)
+
 	cfg := reconcile.Config{FreshnessSLA: time.Hour, DeliverySLA: time.Millisecond, Logger: quiet()}
 	rep, err := reconcile.New(cfg, w.db).Run(ctx)
 	testenv.Must(t, err, "reconciling")
-	if !rep.Deliveries || rep.Counts[reconcile.KindUndelivered] != 2 {
-		t.Fatalf("report %+v, want 2 undelivered events", rep)
-	}
 	got := map[string]string{}
 	for _, d := range rep.Drift {
-		if d.EndpointID != endpoint || d.EventID == "" {
-			t.Errorf("finding %+v does not name the endpoint and event", d)
-		}
-		got[d.OrderID] = d.Detail
+		got[d.OrderID+" "+d.EndpointID+" "+string(d.Kind)] = d.Detail
 	}
-	if !strings.Contains(got[lost], "no delivery") || !strings.Contains(got[pending], "still pending") {
-		t.Fatalf("findings %v, want %s without delivery and %s pending", got, lost, pending)
+	want := map[string]string{
+		lost + " " + created + " undelivered_event": "order.created: no delivery of this fact to the endpoint",
+		lost + " " + all + " undelivered_event":     "order.created: no delivery of this fact to the endpoint",
+	}
+	if !rep.Deliveries || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("findings %v, want %v (a delivery within the horizon is never undelivered)", got, want)
+	}
+
+	// --fix restates lost's order.created (v1), not its current state (fulfilled v2), which the
+	// order.created endpoint would never receive.
+	fix := cfg
+	fix.Fix = true
+	rep, err = reconcile.New(fix, w.db).Run(ctx)
+	testenv.Must(t, err, "reconciling with --fix")
+	repair := orderflow.RepairEventID(lost, 1, orderflow.EventOrderCreated)
+	for _, d := range rep.Drift {
+		if d.Repair != reconcile.RepairPublished || d.RepairEventID != repair {
+			t.Errorf("finding %+v, want published as %s", d, repair)
+		}
+	}
+	if n := testenv.Count(t, w.conn, `SELECT count(*) FROM outbox WHERE id = $1 AND event_type = 'order.created'
+		AND (payload->>'version')::int = 1`, repair); n != 1 {
+		t.Fatalf("%d repair events restating lost's order.created v1, want 1", n)
+	}
+	// The intake takes the repair like any event: the fact now has a delivery for both.
+	for _, ep := range []string{created, all} {
+		_, err := w.conn.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, payload, fact_version)
+			VALUES ($1, $2, 'order.created', $3, '{}'::bytea, 1)`, repair, ep, lost)
+		testenv.Must(t, err, "delivering the repair")
+	}
+	rep, err = reconcile.New(fix, w.db).Run(ctx)
+	testenv.Must(t, err, "reconciling after the repair")
+	if rep.Counts[reconcile.KindUndelivered] != 0 {
+		t.Fatalf("findings after the repair reached the intake: %v", rep.Drift)
+	}
+
+	// Past the deliverer's horizon, a pending delivery is reported (the deliverer is not
+	// settling it), and not repaired.
+	past := fix
+	past.DeliveryHorizon = time.Millisecond
+	rep, err = reconcile.New(past, w.db).Run(ctx)
+	testenv.Must(t, err, "reconciling with a short horizon")
+	if rep.Counts[reconcile.KindPastHorizon] != 4 { // pending and lost's repair, each to two endpoints
+		t.Fatalf("findings %+v, want 4 deliveries past the horizon", rep.Drift)
+	}
+	for _, d := range rep.Drift {
+		if d.Repair != "" {
+			t.Errorf("finding past the horizon was repaired: %+v", d)
+		}
 	}
 }
 

@@ -1,0 +1,107 @@
+package partner_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"orderflow"
+	"orderflow/consumers/partner"
+	"orderflow/internal/testenv"
+)
+
+// TestWebhooksTheDatabaseRefusesAreDeadLetteredAmongGoodOnes sends the partner, between good
+// webhooks, verified ones crafted to fail on write (a NUL in the subject, a webhook-id of
+// invalid UTF-8): the good ones are stored and called back, each bad one is kept in
+// partner.dead_letters with its reason and acknowledged with 200, so the deliverer stops
+// sending it. Before, the partner answered 503 to it on every retry.
+func TestWebhooksTheDatabaseRefusesAreDeadLetteredAmongGoodOnes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api := newFakeAPI(t, nil)
+	cfg := e.partnerConfig()
+	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
+	p, err := partner.New(context.Background(), cfg)
+	testenv.Must(t, err, "creating partner")
+	t.Cleanup(p.Close)
+	testenv.Start(t, "partner", p.Run)
+	base := "http://" + e.addr
+	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
+
+	nulSubject := func() (string, []byte) {
+		id := uuid.NewString()
+		b, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": id, "source": "/t", "type": "order.created",
+			"subject": "order-\x00-nul", "time": time.Now().UTC(), "datacontenttype": "application/json", "schemaversion": 1,
+			"data": map[string]any{"id": "order-\x00-nul", "version": 1}})
+		return id, b
+	}
+	var good []string
+	send := func(id string, body []byte) {
+		t.Helper()
+		if st := postHook(t, base, e.secret, id, body); st != 200 {
+			t.Fatalf("webhook %q answered %d, want 200", id, st)
+		}
+	}
+	for i := range 6 {
+		order := uuid.NewString()
+		id, body := hookEvent(order)
+		send(id, body)
+		good = append(good, order)
+		switch i {
+		case 1:
+			send(nulSubject()) // 22021 on the receipt
+		case 3:
+			_, body := hookEvent(uuid.NewString())
+			send("bad-\xff\xfe-id", body) // 22021 on the receipt's key
+		}
+	}
+	for _, o := range good {
+		eventually(t, "the good webhooks called back", 30*time.Second, func() bool { return api.callsFor(o) == 1 })
+	}
+	if n := e.count(`SELECT count(*) FROM partner.receipts`); n != int64(len(good)) {
+		t.Errorf("%d receipts, want %d", n, len(good))
+	}
+	if n := e.count(`SELECT count(*) FROM partner.dead_letters WHERE reason LIKE '%22021%'`); n != 2 {
+		t.Errorf("%d dead letters with the reason, want 2", n)
+	}
+}
+
+// The partner acts once per fact (subject, type, data.version), whatever webhook-id carries
+// it: a repair of an order.created it already received is a duplicate.
+func TestARepairOfAReceivedFactIsADuplicate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api := newFakeAPI(t, nil)
+	cfg := e.partnerConfig()
+	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
+	p, err := partner.New(context.Background(), cfg)
+	testenv.Must(t, err, "creating partner")
+	t.Cleanup(p.Close)
+	testenv.Start(t, "partner", p.Run)
+	base := "http://" + e.addr
+	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
+	order := uuid.NewString()
+	id, body := hookEvent(order)
+	repairID := orderflow.RepairEventID(order, 1, orderflow.EventOrderCreated)
+	repairBody := []byte(strings.Replace(string(body), id, repairID, 1))
+	for _, w := range []struct {
+		id   string
+		body []byte
+	}{{id, body}, {repairID, repairBody}, {repairID, repairBody}} {
+		if st := postHook(t, base, e.secret, w.id, w.body); st != 200 {
+			t.Fatalf("webhook %s answered %d", w.id, st)
+		}
+	}
+	eventually(t, "the callback", 30*time.Second, func() bool { return api.callsFor(order) == 1 })
+	time.Sleep(300 * time.Millisecond)
+	if n := e.count(`SELECT count(*) FROM partner.receipts WHERE subject = $1`, order); n != 1 {
+		t.Errorf("%d receipts for the order, want 1", n)
+	}
+	if n := api.callsFor(order); n != 1 {
+		t.Errorf("%d callbacks for the order, want 1", n)
+	}
+}
