@@ -69,6 +69,9 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 			{newOrder, false},
 			{`SELECT count(*) FROM outbox`, false},
 			{`SELECT count(*) FROM webhook_endpoints`, false},
+			// Its own retention purge (docs/RETENTION.md), and nothing else's.
+			{`DELETE FROM projector_dead_letters`, true},
+			{`DELETE FROM order_summary`, false},
 		},
 		"orderflow_deliver": {
 			{`SELECT count(*) FROM webhook_endpoints`, true},
@@ -78,6 +81,10 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 			{`SELECT count(*) FROM orders`, false},
 			{`SELECT count(*) FROM api_clients`, false},
 			{`SELECT count(*) FROM partner.receipts`, false},
+			{`DELETE FROM webhook_deliveries`, true},
+			{`DELETE FROM webhook_delivery_attempts`, true},
+			{`DELETE FROM webhook_intake_dead_letters`, true},
+			{`DELETE FROM webhook_endpoints`, false},
 		},
 		"orderflow_partner": {
 			{`SELECT count(*) FROM partner.receipts`, true},
@@ -94,6 +101,10 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 			{`UPDATE orders SET status = 'cancelled'`, false},
 			{`SELECT count(*) FROM api_clients`, false},
 			{`SELECT count(*) FROM partner.receipts`, false},
+			// Its retention purge, and the partner's callbacks that failed for good, which it reports.
+			{`DELETE FROM reconcile_repairs`, true},
+			{`SELECT count(*) FROM partner.callbacks WHERE state = 'failed'`, true},
+			{`DELETE FROM partner.callbacks`, false},
 		},
 	}
 	for role, checks := range cases {
