@@ -45,6 +45,8 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 // walks each enabled endpoint's due deliveries separately (an index range per endpoint), so
 // each endpoint stays within its per-endpoint limit, counting what the deliverer already holds
 // (in flight or queued for a slot), and a huge backlog on one endpoint costs the others nothing.
+// A rate-limited endpoint is held at most one second's worth of its rate, so what is claimed
+// gets its send slot well inside the lease.
 func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([]orderflow.Delivery, error) {
 	busyIDs := make([]string, 0, len(c.InFlight))
 	busyN := make([]int32, 0, len(c.InFlight))
@@ -61,7 +63,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 				SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
 				WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
 				ORDER BY d.next_attempt_at
-				LIMIT greatest($3 - coalesce(b.n, 0), 0)
+				LIMIT greatest(least($3, coalesce(e.rate_limit, $3)) - coalesce(b.n, 0), 0)
 				FOR UPDATE SKIP LOCKED
 			) c
 			WHERE e.disabled_at IS NULL
@@ -74,7 +76,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 		WHERE d.id = claimed.id AND e.id = d.endpoint_id
 		RETURNING d.id::text, d.event_id, d.event_type, d.endpoint_id::text, e.url, e.secret,
 		          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
-		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text`,
+		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text, coalesce(e.rate_limit, 0)`,
 		busyIDs, busyN, c.PerEndpoint, c.Limit, c.Lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
@@ -87,7 +89,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 			evTime   *time.Time
 		)
 		err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.URL, &secret, &previous,
-			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken)
+			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken, &d.RateLimit)
 		d.Secrets = []string{secret}
 		if previous != nil {
 			d.Secrets = append(d.Secrets, *previous)
@@ -195,14 +197,16 @@ func (db *DB) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
 	return nil
 }
 
-// DeliveryStats counts deliveries by state for the gauges.
+// DeliveryStats counts deliveries by state for the gauges; those of deleted endpoints are history,
+// not work, and do not count.
 func (db *DB) DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error) {
 	var s orderflow.DeliveryStats
 	err := db.pool.QueryRow(ctx, `SELECT
 			count(*) FILTER (WHERE state = 'pending'),
 			count(*) FILTER (WHERE state = 'pending' AND attempts > 0),
 			count(*) FILTER (WHERE state = 'dead')
-		FROM webhook_deliveries WHERE state <> 'succeeded'`).Scan(&s.Pending, &s.Retrying, &s.Dead)
+		FROM webhook_deliveries d WHERE state <> 'succeeded'
+		  AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.deleted_at IS NOT NULL)`).Scan(&s.Pending, &s.Retrying, &s.Dead)
 	if err != nil {
 		return s, fmt.Errorf("counting deliveries: %w", err)
 	}

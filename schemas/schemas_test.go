@@ -76,7 +76,7 @@ func TestEveryEventTypeHasACompilingSchemaWithItsID(t *testing.T) {
 			}
 		}
 	}
-	want := []string{orderflow.EventOrderCancelled, orderflow.EventOrderCreated, orderflow.EventOrderFulfilled}
+	want := []string{orderflow.EventOrderCancelled, orderflow.EventOrderCreated, orderflow.EventOrderFulfilled, orderflow.EventWebhookTest}
 	if !slices.Equal(got, want) {
 		t.Fatalf("event types %v, want %v", got, want)
 	}

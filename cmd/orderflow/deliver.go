@@ -30,6 +30,8 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	workers := fs.Int("workers", env.Int("DELIVER_WORKERS", 64), "POSTs in flight in this process (env DELIVER_WORKERS)")
 	perEndpoint := fs.Int("per-endpoint", env.Int("DELIVER_PER_ENDPOINT", 8), "POSTs in flight per endpoint (env DELIVER_PER_ENDPOINT)")
 	poll := fs.Duration("poll", env.Duration("DELIVER_POLL", 0), "how often to look for due retries, 0 for the default 250ms (env DELIVER_POLL)")
+	autoDisable := fs.Duration("auto-disable-after", env.Duration("DELIVER_AUTO_DISABLE_AFTER", deliver.DefaultAutoDisableAfter),
+		"disable an endpoint whose attempts have all failed for this long, 0 never (env DELIVER_AUTO_DISABLE_AFTER)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	hooks := addWebhookFlags(fs, getenv)
 	kafkaSec := addKafkaFlags(fs, env, getenv)
@@ -73,6 +75,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	cfg.Policy = deliver.Policy{Timeout: *timeout, MaxAttempts: *maxAttempts, MaxAge: *maxAge,
 		BaseBackoff: *baseBackoff, MaxBackoff: *maxBackoff, MaxRetryAfter: *maxRetryAfter}
 	cfg.Workers, cfg.PerEndpoint, cfg.Poll, cfg.Logger = *workers, *perEndpoint, *poll, log
+	cfg.AutoDisableAfter = *autoDisable
 	svc, err := deliver.New(cfg, db)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 type Store interface {
 	intakeStore
 	senderStore
+	endpointStore
 	DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error)
 	Ping(ctx context.Context) error
 }
@@ -58,6 +59,11 @@ type Config struct {
 	Secrets SecretOpener
 	// Kafka is TLS and SASL for every broker connection; the zero value is plaintext.
 	Kafka kafka.Security
+	// AutoDisableAfter disables an endpoint whose attempts have all failed for this long; 0
+	// never does (the command's default is 5 days). AutoDisableEvery is how often endpoints
+	// are checked; default 30s.
+	AutoDisableAfter time.Duration
+	AutoDisableEvery time.Duration
 }
 
 // SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
@@ -73,6 +79,7 @@ type Service struct {
 	lag    *kafka.Lag
 	sender *sender
 	intake *intake
+	health *autoDisabler
 	m      *metrics
 	reg    *prometheus.Registry
 	log    *slog.Logger
@@ -127,8 +134,12 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.RandomDelay == nil {
 		cfg.RandomDelay = jitter
 	}
+	if cfg.AutoDisableEvery <= 0 {
+		cfg.AutoDisableEvery = 30 * time.Second
+	}
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg)
+	em := newEndpointMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
 		Dialer:         cfg.Kafka.Dialer(),
 		Brokers:        cfg.Brokers,
@@ -152,7 +163,9 @@ func New(cfg Config, store Store) (*Service, error) {
 		sender: &sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
-			inFlight: map[string]int{}, queued: map[string][]held{}},
+			inFlight: map[string]int{}, queued: map[string][]held{}, slots: store, em: em},
+		health: &autoDisabler{store: store, after: cfg.AutoDisableAfter, every: cfg.AutoDisableEvery,
+			log: cfg.Logger.With("loop", "endpoint_health"), m: em},
 	}
 	return s, nil
 }
@@ -161,10 +174,12 @@ func New(cfg Config, store Store) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	defer s.reader.Close()
 	s.log.Info("delivering", "topic", s.cfg.Topic, "group", s.cfg.GroupID, "workers", s.cfg.Workers,
-		"per_endpoint", s.cfg.PerEndpoint, "timeout", s.cfg.Policy.Timeout, "max_attempts", s.cfg.Policy.MaxAttempts)
+		"per_endpoint", s.cfg.PerEndpoint, "timeout", s.cfg.Policy.Timeout, "max_attempts", s.cfg.Policy.MaxAttempts,
+		"auto_disable_after", s.cfg.AutoDisableAfter)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.intake.run(gctx) })
 	g.Go(func() error { return s.sender.run(gctx) })
+	g.Go(func() error { return s.health.run(gctx) })
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
