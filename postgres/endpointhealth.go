@@ -14,24 +14,35 @@ import (
 // What the deliverer does for an endpoint as a whole, beyond one delivery: pace its sends to its
 // rate limit, and disable it after a long run of failures.
 
-// ReserveSendSlot reserves the next send to an endpoint under its rate limit and returns how long
-// the sender must wait before starting it (0: at once, or no limit). The schedule is the
-// endpoint's row (rate_next_at moves on by 1/rate per send), so every deliverer draws from the
-// same budget; the row lock serialises their reservations for that one endpoint only.
-func (db *DB) ReserveSendSlot(ctx context.Context, endpointID string) (time.Duration, error) {
-	var wait float64
-	err := db.pool.QueryRow(ctx, `UPDATE webhook_endpoints
-		SET rate_next_at = greatest(rate_next_at, clock_timestamp()) + make_interval(secs => 1.0 / rate_limit)
-		WHERE id = $1 AND rate_limit IS NOT NULL
-		RETURNING greatest(extract(epoch FROM rate_next_at - clock_timestamp()) - 1.0 / rate_limit, 0)::float8`,
-		endpointID).Scan(&wait)
+// ReserveSendSlot reserves the next send to an endpoint under its rate limit, if that slot starts
+// within maxWait, and returns how long the sender must wait before starting the send (0: at once,
+// or no limit). When the next free slot is later, nothing is reserved: ok is false and wait says
+// when it frees, so the delivery can be deferred until then without using up a slot it does not
+// send in (a slot reserved and not used would push every later send back).
+//
+// The schedule is the endpoint's row (rate_next_at moves on by 1/rate per send), so every
+// deliverer draws from the same budget; the row lock serialises their reservations for that one
+// endpoint only.
+func (db *DB) ReserveSendSlot(ctx context.Context, endpointID string, maxWait time.Duration) (wait time.Duration, ok bool, err error) {
+	var secs float64
+	err = db.pool.QueryRow(ctx, `WITH cur AS (
+			SELECT id, rate_limit, greatest(rate_next_at, clock_timestamp()) AS slot
+			FROM webhook_endpoints WHERE id = $1 AND rate_limit IS NOT NULL FOR UPDATE
+		), fits AS (
+			SELECT cur.*, cur.slot <= clock_timestamp() + make_interval(secs => $2) AS ok FROM cur
+		)
+		UPDATE webhook_endpoints e
+		SET rate_next_at = CASE WHEN fits.ok THEN fits.slot + make_interval(secs => 1.0 / fits.rate_limit) ELSE e.rate_next_at END
+		FROM fits WHERE e.id = fits.id
+		RETURNING greatest(extract(epoch FROM fits.slot - clock_timestamp()), 0)::float8, fits.ok`,
+		endpointID, maxWait.Seconds()).Scan(&secs, &ok)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil // the limit was removed since the claim
+		return 0, true, nil // the limit was removed since the claim
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reserving a send slot: %w", err)
+		return 0, false, fmt.Errorf("reserving a send slot: %w", err)
 	}
-	return time.Duration(wait * float64(time.Second)), nil
+	return time.Duration(secs * float64(time.Second)), ok, nil
 }
 
 // DeferDelivery gives a claimed delivery back, due after wait, without counting an attempt: its

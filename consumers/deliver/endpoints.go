@@ -18,8 +18,9 @@ import (
 // endpointStore is what that needs from the database.
 type endpointStore interface {
 	// ReserveSendSlot reserves the endpoint's next send under its rate limit, shared by every
-	// deliverer, and says how long to wait before starting it.
-	ReserveSendSlot(ctx context.Context, endpointID string) (time.Duration, error)
+	// deliverer, if it starts within maxWait, and says how long to wait before starting it; ok
+	// false reserves nothing and says when the next slot frees.
+	ReserveSendSlot(ctx context.Context, endpointID string, maxWait time.Duration) (wait time.Duration, ok bool, err error)
 	// DeferDelivery gives a claimed delivery back, due after wait, without counting an attempt.
 	DeferDelivery(ctx context.Context, d orderflow.Delivery, wait time.Duration) error
 	// DisableFailingEndpoints disables the enabled endpoints failing for at least failingFor.
@@ -52,24 +53,23 @@ func newEndpointMetrics(reg prometheus.Registerer) *endpointMetrics {
 }
 
 // awaitSlot waits for the next send slot of a rate-limited endpoint before an attempt. It reports
-// false when the delivery must not be sent now: the slot lies beyond what the claim's lease
-// allows (the delivery is given back, due at its slot), the deliverer is stopping (the claim is
-// released), or no slot could be reserved (the lease brings the delivery back).
+// false when the delivery must not be sent now: no slot is free within what the claim's lease
+// allows (the delivery is given back, due when one frees), the deliverer is stopping (the claim
+// is released), or no slot could be reserved (the lease brings the delivery back).
 func (s *sender) awaitSlot(ctx context.Context, d orderflow.Delivery) bool {
 	if d.RateLimit <= 0 || s.slots == nil {
 		return true
 	}
-	wait, err := s.slots.ReserveSendSlot(ctx, d.EndpointID)
+	// The wait is bounded so that the attempt still starts within the claim's hold time and ends
+	// well inside the lease.
+	wait, ok, err := s.slots.ReserveSendSlot(ctx, d.EndpointID, s.maxHold()/2)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("reserving a send slot", "endpoint_id", d.EndpointID, "delivery_id", d.ID, "err", err)
 		}
 		return false
 	}
-	// Waiting is bounded so that the attempt still starts within the claim's hold time and ends
-	// well inside the lease; the claim holds at most a second of the endpoint's rate, so this
-	// only bites when several deliverers share a small rate.
-	if wait > s.maxHold()/2 {
+	if !ok {
 		s.em.rateDeferred.Inc()
 		if err := s.slots.DeferDelivery(context.WithoutCancel(ctx), d, wait); err != nil {
 			s.log.Warn("deferring a rate-limited delivery", "delivery_id", d.ID, "err", err)
