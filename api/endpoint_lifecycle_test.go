@@ -469,3 +469,35 @@ func mustValidate(tb testing.TB, eventType string, version int, data []byte) {
 		tb.Fatalf("%s does not validate against %s: %v", data, id, err)
 	}
 }
+
+// TestAdminKeysTellNumbersApart: an Idempotency-Key reused for the same admin request with another
+// number (a rate limit, a grace period) is another request, refused, not a replay of the first.
+func TestAdminKeysTellNumbersApart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	key := uuid.NewString()
+	create := func(limit int) reply {
+		return e.do(http.MethodPost, "/v1/admin/endpoints", fmt.Sprintf(`{"url": "http://127.0.0.1:9/h", "event_types": ["*"], "rate_limit": %d}`, limit),
+			append(as(adminKey), "Idempotency-Key", key)...)
+	}
+	first := create(5)
+	mustStatus(t, first, http.StatusCreated, "")
+	mustStatus(t, create(50), http.StatusUnprocessableEntity, "idempotency-key-reused")
+	if r := create(5); r.header.Get("Idempotent-Replayed") != "true" || string(r.body) != string(first.body) {
+		t.Fatalf("the same request again answered %d %s", r.status, r.body)
+	}
+	id := first.json(t)["id"].(string)
+	rotate := func(grace int) reply {
+		return e.do(http.MethodPost, "/v1/admin/endpoints/"+id+"/rotate-secret", fmt.Sprintf(`{"grace_seconds": %d}`, grace),
+			append(as(adminKey), "Idempotency-Key", "rotate-"+key)...)
+	}
+	mustStatus(t, rotate(3600), http.StatusOK, "")
+	var expires time.Time
+	testenv.Must(t, e.sql.QueryRow(context.Background(), `SELECT previous_secret_expires_at FROM webhook_endpoints WHERE id = $1`, id).Scan(&expires), "reading the rotation")
+	mustStatus(t, rotate(60), http.StatusUnprocessableEntity, "idempotency-key-reused")
+	var after time.Time
+	testenv.Must(t, e.sql.QueryRow(context.Background(), `SELECT previous_secret_expires_at FROM webhook_endpoints WHERE id = $1`, id).Scan(&after), "reading the rotation")
+	if n := e.count("webhook_endpoints"); n != 1 || !after.Equal(expires) {
+		t.Fatalf("%d endpoints, grace end %v -> %v", n, expires, after)
+	}
+}
