@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -153,6 +154,18 @@ func TestMigrateDataCustomerTierWhileOrdersAreWritten(t *testing.T) {
 	}
 	if status, _ := post("/v1/orders", `{"customer_id": "after", "currency": "EUR", "items": [{"sku": "sku-m", "quantity": 1, "unit_price_cents": 5}]}`); status != http.StatusCreated {
 		t.Fatalf("creating an order after the migration: %d", status)
+	}
+}
+
+func TestMigrateDataNeedsADatabaseAndAKnownMigration(t *testing.T) {
+	t.Parallel()
+	empty := func(string) string { return "" }
+	for _, args := range [][]string{{"customer-tier"}, {"-database-url", "postgres://x/y", "colour"}, {"-database-url", "postgres://x/y"}} {
+		var stderr bytes.Buffer
+		err := run(context.Background(), append([]string{"migrate-data"}, args...), empty, &bytes.Buffer{}, &stderr)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("migrate-data %v: %v, want a usage error", args, err)
+		}
 	}
 }
 
