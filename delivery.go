@@ -41,13 +41,49 @@ type Endpoint struct {
 	Disabled                bool       `json:"disabled"`
 	DisabledAt              *time.Time `json:"disabled_at,omitempty"`
 	DisabledReason          string     `json:"disabled_reason,omitempty"`
-	CreatedAt               time.Time  `json:"created_at"`
+	// RateLimit is the most deliveries per second sent to the endpoint, by all deliverers
+	// together; nil for no limit.
+	RateLimit *int `json:"rate_limit,omitempty"`
+	// FailingSince is when the endpoint's current run of failed attempts began; nil while its
+	// last attempt succeeded. A deliverer disables an endpoint failing for too long.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+}
+
+// NewEndpoint is an endpoint an administrator registers.
+type NewEndpoint struct {
+	URL        string
+	EventTypes []string
+	RateLimit  *int // nil: no limit
+}
+
+// EndpointChange is an administrator's update of an endpoint; what it leaves nil stays as it is.
+type EndpointChange struct {
+	URL        *string
+	EventTypes []string
+	// SetRateLimit says RateLimit is to be stored: a number, or nil to remove the limit.
+	SetRateLimit bool
+	RateLimit    *int
+}
+
+// EventWebhookTest is the type of the event an administrator sends to try an endpoint. It goes
+// to that endpoint only, whatever it subscribed to, and never through Kafka.
+const EventWebhookTest = "webhook.test"
+
+// WebhookTestData is the data of a webhook.test event (schemas/webhook.test/v1.json).
+type WebhookTestData struct {
+	EndpointID string `json:"endpoint_id"`
+	Message    string `json:"message"`
 }
 
 // EndpointResponder renders the outcome of an admin change to an endpoint, the endpoint or a
 // domain error, into the response stored with its idempotency key, in the same transaction as
 // the change.
 type EndpointResponder func(e Endpoint, err error) Response
+
+// DeliveryResponder renders the outcome of an admin request that queues a delivery (a test event),
+// the delivery or a domain error, into the response stored with its idempotency key.
+type DeliveryResponder func(d DeadLetter, err error) Response
 
 // DeadLetter is a delivery that gave up: which event, to which endpoint, after how many
 // attempts, and the last answer.
@@ -66,6 +102,31 @@ type DeadLetter struct {
 	DeadAt        *time.Time    `json:"dead_at,omitempty"`
 	Replays       int           `json:"replays"`
 	CreatedAt     time.Time     `json:"created_at"`
+}
+
+// DeliveryAttempt is one recorded attempt with the delivery it belongs to, as the admin API lists
+// attempts per endpoint and per event. ID orders attempts: a later attempt has a larger id.
+type DeliveryAttempt struct {
+	ID         int64     `json:"id"`
+	DeliveryID string    `json:"delivery_id"`
+	EventID    string    `json:"event_id"`
+	EventType  string    `json:"event_type"`
+	EndpointID string    `json:"endpoint_id"`
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	LatencyMS  float64   `json:"latency_ms"`
+	Status     *int      `json:"status,omitempty"`
+	Outcome    string    `json:"outcome"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// AttemptQuery pages through attempts, newest first: those of one endpoint or of one event.
+type AttemptQuery struct {
+	EndpointID string
+	EventID    string
+	// Before is the id of the last attempt of the previous page; 0 for the first page.
+	Before int64
+	Limit  int
 }
 
 // WebhookEvent is what the deliverer's intake persists for one record: the CloudEvent's
@@ -119,6 +180,8 @@ type Delivery struct {
 	Attempts       int // before this attempt
 	CycleStartedAt time.Time
 	ClaimToken     string
+	// RateLimit is the endpoint's deliveries per second; 0 for no limit.
+	RateLimit int
 }
 
 // Attempt is the audit record of one POST.

@@ -179,11 +179,14 @@ func DecodeCloudEvent(b []byte) (*CloudEvent, error) {
 	return &ev, nil
 }
 
-// OrderFromEvent decodes the order an order event carries. Only schema version 1 is known;
-// a newer one is refused rather than misread.
+// OrderFromEvent decodes the order an order event carries, whatever schema version of its type
+// the event was written against. Versions of one type only add optional fields (docs/SCHEMAS.md),
+// so this decoder, written for version 2, reads version 1 (without customer_tier: standard) and any later
+// version (ignoring the fields it does not know). A breaking change comes as a new event type,
+// which the callers refuse by its type; a version below 1 is no version at all and is refused.
 func OrderFromEvent(ev *CloudEvent) (*Order, error) {
-	if ev.SchemaVersion != OrderSchemaVersion {
-		return nil, fmt.Errorf("event %s: order schema version %d is not supported (want %d)", ev.ID, ev.SchemaVersion, OrderSchemaVersion)
+	if ev.SchemaVersion < 1 {
+		return nil, fmt.Errorf("event %s: order schema version %d is not a version (want 1 or later)", ev.ID, ev.SchemaVersion)
 	}
 	var o Order
 	if err := json.Unmarshal(ev.Data, &o); err != nil {
@@ -191,6 +194,11 @@ func OrderFromEvent(ev *CloudEvent) (*Order, error) {
 	}
 	if o.ID == "" || o.Version < 1 {
 		return nil, fmt.Errorf("event %s: order without id or version", ev.ID)
+	}
+	if o.CustomerTier == "" {
+		// Version 1 predates tiers; every order placed before them is standard (the backfill
+		// of orders.customer_tier says the same).
+		o.CustomerTier = TierStandard
 	}
 	return &o, nil
 }

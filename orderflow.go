@@ -29,9 +29,25 @@ const (
 // AggregateOrder is the outbox aggregate type of orders; its topic is orderflow.order.
 const AggregateOrder = "order"
 
-// OrderSchemaVersion is the version of the order payload carried by events. Bump it when a
-// field changes meaning or disappears; adding a field does not need a bump.
-const OrderSchemaVersion = 1
+// OrderSchemaVersion is the version of the order payload that new events carry: the schema
+// version of schemas/<type>/v<n>.json their data is written against, in the outbox's
+// schema_version and the events' schemaversion and dataschema. Version 2 added customer_tier.
+//
+// The rule (docs/SCHEMAS.md): a new version of a type only adds optional fields, so a reader
+// written for any earlier version reads it; a breaking change is a new event type instead.
+// Bump it with a new schema file for every order event type.
+const OrderSchemaVersion = 2
+
+// Customer tiers. A tier is what the API accepts today; events and readers treat the set as
+// open (docs/SCHEMAS.md), so a tier added later is not a breaking change.
+const (
+	TierStandard = "standard"
+	TierGold     = "gold"
+	TierPlatinum = "platinum"
+)
+
+// CustomerTiers lists the tiers the API accepts, the default first.
+var CustomerTiers = []string{TierStandard, TierGold, TierPlatinum}
 
 // Order is an order as the API returns it and as its events carry it.
 type Order struct {
@@ -45,6 +61,10 @@ type Order struct {
 	CancelReason string    `json:"cancel_reason,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
+	// CustomerTier is the customer's tier when the order was placed: standard unless the client
+	// named another, and standard for every order placed before tiers existed (events of
+	// schema version 1 lack the field; OrderFromEvent fills it in).
+	CustomerTier string `json:"customer_tier,omitempty"`
 }
 
 // Item is one line of an order.
@@ -69,6 +89,18 @@ type NewOrder struct {
 	CustomerID string
 	Currency   string
 	Items      []Item
+	// CustomerTier is the tier the client named, empty for the default (standard). It is left
+	// empty for the default so that a request's idempotency fingerprint, taken over NewOrder, is
+	// what it was before tiers existed: a client retrying across the upgrade gets its replay.
+	CustomerTier string `json:",omitempty"`
+}
+
+// Tier is the order's customer tier: the one named, or standard.
+func (n NewOrder) Tier() string {
+	if n.CustomerTier == "" {
+		return TierStandard
+	}
+	return n.CustomerTier
 }
 
 // Total is the sum of the items' prices; Validate guarantees it cannot overflow.

@@ -205,8 +205,8 @@ func TestSDKDecodesBinaryRecords(t *testing.T) {
 				t.Errorf("the SDK read %s", got)
 			}
 			ext := got.Extensions()
-			if ext["schemaversion"] != "1" || ext["traceparent"] != want.TraceParent {
-				t.Errorf("extensions %v, want schemaversion 1 and the traceparent", ext)
+			if ext["schemaversion"] != strconv.Itoa(orderflow.OrderSchemaVersion) || ext["traceparent"] != want.TraceParent {
+				t.Errorf("extensions %v, want schemaversion %d and the traceparent", ext, orderflow.OrderSchemaVersion)
 			}
 			if _, ok := ext["lsn"]; ok {
 				t.Error("pg_lsn leaked into the event")

@@ -64,6 +64,9 @@ func (n NewOrder) Validate() []FieldProblem {
 	if !IsCurrency(n.Currency) {
 		add("/currency", "must be an active ISO 4217 currency code such as EUR or USD")
 	}
+	if n.CustomerTier != "" && !IsCustomerTier(n.CustomerTier) {
+		add("/customer_tier", "must be one of "+strings.Join(CustomerTiers, ", "))
+	}
 	switch {
 	case len(n.Items) == 0:
 		add("/items", "must hold at least one item")
@@ -92,6 +95,16 @@ func (n NewOrder) Validate() []FieldProblem {
 		}
 	}
 	return ps
+}
+
+// IsCustomerTier reports whether tier is one the API accepts.
+func IsCustomerTier(tier string) bool {
+	for _, t := range CustomerTiers {
+		if tier == t {
+			return true
+		}
+	}
+	return false
 }
 
 // IsCurrency reports whether code is an active ISO 4217 alphabetic code.

@@ -27,6 +27,9 @@ func TestNewOrderValidate(t *testing.T) {
 		{"too many items", orderflow.NewOrder{CustomerID: "c", Currency: "JPY", Items: many}, []string{"/items"}},
 		{"bad item fields", orderflow.NewOrder{CustomerID: "c", Currency: "GBP", Items: []orderflow.Item{{SKU: "", Quantity: 0, UnitPriceCents: -1}}},
 			[]string{"/items/0/sku", "/items/0/quantity", "/items/0/unit_price_cents"}},
+		{"gold tier", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{item}, CustomerTier: orderflow.TierGold}, nil},
+		{"unknown tier", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{item}, CustomerTier: "diamond"}, []string{"/customer_tier"}},
+		{"tier in upper case", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{item}, CustomerTier: "GOLD"}, []string{"/customer_tier"}},
 		{"same SKU over the limit", orderflow.NewOrder{CustomerID: "c", Currency: "EUR", Items: []orderflow.Item{
 			{SKU: "S", Quantity: 9000, UnitPriceCents: 1}, {SKU: "S", Quantity: 2000, UnitPriceCents: 1}}}, []string{"/items"}},
 	}

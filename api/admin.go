@@ -24,13 +24,19 @@ import (
 // it can (postgres.DB does), so New keeps its one store argument and a store without webhooks
 // still serves orders.
 type webhookAdmin interface {
-	CreateEndpointOnce(ctx context.Context, k *orderflow.IdempotencyKey, url string, eventTypes []string, secret string, respond orderflow.EndpointResponder) (orderflow.Response, error)
+	CreateEndpointOnce(ctx context.Context, k *orderflow.IdempotencyKey, n orderflow.NewEndpoint, secret string, respond orderflow.EndpointResponder) (orderflow.Response, error)
 	Endpoints(ctx context.Context) ([]orderflow.Endpoint, error)
+	Endpoint(ctx context.Context, id string) (orderflow.Endpoint, error)
+	UpdateEndpoint(ctx context.Context, id string, c orderflow.EndpointChange) (orderflow.Endpoint, error)
+	DeleteEndpoint(ctx context.Context, id string) error
 	DisableEndpoint(ctx context.Context, id, reason string) (orderflow.Endpoint, error)
 	EnableEndpoint(ctx context.Context, id string) (orderflow.Endpoint, error)
 	RotateEndpointSecretOnce(ctx context.Context, k *orderflow.IdempotencyKey, id, secret string, grace time.Duration, respond orderflow.EndpointResponder) (orderflow.Response, error)
+	QueueTestEventOnce(ctx context.Context, k *orderflow.IdempotencyKey, id string, ev orderflow.WebhookEvent, respond orderflow.DeliveryResponder) (orderflow.Response, error)
+	Attempts(ctx context.Context, q orderflow.AttemptQuery) ([]orderflow.DeliveryAttempt, error)
 	DeadLetters(ctx context.Context, endpointID, after string, limit int) ([]orderflow.DeadLetter, error)
 	ReplayDeadLetter(ctx context.Context, id string) (orderflow.DeadLetter, error)
+	RecoverDeadLetters(ctx context.Context, id string, since time.Time) (int64, error)
 }
 
 // Limits of the webhook admin API.
@@ -40,6 +46,9 @@ const (
 	maxRotateGrace      = 7 * 24 * time.Hour
 	defaultDeadLetters  = 50
 	maxDeadLettersLimit = 500
+	// maxRateLimit is the most deliveries per second an endpoint may be limited to (the
+	// webhook_endpoints check); above it, set no limit.
+	maxRateLimit = 10000
 )
 
 // eventTypePattern follows Standard Webhooks' advice for event type names: dot-separated
@@ -57,8 +66,9 @@ func (s *Server) webhooks() (webhookAdmin, error) {
 }
 
 type createEndpointRequest struct {
-	URL        string   `json:"url"`
-	EventTypes []string `json:"event_types"`
+	URL        string    `json:"url"`
+	EventTypes []string  `json:"event_types"`
+	RateLimit  *intField `json:"rate_limit,omitempty"`
 }
 
 // maxURLLength bounds an endpoint URL (before normalization).
@@ -67,22 +77,38 @@ const maxURLLength = 2048
 // problems lists what is wrong with the request's fields as text. Whether the URL is an
 // acceptable destination is the egress policy's call, made after these checks pass.
 func (req createEndpointRequest) problems() []orderflow.FieldProblem {
-	var ps []orderflow.FieldProblem
-	switch {
-	case strings.TrimSpace(req.URL) == "":
-		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: "is required: an absolute https URL"})
-	case len(req.URL) > maxURLLength:
-		ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: fmt.Sprintf("must be at most %d characters", maxURLLength)})
-	default:
-		if p := orderflow.ValidateText(req.URL, maxURLLength); p != "" {
-			ps = append(ps, orderflow.FieldProblem{Pointer: "/url", Detail: p})
+	ps := urlProblems(req.URL)
+	ps = append(ps, eventTypesProblems(req.EventTypes)...)
+	if req.RateLimit != nil {
+		if p := req.RateLimit.problem(1, maxRateLimit); p != "" {
+			ps = append(ps, orderflow.FieldProblem{Pointer: "/rate_limit", Detail: p})
 		}
 	}
-	if len(req.EventTypes) == 0 || len(req.EventTypes) > maxEventTypes {
+	return ps
+}
+
+// urlProblems checks an endpoint URL as text.
+func urlProblems(raw string) []orderflow.FieldProblem {
+	switch {
+	case strings.TrimSpace(raw) == "":
+		return []orderflow.FieldProblem{{Pointer: "/url", Detail: "is required: an absolute https URL"}}
+	case len(raw) > maxURLLength:
+		return []orderflow.FieldProblem{{Pointer: "/url", Detail: fmt.Sprintf("must be at most %d characters", maxURLLength)}}
+	}
+	if p := orderflow.ValidateText(raw, maxURLLength); p != "" {
+		return []orderflow.FieldProblem{{Pointer: "/url", Detail: p}}
+	}
+	return nil
+}
+
+// eventTypesProblems checks an endpoint's subscription.
+func eventTypesProblems(types []string) []orderflow.FieldProblem {
+	var ps []orderflow.FieldProblem
+	if len(types) == 0 || len(types) > maxEventTypes {
 		ps = append(ps, orderflow.FieldProblem{Pointer: "/event_types", Detail: fmt.Sprintf("must list 1 to %d event types", maxEventTypes)})
 	}
 	seen := map[string]bool{}
-	for i, t := range req.EventTypes {
+	for i, t := range types {
 		switch {
 		case t != "*" && (!eventTypePattern.MatchString(t) || len(t) > 100):
 			ps = append(ps, orderflow.FieldProblem{Pointer: fmt.Sprintf("/event_types/%d", i), Detail: `must be like "order.created", or "*" for every type`})
@@ -92,6 +118,16 @@ func (req createEndpointRequest) problems() []orderflow.FieldProblem {
 		seen[t] = true
 	}
 	return ps
+}
+
+// newEndpoint is the checked request as the store takes it.
+func (req createEndpointRequest) newEndpoint() orderflow.NewEndpoint {
+	n := orderflow.NewEndpoint{URL: req.URL, EventTypes: req.EventTypes}
+	if req.RateLimit != nil {
+		limit := int(req.RateLimit.n)
+		n.RateLimit = &limit
+	}
+	return n
 }
 
 // checkEndpointURL applies the egress policy to a registered URL and returns it normalized
@@ -223,7 +259,7 @@ func (s *Server) handleCreateEndpoint() http.Handler {
 		if err != nil {
 			return err
 		}
-		resp, err := a.CreateEndpointOnce(r.Context(), k, req.URL, req.EventTypes, sealed, s.endpointResponder(r, http.StatusCreated, secret, true))
+		resp, err := a.CreateEndpointOnce(r.Context(), k, req.newEndpoint(), sealed, s.endpointResponder(r, http.StatusCreated, secret, true))
 		if err != nil {
 			return err
 		}
@@ -358,7 +394,7 @@ func (s *Server) handleListDeadLetters() http.Handler {
 		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > maxDeadLettersLimit {
-				return validationError([]orderflow.FieldProblem{{Pointer: "limit", Detail: fmt.Sprintf("must be an integer from 1 to %d", maxDeadLettersLimit)}})
+				return validationError([]orderflow.FieldProblem{{Pointer: "#/query/limit", Detail: fmt.Sprintf("must be an integer from 1 to %d", maxDeadLettersLimit)}})
 			}
 			limit = n
 		}

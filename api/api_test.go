@@ -19,6 +19,7 @@ import (
 
 	"orderflow/api"
 	"orderflow/internal/egress"
+	"orderflow/internal/openapitest"
 	"orderflow/internal/secretbox"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
@@ -40,6 +41,9 @@ type env struct {
 	ring *secretbox.Ring
 	api  *api.Server
 	dsn  string
+	// doc checks every exchange do makes against api/openapi.json; nil while url points at
+	// something the document does not describe (the ops listener).
+	doc *openapitest.Document
 }
 
 func newEnv(t *testing.T) *env {
@@ -61,7 +65,42 @@ func newEnv(t *testing.T) *env {
 	a := api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithSecrets(ring), api.WithEgress(loopbackOnly(t)))
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
-	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring, api: a, dsn: dsn}
+	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring, api: a, dsn: dsn, doc: mustDocument(t)}
+}
+
+// document is api/openapi.json, loaded and validated once for the package's tests.
+var document = sync.OnceValues(func() (*openapitest.Document, error) {
+	return openapitest.Load(context.Background(), api.OpenAPI())
+})
+
+func mustDocument(t testing.TB) *openapitest.Document {
+	t.Helper()
+	d, err := document()
+	testenv.Must(t, err, "loading api/openapi.json")
+	return d
+}
+
+// send makes one request and, when doc is set, fails t unless the exchange (request, status,
+// headers, body; every problem+json too) is one the OpenAPI document describes. Every request
+// the package's tests make to the API goes through here, so the document cannot drift from what
+// the server does. It reports with Errorf, so tests may call it from several goroutines.
+func send(t testing.TB, doc *openapitest.Document, req *http.Request, body string) reply {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc != nil {
+		if err := doc.Check(context.Background(), req, []byte(body), resp, b); err != nil {
+			t.Errorf("openapi.json disagrees with the server: %v\nbody: %s", err, b)
+		}
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
 // newRing is a key ring with one fresh key, as WEBHOOK_KEYRING would give.
@@ -124,16 +163,7 @@ func (e *env) do(method, path, body string, headers ...string) reply {
 		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+	return send(e.t, e.doc, req, body)
 }
 
 func (e *env) stock(sku string, n int) {
@@ -572,7 +602,8 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	mustStatus(t, e.do(http.MethodGet, "/metrics", ""), http.StatusNotFound, "not-found")
 	ops := httptest.NewServer(e.api.OpsHandler())
 	t.Cleanup(ops.Close)
-	e.url = ops.URL
+	// The ops listener is not the public API the document describes.
+	e.url, e.doc = ops.URL, nil
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if r := e.do(http.MethodGet, p, ""); r.status != http.StatusOK {
 			t.Errorf("ops %s: %d", p, r.status)

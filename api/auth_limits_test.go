@@ -55,9 +55,7 @@ func get(t *testing.T, h http.Handler, key, addr string) *httptest.ResponseRecor
 	r := httptest.NewRequest(http.MethodGet, "/v1/customers/c/orders", nil)
 	r.Header.Set("Authorization", "Bearer "+key)
 	r.RemoteAddr = addr + ":40000"
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, r)
-	return w
+	return serve(t, h, r, "")
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

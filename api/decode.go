@@ -207,6 +207,15 @@ func (f *intField) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MarshalJSON writes the number (null when it was not a valid integer), so a request's
+// canonical form, its idempotency fingerprint, tells one value from another.
+func (f intField) MarshalJSON() ([]byte, error) {
+	if !f.valid {
+		return []byte("null"), nil
+	}
+	return strconv.AppendInt(nil, f.n, 10), nil
+}
+
 func (f intField) problem(min, max int64) string {
 	if !f.present {
 		return fmt.Sprintf("is required: an integer from %d to %d", min, max)

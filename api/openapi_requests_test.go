@@ -1,103 +1,68 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
-	"strings"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/google/uuid"
 
-	"orderflow/api"
-	"orderflow/internal/openapitest"
+	"orderflow/internal/testenv"
 	"orderflow/schemas"
 )
 
-// conform sends one request to the test API and fails unless the exchange is one openapi.json
-// describes. headers are name, value pairs; the client key is sent unless overridden.
-func (e *env) conform(d *openapitest.Document, method, path, body string, headers ...string) reply {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.url+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Authorization", "Bearer "+clientKey)
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := d.Check(context.Background(), req, []byte(body), resp, b); err != nil {
-		e.t.Errorf("%v\nbody: %s", err, b)
-	}
-	return reply{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
 func TestAnswersMatchTheOpenAPIDocument(t *testing.T) {
-	d, err := openapitest.Load(context.Background(), api.OpenAPI())
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := newEnv(t)
 	e.stock("sku-s", 10)
 	admin := []string{"Authorization", "Bearer " + adminKey}
 
 	key := uuid.NewString()
 	body := orderBody("cust-oa", "sku-s", 2)
-	created := e.conform(d, http.MethodPost, "/v1/orders", body, "Idempotency-Key", key)
+	created := e.do(http.MethodPost, "/v1/orders", body, "Idempotency-Key", key)
 	mustStatus(t, created, http.StatusCreated, "")
 	id := created.json(t)["id"].(string)
 
-	replay := e.conform(d, http.MethodPost, "/v1/orders", body, "Idempotency-Key", key)
+	replay := e.do(http.MethodPost, "/v1/orders", body, "Idempotency-Key", key)
 	mustStatus(t, replay, http.StatusCreated, "")
 	if replay.header.Get("Idempotent-Replayed") != "true" {
 		t.Fatalf("replay without Idempotent-Replayed: %v", replay.header)
 	}
 
-	mustStatus(t, e.conform(d, http.MethodPost, "/v1/orders", body), http.StatusBadRequest, "idempotency-key-missing")
-	mustStatus(t, e.conform(d, http.MethodPost, "/v1/orders",
+	mustStatus(t, e.do(http.MethodPost, "/v1/orders", body), http.StatusBadRequest, "idempotency-key-missing")
+	mustStatus(t, e.do(http.MethodPost, "/v1/orders",
 		`{"customer_id": "cust-oa", "currency": "XXX", "items": [{"sku": "sku-s", "quantity": 0, "unit_price_cents": 1}]}`,
 		"Idempotency-Key", uuid.NewString()), http.StatusUnprocessableEntity, "validation-failed")
-	mustStatus(t, e.conform(d, http.MethodPost, "/v1/orders", orderBody("cust-oa", "sku-none", 1),
+	mustStatus(t, e.do(http.MethodPost, "/v1/orders", orderBody("cust-oa", "sku-none", 1),
 		"Idempotency-Key", uuid.NewString()), http.StatusConflict, "insufficient-stock")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/orders/"+uuid.NewString(), ""), http.StatusNotFound, "order-not-found")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/orders/"+id, "", "Authorization", "Bearer nobody"), http.StatusUnauthorized, "unauthorized")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/orders/"+id, ""), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodGet, "/v1/orders/"+uuid.NewString(), ""), http.StatusNotFound, "order-not-found")
+	mustStatus(t, e.do(http.MethodGet, "/v1/orders/"+id, "", "Authorization", "Bearer nobody"), http.StatusUnauthorized, "unauthorized")
+	mustStatus(t, e.do(http.MethodGet, "/v1/orders/"+id, ""), http.StatusOK, "")
 
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/orders/"+id+"/summary", ""), http.StatusNotFound, "summary-not-projected")
+	mustStatus(t, e.do(http.MethodGet, "/v1/orders/"+id+"/summary", ""), http.StatusNotFound, "summary-not-projected")
 	e.project(id)
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/orders/"+id+"/summary", ""), http.StatusOK, "")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/customers/cust-oa/orders?limit=1", ""), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodGet, "/v1/orders/"+id+"/summary", ""), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodGet, "/v1/customers/cust-oa/orders?limit=1", ""), http.StatusOK, "")
 
-	mustStatus(t, e.conform(d, http.MethodPost, "/v1/orders/"+id+"/cancel", `{"reason": "changed my mind"}`,
+	mustStatus(t, e.do(http.MethodPost, "/v1/orders/"+id+"/cancel", `{"reason": "changed my mind"}`,
 		"Idempotency-Key", uuid.NewString()), http.StatusOK, "")
-	mustStatus(t, e.conform(d, http.MethodPost, "/v1/orders/"+id+"/fulfill", "",
+	mustStatus(t, e.do(http.MethodPost, "/v1/orders/"+id+"/fulfill", "",
 		"Idempotency-Key", uuid.NewString()), http.StatusConflict, "invalid-transition")
 
-	mustStatus(t, e.conform(d, http.MethodPut, "/v1/inventory/sku-s", `{"stock": 20}`, admin...), http.StatusOK, "")
-	mustStatus(t, e.conform(d, http.MethodPut, "/v1/inventory/sku-s", `{"stock": 20}`), http.StatusForbidden, "forbidden")
-	ep := e.conform(d, http.MethodPost, "/v1/admin/endpoints", `{"url": "http://127.0.0.1:1/hook", "event_types": ["order.created"]}`, admin...)
+	mustStatus(t, e.do(http.MethodPut, "/v1/inventory/sku-s", `{"stock": 20}`, admin...), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodPut, "/v1/inventory/sku-s", `{"stock": 20}`), http.StatusForbidden, "forbidden")
+	ep := e.do(http.MethodPost, "/v1/admin/endpoints", `{"url": "http://127.0.0.1:1/hook", "event_types": ["order.created"]}`, admin...)
 	mustStatus(t, ep, http.StatusCreated, "")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/admin/endpoints", "", admin...), http.StatusOK, "")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v1/admin/dead-letters", "", admin...), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodGet, "/v1/admin/endpoints", "", admin...), http.StatusOK, "")
+	mustStatus(t, e.do(http.MethodGet, "/v1/admin/dead-letters", "", admin...), http.StatusOK, "")
 
 	for _, p := range []string{"/healthz", "/readyz", "/openapi.json", "/v1/event-types"} {
-		mustStatus(t, e.conform(d, http.MethodGet, p, "", "Authorization", ""), http.StatusOK, "")
+		mustStatus(t, e.do(http.MethodGet, p, "", "Authorization", ""), http.StatusOK, "")
 	}
-	mustStatus(t, e.conform(d, http.MethodDelete, "/healthz", ""), http.StatusMethodNotAllowed, "method-not-allowed")
-	mustStatus(t, e.conform(d, http.MethodGet, "/v2/orders", ""), http.StatusNotFound, "not-found")
+	mustStatus(t, e.do(http.MethodDelete, "/healthz", ""), http.StatusMethodNotAllowed, "method-not-allowed")
+	mustStatus(t, e.do(http.MethodGet, "/v2/orders", ""), http.StatusNotFound, "not-found")
 }
 
 // TestEventTypesPointAtServedSchemas follows every schema URL /v1/event-types lists, without a
@@ -138,4 +103,46 @@ func TestEventTypesPointAtServedSchemas(t *testing.T) {
 	}
 	mustStatus(t, e.do(http.MethodGet, "/v1/schemas/order.created/9.json", "", "Authorization", ""), http.StatusNotFound, "not-found")
 	mustStatus(t, e.do(http.MethodGet, "/v1/schemas/order.shipped/1.json", "", "Authorization", ""), http.StatusNotFound, "not-found")
+}
+
+// recorder is a testing.TB that keeps what send reports instead of failing the test.
+type recorder struct {
+	testing.TB
+	errors []string
+}
+
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+
+// TestEveryExchangeIsCheckedAgainstTheDocument: the helper all API tests send through fails a
+// test whose answer the document does not describe (a wrong body, an undocumented problem type),
+// and passes one it does.
+func TestEveryExchangeIsCheckedAgainstTheDocument(t *testing.T) {
+	t.Parallel()
+	answers := map[string]struct {
+		status      int
+		contentType string
+		body        string
+	}{
+		"/v1/orders/wrong-body":    {200, "application/json", `{"id": 5}`},
+		"/v1/orders/wrong-problem": {404, "application/problem+json", `{"type": "https://orderflow.dev/problems/no-such-type", "title": "x", "status": 404}`},
+		"/v1/orders/documented":    {404, "application/problem+json", `{"type": "https://orderflow.dev/problems/order-not-found", "title": "Order not found", "status": 404}`},
+	}
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := answers[r.URL.Path]
+		w.Header().Set("Content-Type", a.contentType)
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, a.body)
+	}))
+	t.Cleanup(fake.Close)
+	for path, wantErrors := range map[string]bool{"/v1/orders/wrong-body": true, "/v1/orders/wrong-problem": true, "/v1/orders/documented": false} {
+		req, err := http.NewRequest(http.MethodGet, fake.URL+path, nil)
+		testenv.Must(t, err, "building the request")
+		rec := &recorder{TB: t}
+		send(rec, mustDocument(t), req, "")
+		if got := len(rec.errors) > 0; got != wantErrors {
+			t.Errorf("%s: reported %v, want errors: %v", path, rec.errors, wantErrors)
+		}
+	}
 }

@@ -21,6 +21,8 @@ type createOrderRequest struct {
 	CustomerID string        `json:"customer_id"`
 	Currency   string        `json:"currency"`
 	Items      []itemRequest `json:"items"`
+	// CustomerTier is optional: left out, the order is standard.
+	CustomerTier *string `json:"customer_tier"`
 }
 
 type itemRequest struct {
@@ -33,6 +35,14 @@ type itemRequest struct {
 func (req createOrderRequest) newOrder() (orderflow.NewOrder, []orderflow.FieldProblem) {
 	n := orderflow.NewOrder{CustomerID: req.CustomerID, Currency: req.Currency, Items: make([]orderflow.Item, len(req.Items))}
 	var ps []orderflow.FieldProblem
+	switch {
+	case req.CustomerTier == nil, *req.CustomerTier == orderflow.TierStandard:
+		// The default stays implicit, so the request's fingerprint is the one it had before tiers.
+	case *req.CustomerTier == "":
+		ps = append(ps, orderflow.FieldProblem{Pointer: "/customer_tier", Detail: "must be one of " + strings.Join(orderflow.CustomerTiers, ", ") + ", or left out for standard"})
+	default:
+		n.CustomerTier = *req.CustomerTier
+	}
 	for i, it := range req.Items {
 		if i >= orderflow.MaxItems {
 			break

@@ -38,9 +38,16 @@ func (s *Server) routes() http.Handler {
 	v1.Handle("/inventory/{sku}", admin(s.handleSetStock())).Methods(http.MethodPut)
 	v1.Handle("/admin/endpoints", admin(s.handleCreateEndpoint())).Methods(http.MethodPost)
 	v1.Handle("/admin/endpoints", admin(s.handleListEndpoints())).Methods(http.MethodGet)
+	v1.Handle("/admin/endpoints/{id}", admin(s.handleGetEndpoint())).Methods(http.MethodGet)
+	v1.Handle("/admin/endpoints/{id}", admin(s.handleUpdateEndpoint())).Methods(http.MethodPatch)
+	v1.Handle("/admin/endpoints/{id}", admin(s.handleDeleteEndpoint())).Methods(http.MethodDelete)
 	v1.Handle("/admin/endpoints/{id}/disable", admin(s.handleDisableEndpoint())).Methods(http.MethodPost)
 	v1.Handle("/admin/endpoints/{id}/enable", admin(s.handleEnableEndpoint())).Methods(http.MethodPost)
 	v1.Handle("/admin/endpoints/{id}/rotate-secret", admin(s.handleRotateSecret())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/test", admin(s.handleSendTestEvent())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/recover", admin(s.handleRecoverDeadLetters())).Methods(http.MethodPost)
+	v1.Handle("/admin/endpoints/{id}/attempts", admin(s.handleListAttempts(true))).Methods(http.MethodGet)
+	v1.Handle("/admin/events/{id}/attempts", admin(s.handleListAttempts(false))).Methods(http.MethodGet)
 	v1.Handle("/admin/dead-letters", admin(s.handleListDeadLetters())).Methods(http.MethodGet)
 	v1.Handle("/admin/dead-letters/{id}/replay", admin(s.handleReplayDeadLetter())).Methods(http.MethodPost)
 
@@ -79,7 +86,7 @@ func (s *Server) handle(h func(w http.ResponseWriter, r *http.Request) error) ht
 func (s *Server) handleUnmatched(root *mux.Router) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var allow []string
-		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 			probe := r.Clone(r.Context())
 			probe.Method = m
 			var match mux.RouteMatch

@@ -118,6 +118,10 @@ func (s *Server) handleListCustomerOrders() http.Handler {
 		if err != nil {
 			return err
 		}
+		if rows == nil {
+			// An empty page is an empty list, as the document says, whatever the store returns.
+			rows = []orderflow.Summary{}
+		}
 		resp := customerOrdersResponse{Data: rows}
 		if len(rows) > limit {
 			resp.Data = rows[:limit]

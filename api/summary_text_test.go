@@ -45,8 +45,7 @@ func TestListCustomerOrdersRefusesBadPathText(t *testing.T) {
 			s := New(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			r := httptest.NewRequest(http.MethodGet, c.path, nil)
 			r.Header.Set("Authorization", "Bearer k")
-			w := httptest.NewRecorder()
-			s.ServeHTTP(w, r)
+			w := serve(t, s, r, "")
 			body, _ := io.ReadAll(w.Body)
 			if w.Code != c.status {
 				t.Fatalf("status %d (%s), want %d", w.Code, body, c.status)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,7 @@ func (db *DB) DeadLetters(ctx context.Context, endpoint, after string, limit int
 		}
 	}
 	rows, err := db.pool.Query(ctx, selectDeadLetter+`
-		WHERE d.state = 'dead'
+		WHERE d.state = 'dead' AND e.deleted_at IS NULL
 		  AND ($1::uuid IS NULL OR d.endpoint_id = $1::uuid)
 		  AND ($2::uuid IS NULL OR (d.dead_at, d.id) > (SELECT dead_at, id FROM webhook_deliveries WHERE id = $2::uuid))
 		ORDER BY d.dead_at, d.id
@@ -74,7 +75,7 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, id string) (orderflow.DeadLe
 			disabled bool
 		)
 		err := tx.QueryRow(ctx, `SELECT d.state, e.disabled_at IS NOT NULL FROM webhook_deliveries d
-			JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 FOR UPDATE OF d`, id).Scan(&state, &disabled)
+			JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.id = $1 AND e.deleted_at IS NULL FOR UPDATE OF d`, id).Scan(&state, &disabled)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return orderflow.Errorf(orderflow.ECodeDeadLetterNotFound, "no such dead letter")
 		}
@@ -97,4 +98,37 @@ func (db *DB) ReplayDeadLetter(ctx context.Context, id string) (orderflow.DeadLe
 		return err
 	})
 	return l, err
+}
+
+// RecoverDeadLetters replays, in one statement, every dead letter of an endpoint that died at or
+// after since, as ReplayDeadLetter does one: a new cycle with the same webhook-id. It returns how
+// many it queued. The endpoint must be enabled; its slots and rate limit pace the recovered
+// deliveries like any others, so recovering a long outage does not flood the partner.
+func (db *DB) RecoverDeadLetters(ctx context.Context, id string, since time.Time) (int64, error) {
+	if err := endpointID(id); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		var disabled bool
+		err := tx.QueryRow(ctx, `SELECT disabled_at IS NOT NULL FROM webhook_endpoints
+			WHERE id = $1 AND deleted_at IS NULL FOR SHARE`, id).Scan(&disabled)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return orderflow.Errorf(orderflow.ECodeEndpointNotFound, "no such webhook endpoint")
+		case err != nil:
+			return fmt.Errorf("reading webhook endpoint: %w", err)
+		case disabled:
+			return orderflow.Errorf(orderflow.ECodeEndpointDisabled, "the endpoint is disabled; enable it before recovering its dead letters")
+		}
+		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = 'pending', attempts = 0, cycle_started_at = now(),
+				next_attempt_at = now(), dead_at = NULL, claim_token = NULL, replays = replays + 1
+			WHERE endpoint_id = $1 AND state = 'dead' AND dead_at >= $2`, id, since)
+		if err != nil {
+			return fmt.Errorf("recovering dead letters: %w", err)
+		}
+		n = tag.RowsAffected()
+		return nil
+	})
+	return n, err
 }

@@ -72,6 +72,8 @@ func (db *DB) RecordIntakeDeadLetters(ctx context.Context, ls []orderflow.Intake
 // walks each enabled endpoint's due deliveries separately (an index range per endpoint), so
 // each endpoint stays within its per-endpoint limit, counting what the deliverer already holds
 // (in flight or queued for a slot), and a huge backlog on one endpoint costs the others nothing.
+// A rate-limited endpoint is held at most one second's worth of its rate, so what is claimed
+// gets its send slot well inside the lease.
 func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([]orderflow.Delivery, error) {
 	busyIDs := make([]string, 0, len(c.InFlight))
 	busyN := make([]int32, 0, len(c.InFlight))
@@ -88,7 +90,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 				SELECT d.id, d.next_attempt_at FROM webhook_deliveries d
 				WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()
 				ORDER BY d.next_attempt_at
-				LIMIT greatest($3 - coalesce(b.n, 0), 0)
+				LIMIT greatest(least($3, coalesce(e.rate_limit, $3)) - coalesce(b.n, 0), 0)
 				FOR UPDATE SKIP LOCKED
 			) c
 			WHERE e.disabled_at IS NULL
@@ -101,7 +103,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 		WHERE d.id = claimed.id AND e.id = d.endpoint_id
 		RETURNING d.id::text, d.event_id, d.event_type, d.endpoint_id::text, e.url, e.secret,
 		          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
-		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text`,
+		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text, coalesce(e.rate_limit, 0)`,
 		busyIDs, busyN, c.PerEndpoint, c.Limit, c.Lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
@@ -114,7 +116,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 			evTime   *time.Time
 		)
 		err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.URL, &secret, &previous,
-			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken)
+			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken, &d.RateLimit)
 		d.Secrets = []string{secret}
 		if previous != nil {
 			d.Secrets = append(d.Secrets, *previous)
@@ -281,13 +283,16 @@ func (db *DB) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
 // DeliveryStats counts deliveries by state for the gauges. It runs every few seconds, so each
 // count reads only its state's partial index (pending: the due index, dead: the dead-letter
 // index) and never the succeeded deliveries, which are nearly all of the table; a filter of
-// state <> 'succeeded' had no index to serve it and read every row.
+// state <> 'succeeded' had no index to serve it and read every row. Deliveries of deleted
+// endpoints are history, not work, and do not count.
 func (db *DB) DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error) {
 	var s orderflow.DeliveryStats
 	err := db.pool.QueryRow(ctx, `SELECT p.pending, p.retrying,
-			(SELECT count(*) FROM webhook_deliveries WHERE state = 'dead')
+			(SELECT count(*) FROM webhook_deliveries d WHERE state = 'dead'
+			  AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.deleted_at IS NOT NULL))
 		FROM (SELECT count(*) AS pending, count(*) FILTER (WHERE attempts > 0) AS retrying
-		      FROM webhook_deliveries WHERE state = 'pending') p`).Scan(&s.Pending, &s.Retrying, &s.Dead)
+		      FROM webhook_deliveries d WHERE state = 'pending'
+		        AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.deleted_at IS NOT NULL)) p`).Scan(&s.Pending, &s.Retrying, &s.Dead)
 	if err != nil {
 		return s, fmt.Errorf("counting deliveries: %w", err)
 	}

@@ -13,12 +13,17 @@ import (
 	"orderflow"
 )
 
-const selectEndpoint = `SELECT id::text, url, event_types, previous_secret_expires_at, disabled_at,
-	coalesce(disabled_reason, ''), created_at FROM webhook_endpoints`
+// endpointColumns are what scanEndpoint reads, for SELECT and RETURNING alike.
+const endpointColumns = `id::text, url, event_types, previous_secret_expires_at, disabled_at,
+	coalesce(disabled_reason, ''), created_at, rate_limit, failing_since`
+
+// selectEndpoint reads endpoints that are not deleted; a deleted one is not found anywhere.
+const selectEndpoint = `SELECT ` + endpointColumns + ` FROM webhook_endpoints WHERE deleted_at IS NULL`
 
 func scanEndpoint(row pgx.Row) (orderflow.Endpoint, error) {
 	var e orderflow.Endpoint
-	err := row.Scan(&e.ID, &e.URL, &e.EventTypes, &e.PreviousSecretExpiresAt, &e.DisabledAt, &e.DisabledReason, &e.CreatedAt)
+	err := row.Scan(&e.ID, &e.URL, &e.EventTypes, &e.PreviousSecretExpiresAt, &e.DisabledAt, &e.DisabledReason, &e.CreatedAt,
+		&e.RateLimit, &e.FailingSince)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, orderflow.Errorf(orderflow.ECodeEndpointNotFound, "no such webhook endpoint")
 	}
@@ -38,15 +43,16 @@ func endpointID(id string) error {
 
 // CreateEndpoint registers an endpoint with its first secret.
 func (db *DB) CreateEndpoint(ctx context.Context, url string, eventTypes []string, secret string) (orderflow.Endpoint, error) {
-	e, err := scanEndpoint(db.pool.QueryRow(ctx, `INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ($1, $2, $3)
-		RETURNING id::text, url, event_types, previous_secret_expires_at, disabled_at, coalesce(disabled_reason, ''), created_at`,
-		url, eventTypes, secret))
+	e, err := scanEndpoint(db.pool.QueryRow(ctx, insertEndpoint, url, eventTypes, secret, nil))
 	if err != nil {
 		return e, fmt.Errorf("creating webhook endpoint: %w", err)
 	}
 	e.Secret = secret
 	return e, nil
 }
+
+const insertEndpoint = `INSERT INTO webhook_endpoints (url, event_types, secret, rate_limit) VALUES ($1, $2, $3, $4)
+	RETURNING ` + endpointColumns
 
 // Endpoints lists every endpoint, oldest first, without secrets.
 func (db *DB) Endpoints(ctx context.Context) ([]orderflow.Endpoint, error) {
@@ -57,6 +63,14 @@ func (db *DB) Endpoints(ctx context.Context) ([]orderflow.Endpoint, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (orderflow.Endpoint, error) { return scanEndpoint(r) })
 }
 
+// Endpoint returns one endpoint, without its secret.
+func (db *DB) Endpoint(ctx context.Context, id string) (orderflow.Endpoint, error) {
+	if err := endpointID(id); err != nil {
+		return orderflow.Endpoint{}, err
+	}
+	return scanEndpoint(db.pool.QueryRow(ctx, selectEndpoint+` AND id = $1`, id))
+}
+
 // DisableEndpoint stops deliveries to an endpoint; its pending deliveries become dead letters.
 func (db *DB) DisableEndpoint(ctx context.Context, id, reason string) (orderflow.Endpoint, error) {
 	if err := endpointID(id); err != nil {
@@ -64,33 +78,36 @@ func (db *DB) DisableEndpoint(ctx context.Context, id, reason string) (orderflow
 	}
 	var e orderflow.Endpoint
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := scanEndpoint(tx.QueryRow(ctx, selectEndpoint+` WHERE id = $1 FOR UPDATE`, id)); err != nil {
+		if _, err := scanEndpoint(tx.QueryRow(ctx, selectEndpoint+` AND id = $1 FOR UPDATE`, id)); err != nil {
 			return err
 		}
 		if err := disableEndpoint(ctx, tx, id, reason); err != nil {
 			return err
 		}
 		var err error
-		e, err = scanEndpoint(tx.QueryRow(ctx, selectEndpoint+` WHERE id = $1`, id))
+		e, err = scanEndpoint(tx.QueryRow(ctx, selectEndpoint+` AND id = $1`, id))
 		return err
 	})
 	return e, err
 }
 
-// EnableEndpoint resumes deliveries to an endpoint. Dead letters stay dead until replayed.
+// EnableEndpoint resumes deliveries to an endpoint. Dead letters stay dead until replayed or
+// recovered. Its run of failures starts again from nothing, or a deliverer would disable it again
+// at once for failures from before it was disabled.
 func (db *DB) EnableEndpoint(ctx context.Context, id string) (orderflow.Endpoint, error) {
 	if err := endpointID(id); err != nil {
 		return orderflow.Endpoint{}, err
 	}
-	return scanEndpoint(db.pool.QueryRow(ctx, `UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL, updated_at = now()
-		WHERE id = $1 RETURNING id::text, url, event_types, previous_secret_expires_at, disabled_at, coalesce(disabled_reason, ''), created_at`, id))
+	return scanEndpoint(db.pool.QueryRow(ctx, `UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL,
+			failing_since = NULL, updated_at = now()
+		WHERE id = $1 AND deleted_at IS NULL RETURNING `+endpointColumns, id))
 }
 
 const rotateSecret = `UPDATE webhook_endpoints SET
 		previous_secret = CASE WHEN $3 > 0 THEN secret END,
 		previous_secret_expires_at = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END,
 		secret = $2, updated_at = now()
-	WHERE id = $1 RETURNING id::text, url, event_types, previous_secret_expires_at, disabled_at, coalesce(disabled_reason, ''), created_at`
+	WHERE id = $1 AND deleted_at IS NULL RETURNING ` + endpointColumns
 
 // RotateEndpointSecret makes secret the endpoint's current secret; the old one keeps signing
 // alongside it for grace, so the partner can switch without failing a delivery.
@@ -113,9 +130,14 @@ func disableEndpoint(ctx context.Context, tx pgx.Tx, id, reason string) error {
 		WHERE id = $1 AND disabled_at IS NULL`, id, reason); err != nil {
 		return fmt.Errorf("disabling endpoint: %w", err)
 	}
+	return deadLetterPending(ctx, tx, []string{id}, reason)
+}
+
+// deadLetterPending turns the pending deliveries of disabled endpoints into dead letters.
+func deadLetterPending(ctx context.Context, tx pgx.Tx, endpointIDs []string, reason string) error {
 	if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = 'dead', dead_at = now(), claim_token = NULL,
 			last_error = coalesce(last_error || '; ', '') || 'endpoint disabled: ' || $2
-		WHERE endpoint_id = $1 AND state = 'pending'`, id, reason); err != nil {
+		WHERE endpoint_id = ANY ($1::uuid[]) AND state = 'pending'`, endpointIDs, reason); err != nil {
 		return fmt.Errorf("dead-lettering deliveries of a disabled endpoint: %w", err)
 	}
 	return nil
@@ -172,11 +194,9 @@ func respondDomain(respond orderflow.EndpointResponder, e orderflow.Endpoint, er
 // passes it sealed) under idempotency key k, when not nil, so a retried registration returns
 // the first one's answer instead of registering a second endpoint. respond renders the answer
 // that is stored with the key; it holds the secret, so the API seals it too.
-func (db *DB) CreateEndpointOnce(ctx context.Context, k *orderflow.IdempotencyKey, url string, eventTypes []string, secret string, respond orderflow.EndpointResponder) (orderflow.Response, error) {
+func (db *DB) CreateEndpointOnce(ctx context.Context, k *orderflow.IdempotencyKey, n orderflow.NewEndpoint, secret string, respond orderflow.EndpointResponder) (orderflow.Response, error) {
 	return db.withKey(ctx, k, func(tx pgx.Tx) (orderflow.Response, error) {
-		e, err := scanEndpoint(tx.QueryRow(ctx, `INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ($1, $2, $3)
-			RETURNING id::text, url, event_types, previous_secret_expires_at, disabled_at, coalesce(disabled_reason, ''), created_at`,
-			url, eventTypes, secret))
+		e, err := scanEndpoint(tx.QueryRow(ctx, insertEndpoint, n.URL, n.EventTypes, secret, n.RateLimit))
 		if err != nil {
 			return orderflow.Response{}, fmt.Errorf("creating webhook endpoint: %w", err)
 		}
@@ -269,4 +289,43 @@ func (db *DB) SealEndpointSecrets(ctx context.Context, s Sealer) (sealed, unread
 		return nil
 	})
 	return sealed, unreadable, err
+}
+
+// UpdateEndpoint changes an endpoint's URL, event types or rate limit. A changed limit applies
+// from the next send: the schedule of the old one is dropped. Pending deliveries go to the new URL
+// from their next attempt; new event types apply to events the intake reads from now on.
+func (db *DB) UpdateEndpoint(ctx context.Context, id string, c orderflow.EndpointChange) (orderflow.Endpoint, error) {
+	if err := endpointID(id); err != nil {
+		return orderflow.Endpoint{}, err
+	}
+	return scanEndpoint(db.pool.QueryRow(ctx, `UPDATE webhook_endpoints SET
+			url = coalesce($2, url),
+			event_types = coalesce($3, event_types),
+			rate_limit = CASE WHEN $4 THEN $5 ELSE rate_limit END,
+			rate_next_at = CASE WHEN $4 THEN NULL ELSE rate_next_at END,
+			updated_at = now()
+		WHERE id = $1 AND deleted_at IS NULL RETURNING `+endpointColumns,
+		id, c.URL, c.EventTypes, c.SetRateLimit, c.RateLimit))
+}
+
+// DeleteEndpoint removes an endpoint: it is disabled, its pending deliveries become dead letters,
+// and from then on it is not found. The row stays, disabled, because its deliveries and their
+// attempts (the audit trail, and `orderflow trace`) refer to it; its dead letters are no longer
+// listed or counted.
+func (db *DB) DeleteEndpoint(ctx context.Context, id string) error {
+	if err := endpointID(id); err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET deleted_at = now(), updated_at = now(),
+				disabled_at = coalesce(disabled_at, now()), disabled_reason = coalesce(disabled_reason, 'deleted')
+			WHERE id = $1 AND deleted_at IS NULL`, id)
+		if err != nil {
+			return fmt.Errorf("deleting webhook endpoint: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return orderflow.Errorf(orderflow.ECodeEndpointNotFound, "no such webhook endpoint")
+		}
+		return deadLetterPending(ctx, tx, []string{id}, "endpoint deleted")
+	})
 }

@@ -144,7 +144,7 @@ func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n ord
 		o := &orderflow.Order{
 			ID: id.String(), CustomerID: n.CustomerID, Currency: n.Currency,
 			Status: orderflow.StatusPending, Items: n.Items, TotalCents: n.Total(),
-			Version: 1, CreatedAt: now, UpdatedAt: now,
+			Version: 1, CreatedAt: now, UpdatedAt: now, CustomerTier: n.Tier(),
 		}
 		skus := make([]string, len(n.Items))
 		qtys := make([]int64, len(n.Items))
@@ -152,9 +152,9 @@ func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n ord
 		for i, it := range n.Items {
 			skus[i], qtys[i], prices[i] = it.SKU, it.Quantity, it.UnitPriceCents
 		}
-		b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)`,
-			o.ID, k.ClientID, o.CustomerID, o.Currency, o.Status, o.TotalCents, o.Version, now)
+		b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at, customer_tier)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
+			o.ID, k.ClientID, o.CustomerID, o.Currency, o.Status, o.TotalCents, o.Version, now, o.CustomerTier)
 		b.Queue(`INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
 			SELECT $1, t.line, t.sku, t.qty, t.price
 			FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
@@ -238,9 +238,12 @@ func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []by
 	return nil
 }
 
+// selectOrder reads an order as the API returns it. customer_tier is NULL in rows written before
+// tiers existed until `orderflow migrate-data customer-tier` has filled them; they are standard.
 const selectOrder = `
 	SELECT o.id::text, o.customer_id, o.currency, o.status, o.total_cents, o.version,
 	       coalesce(o.cancel_reason, ''), o.created_at, o.updated_at,
+	       coalesce(o.customer_tier, 'standard'),
 	       ARRAY(SELECT sku FROM order_items WHERE order_id = o.id ORDER BY line),
 	       ARRAY(SELECT quantity::bigint FROM order_items WHERE order_id = o.id ORDER BY line),
 	       ARRAY(SELECT unit_price_cents FROM order_items WHERE order_id = o.id ORDER BY line)
@@ -257,7 +260,7 @@ func scanOrder(row pgx.Row) (*orderflow.Order, error) {
 		status       string
 	)
 	err := row.Scan(&o.ID, &o.CustomerID, &o.Currency, &status, &o.TotalCents, &o.Version,
-		&o.CancelReason, &o.CreatedAt, &o.UpdatedAt, &skus, &qtys, &prices)
+		&o.CancelReason, &o.CreatedAt, &o.UpdatedAt, &o.CustomerTier, &skus, &qtys, &prices)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
 	}

@@ -76,7 +76,7 @@ func TestEveryEventTypeHasACompilingSchemaWithItsID(t *testing.T) {
 			}
 		}
 	}
-	want := []string{orderflow.EventOrderCancelled, orderflow.EventOrderCreated, orderflow.EventOrderFulfilled}
+	want := []string{orderflow.EventOrderCancelled, orderflow.EventOrderCreated, orderflow.EventOrderFulfilled, orderflow.EventWebhookTest}
 	if !slices.Equal(got, want) {
 		t.Fatalf("event types %v, want %v", got, want)
 	}
@@ -101,7 +101,7 @@ func order(status orderflow.Status, version int, reason string) orderflow.Order 
 		ID: "01956f7e-5c2a-7b3e-9a41-0c2d4e6f8a10", CustomerID: "cust-42", Currency: "EUR",
 		Status: status, Version: version, CancelReason: reason,
 		Items:      []orderflow.Item{{SKU: "MUG", Quantity: 2, UnitPriceCents: 1450}, {SKU: "TEA", Quantity: 1, UnitPriceCents: 0}},
-		TotalCents: 2900, CreatedAt: created, UpdatedAt: created.Add(time.Minute),
+		TotalCents: 2900, CreatedAt: created, UpdatedAt: created.Add(time.Minute), CustomerTier: orderflow.TierGold,
 	}
 }
 
@@ -118,9 +118,10 @@ func TestRealOrdersValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := mustCompile(t, tc.typ, 1)
-			if err := validate(t, s, tc.o); err != nil {
-				t.Fatalf("%s refuses a real order: %v", tc.typ, err)
+			for _, v := range []int{1, orderflow.OrderSchemaVersion} {
+				if err := validate(t, mustCompile(t, tc.typ, v), tc.o); err != nil {
+					t.Fatalf("%s v%d refuses a real order: %v", tc.typ, v, err)
+				}
 			}
 		})
 	}
@@ -179,5 +180,93 @@ func TestBadDocumentsAreRefused(t *testing.T) {
 				t.Fatalf("%s accepts %v", tc.typ, m)
 			}
 		})
+	}
+}
+
+// TestLaterVersionsOnlyAddOptionalFields holds every schema file to docs/SCHEMAS.md's rule, for
+// the versions there are now and any added later: version n requires exactly what version n-1
+// required, keeps every property and definition of it unchanged, and adds only new properties.
+func TestLaterVersionsOnlyAddOptionalFields(t *testing.T) {
+	t.Parallel()
+	read := func(typ string, v int) map[string]json.RawMessage {
+		b, _ := schemas.Schema(typ, v)
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	compact := func(raw json.RawMessage) string {
+		var b bytes.Buffer
+		_ = json.Compact(&b, raw)
+		return b.String()
+	}
+	for _, et := range schemas.EventTypes() {
+		for i := 1; i < len(et.Versions); i++ {
+			prev, next := read(et.Type, et.Versions[i-1]), read(et.Type, et.Versions[i])
+			for key := range prev {
+				switch key {
+				case "$id", "title", "description":
+				case "properties":
+					var pp, np map[string]json.RawMessage
+					_ = json.Unmarshal(prev[key], &pp)
+					_ = json.Unmarshal(next[key], &np)
+					for name, def := range pp {
+						if compact(np[name]) != compact(def) {
+							t.Errorf("%s v%d changes property %s of v%d", et.Type, et.Versions[i], name, et.Versions[i-1])
+						}
+					}
+				default:
+					if compact(next[key]) != compact(prev[key]) {
+						t.Errorf("%s v%d changes %s of v%d: %s -> %s", et.Type, et.Versions[i], key, et.Versions[i-1], prev[key], next[key])
+					}
+				}
+			}
+			for key := range next {
+				if _, ok := prev[key]; !ok {
+					t.Errorf("%s v%d adds the keyword %s, which may narrow what v%d accepted", et.Type, et.Versions[i], key, et.Versions[i-1])
+				}
+			}
+		}
+	}
+}
+
+// TestCustomerTierAcrossVersions: orders written today (version 2, with a tier) validate against
+// version 1 as well, which is what lets a consumer that validates with version 1 keep working;
+// an order of version 1 (no tier) validates against version 2; a tier added later needs no new
+// version; version 2 refuses a tier that is not a tier at all.
+func TestCustomerTierAcrossVersions(t *testing.T) {
+	t.Parallel()
+	withTier := func(status orderflow.Status, version int, tier string) map[string]any {
+		var m map[string]any
+		b, _ := json.Marshal(order(status, version, ""))
+		_ = json.Unmarshal(b, &m)
+		if tier != "" {
+			m["customer_tier"] = tier
+		}
+		return m
+	}
+	for _, typ := range []string{orderflow.EventOrderCreated, orderflow.EventOrderCancelled, orderflow.EventOrderFulfilled} {
+		status, version := orderflow.StatusPending, 1
+		switch typ {
+		case orderflow.EventOrderCancelled:
+			status, version = orderflow.StatusCancelled, 2
+		case orderflow.EventOrderFulfilled:
+			status, version = orderflow.StatusFulfilled, 2
+		}
+		for _, tier := range []string{"", orderflow.TierStandard, orderflow.TierGold, orderflow.TierPlatinum, "silver"} {
+			for _, v := range []int{1, 2} {
+				if err := validate(t, mustCompile(t, typ, v), withTier(status, version, tier)); err != nil {
+					t.Errorf("%s v%d refuses an order with tier %q: %v", typ, v, tier, err)
+				}
+			}
+		}
+		for _, bad := range []any{"", 5, strings.Repeat("t", 33)} {
+			m := withTier(status, version, orderflow.TierGold)
+			m["customer_tier"] = bad
+			if err := validate(t, mustCompile(t, typ, 2), m); err == nil {
+				t.Errorf("%s v2 accepts customer_tier %v", typ, bad)
+			}
+		}
 	}
 }

@@ -35,6 +35,8 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	retainDead := fs.Duration("retain-dead", env.Duration("DELIVER_RETAIN_DEAD", deliver.DefaultRetainDead), "keep dead letters and intake dead letters this long (env DELIVER_RETAIN_DEAD)")
 	purgeEvery := fs.Duration("purge-every", env.Duration("DELIVER_PURGE_EVERY", deliver.DefaultPurgeEvery), "how often the retention purge runs (env DELIVER_PURGE_EVERY)")
 	purgeBatch := fs.Int("purge-batch", env.Int("DELIVER_PURGE_BATCH", retention.DefaultBatch), "rows one purge statement deletes at most (env DELIVER_PURGE_BATCH)")
+	autoDisable := fs.Duration("auto-disable-after", env.Duration("DELIVER_AUTO_DISABLE_AFTER", deliver.DefaultAutoDisableAfter),
+		"disable an endpoint whose attempts have all failed for this long, 0 never (env DELIVER_AUTO_DISABLE_AFTER)")
 	maxConns := fs.Int("db-max-conns", 10, "largest number of database connections")
 	hooks := addWebhookFlags(fs, getenv)
 	kafkaSec := addKafkaFlags(fs, env, getenv)
@@ -79,6 +81,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 		BaseBackoff: *baseBackoff, MaxBackoff: *maxBackoff, MaxRetryAfter: *maxRetryAfter}
 	cfg.Workers, cfg.PerEndpoint, cfg.Poll, cfg.Logger = *workers, *perEndpoint, *poll, log
 	cfg.RetainSucceeded, cfg.RetainDead, cfg.PurgeEvery, cfg.PurgeBatch = *retainSucceeded, *retainDead, *purgeEvery, *purgeBatch
+	cfg.AutoDisableAfter = *autoDisable
 	svc, err := deliver.New(cfg, db)
 	if err != nil {
 		return err

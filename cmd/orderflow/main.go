@@ -19,6 +19,7 @@ const usage = `usage: orderflow <command> [flags]
 
 commands:
   migrate    apply the database migrations
+  migrate-data  run a data migration in batches with progress: migrate-data customer-tier
   api        serve the HTTP API
   capture    stream outbox inserts from the replication slot to Kafka
   project    build the order_summary read model
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "migrate":
 		return runMigrate(ctx, rest, getenv, stdout, stderr)
+	case "migrate-data":
+		return runMigrateData(ctx, rest, getenv, stdout, stderr)
 	case "api":
 		return runAPI(ctx, rest, getenv, stdout, stderr)
 	case "capture":

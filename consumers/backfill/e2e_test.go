@@ -22,6 +22,7 @@ import (
 	"orderflow/consumers/backfill"
 	"orderflow/consumers/deliver"
 	"orderflow/consumers/projector"
+	"orderflow/internal/egress"
 	ofkafka "orderflow/internal/kafka"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
@@ -238,7 +239,10 @@ func TestBackfillRebuildsTheReadModelAndNothingIsAppliedTwice(t *testing.T) {
 		CommitInterval: 100 * time.Millisecond, SessionTimeout: 6 * time.Second, Logger: quiet()}, db)
 	testenv.Must(t, err, "projector.New")
 	testenv.Start(t, "projector", proj.Run)
-	dl, err := deliver.New(deliver.Config{Brokers: brokers, Topic: w.topic, GroupID: w.group, Poll: 50 * time.Millisecond, Logger: quiet()}, db)
+	// The test's endpoint listens on loopback, which the egress guard allows only when told.
+	loopback, err := egress.NewPolicy("127.0.0.0/8")
+	testenv.Must(w.t, err, "making the egress policy")
+	dl, err := deliver.New(deliver.Config{Brokers: brokers, Topic: w.topic, GroupID: w.group, Poll: 50 * time.Millisecond, Logger: quiet(), Egress: loopback}, db)
 	testenv.Must(t, err, "deliver.New")
 	testenv.Start(t, "deliverer", dl.Run)
 
@@ -265,9 +269,12 @@ func TestBackfillRebuildsTheReadModelAndNothingIsAppliedTwice(t *testing.T) {
 	if m := w.mismatches(); len(m) > 0 {
 		t.Fatalf("the rebuilt read model differs from the orders table:\n%s", strings.Join(m, "\n"))
 	}
+	// The 20 old orders' states are new to the endpoint; the 2 live orders' current states are
+	// facts it already received (same order, version and type), which the deliverer's intake
+	// recognises (docs/RECONCILE.md, repair identity) and does not send again.
 	waitFor(t, "the backfilled webhooks", func() (bool, string) {
 		ids, _ := w.webhooks()
-		return ids == 3+22, fmt.Sprintf("%d webhook ids", ids)
+		return ids == 3+20, fmt.Sprintf("%d webhook ids", ids)
 	})
 	rows, err := w.conn.Query(ctx, `SELECT o.id::text, o.version, s.last_event_id::text, s.last_event_type FROM orders o JOIN order_summary s ON s.order_id = o.id`)
 	testenv.Must(t, err, "reading event ids")
@@ -297,8 +304,8 @@ func TestBackfillRebuildsTheReadModelAndNothingIsAppliedTwice(t *testing.T) {
 	if n := testenv.Count(t, w.conn, `SELECT count(*) FROM webhook_deliveries`); n != deliveries {
 		t.Errorf("%d deliveries after the second backfill, want still %d", n, deliveries)
 	}
-	if ids, requests := w.webhooks(); ids != 25 || requests != 25 {
-		t.Errorf("endpoint got %d requests for %d ids, want each of the 25 ids once", requests, ids)
+	if ids, requests := w.webhooks(); ids != 23 || requests != 23 {
+		t.Errorf("endpoint got %d requests for %d ids, want each of the 23 facts once", requests, ids)
 	}
 
 	// With the rows still in the outbox, a third run writes nothing at all.

@@ -55,6 +55,9 @@ func (s *sender) start(ctx, sendCtx context.Context, wg *sync.WaitGroup, d order
 // is abandoned and its claim released, so the next deliverer retries it at once instead of
 // after the lease.
 func (s *sender) attempt(ctx, sendCtx context.Context, d orderflow.Delivery) (orderflow.DeliveryReport, bool) {
+	if !s.awaitSlot(ctx, d) {
+		return orderflow.DeliveryReport{}, false
+	}
 	start := s.now()
 	r := s.post(sendCtx, d, start)
 	latency := s.now().Sub(start)

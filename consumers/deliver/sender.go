@@ -48,6 +48,10 @@ type sender struct {
 	running  int
 	queued   map[string][]held // claimed, waiting for a slot, oldest first
 	nQueued  int
+
+	// slots paces rate-limited endpoints (endpoints.go); nil sends without pacing.
+	slots endpointStore
+	em    *endpointMetrics
 }
 
 // run claims and sends until ctx ends, then releases what it still holds.

@@ -27,6 +27,7 @@ type Store interface {
 	intakeStore
 	senderStore
 	retentionStore
+	endpointStore
 	DeliveryStats(ctx context.Context) (orderflow.DeliveryStats, error)
 	Ping(ctx context.Context) error
 }
@@ -71,6 +72,11 @@ type Config struct {
 	RetainDead      time.Duration
 	PurgeEvery      time.Duration
 	PurgeBatch      int
+	// AutoDisableAfter disables an endpoint whose attempts have all failed for this long; 0
+	// never does (the command's default is 5 days). AutoDisableEvery is how often endpoints
+	// are checked; default 30s.
+	AutoDisableAfter time.Duration
+	AutoDisableEvery time.Duration
 }
 
 // SecretOpener opens a sealed webhook secret; *secretbox.Ring is one.
@@ -87,6 +93,7 @@ type Service struct {
 	sender *sender
 	intake *intake
 	purger *retention.Purger
+	health *autoDisabler
 	m      *metrics
 	reg    *prometheus.Registry
 	log    *slog.Logger
@@ -154,9 +161,13 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.PurgeEvery <= 0 {
 		cfg.PurgeEvery = DefaultPurgeEvery
 	}
+	if cfg.AutoDisableEvery <= 0 {
+		cfg.AutoDisableEvery = 30 * time.Second
+	}
 	s := &Service{cfg: cfg, store: store, log: cfg.Logger}
 	reg := prometheus.NewRegistry()
 	m := newMetrics(reg, s.dependencyUp)
+	em := newEndpointMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        cfg.Brokers,
 		Dialer:         kafkaDialer(cfg),
@@ -186,7 +197,9 @@ func New(cfg Config, store Store) (*Service, error) {
 		&sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
 			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
-			inFlight: map[string]int{}, queued: map[string][]held{}}
+			inFlight: map[string]int{}, queued: map[string][]held{}, slots: store, em: em}
+	s.health = &autoDisabler{store: store, after: cfg.AutoDisableAfter, every: cfg.AutoDisableEvery,
+		log: cfg.Logger.With("loop", "endpoint_health"), m: em}
 	return s, nil
 }
 
@@ -194,10 +207,12 @@ func New(cfg Config, store Store) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	defer s.reader.Close()
 	s.log.Info("delivering", "topic", s.cfg.Topic, "group", s.cfg.GroupID, "workers", s.cfg.Workers,
-		"per_endpoint", s.cfg.PerEndpoint, "timeout", s.cfg.Policy.Timeout, "max_attempts", s.cfg.Policy.MaxAttempts)
+		"per_endpoint", s.cfg.PerEndpoint, "timeout", s.cfg.Policy.Timeout, "max_attempts", s.cfg.Policy.MaxAttempts,
+		"auto_disable_after", s.cfg.AutoDisableAfter)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.intake.run(gctx) })
 	g.Go(func() error { return s.sender.run(gctx) })
+	g.Go(func() error { return s.health.run(gctx) })
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
