@@ -34,13 +34,36 @@ func (c *Capture) pollSlot(ctx context.Context) {
 				_ = db.Close(context.Background())
 				db = nil
 			} else {
-				c.metrics.slotLag.Set(st.lagBytes)
-				c.metrics.retainedWAL.Set(st.retainedBytes)
+				c.setSlotStats(st)
 			}
 		}
 		if !sleep(ctx, c.cfg.SlotStatsInterval) {
 			return
 		}
+	}
+}
+
+// setSlotStats sets the gauges from one look at the slot.
+func (c *Capture) setSlotStats(st slotStats) {
+	m := c.metrics
+	m.slotLag.Set(st.lagBytes)
+	m.retainedWAL.Set(st.retainedBytes)
+	m.walKeepLimit.Set(st.limitBytes)
+	m.walWritten.Set(st.walLSN)
+	switch {
+	case st.hasSafe:
+		m.safeWAL.Set(st.safeBytes)
+	case st.limitBytes < 0:
+		m.safeWAL.Set(-1) // unlimited: no budget to run out of
+	case st.walStatus == "lost":
+		m.safeWAL.Set(0)
+	}
+	for _, s := range walStatuses {
+		v := 0.0
+		if s == st.walStatus {
+			v = 1
+		}
+		m.walStatus.WithLabelValues(s).Set(v)
 	}
 }
 

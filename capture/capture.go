@@ -10,6 +10,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -47,7 +48,11 @@ type Config struct {
 	StandbyRetry time.Duration
 	// SlotStatsInterval is how often the lag gauges are refreshed.
 	SlotStatsInterval time.Duration
-	Logger            *slog.Logger
+	// RebuildLookback bounds how long a transaction that writes the outbox may stay open. When
+	// a lost slot is rebuilt, rows created up to this long before a partition's last record
+	// are compared with the partition's records by event id (rebuild.go).
+	RebuildLookback time.Duration
+	Logger          *slog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -59,6 +64,10 @@ func (c *Config) defaults() error {
 	}
 	if c.Slot == "" {
 		c.Slot = "orderflow_capture"
+	}
+	if !validSlotName(c.Slot) {
+		// The name goes into replication commands as is, so it must be what PostgreSQL allows.
+		return fmt.Errorf("capture: slot name %q: use 1 to 63 lower-case letters, digits and underscores", c.Slot)
 	}
 	if c.Publication == "" {
 		c.Publication = "orderflow_outbox"
@@ -101,6 +110,9 @@ func (c *Config) defaults() error {
 	}
 	if c.SlotStatsInterval <= 0 {
 		c.SlotStatsInterval = 5 * time.Second
+	}
+	if c.RebuildLookback <= 0 {
+		c.RebuildLookback = 15 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -151,7 +163,7 @@ var errNotStreaming = errors.New("not streaming (standby or reconnecting)")
 
 // Run streams until ctx is cancelled, then lets in-flight events be acknowledged, confirms
 // them and returns nil. It returns an error only for conditions a restart cannot fix, such as
-// a lost slot.
+// a misconfiguration; a lost slot is rebuilt.
 func (c *Capture) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.streamLoop(ctx) })
@@ -160,4 +172,17 @@ func (c *Capture) Run(ctx context.Context) error {
 		g.Go(func() error { c.heartbeat(ctx); return nil })
 	}
 	return g.Wait()
+}
+
+// validSlotName is PostgreSQL's rule for replication slot names.
+func validSlotName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

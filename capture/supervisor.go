@@ -20,7 +20,7 @@ func (e fatalError) Unwrap() error { return e.err }
 
 // streamLoop runs replication sessions one after another: a standby retries until the slot is
 // free, a session that failed reconnects with jittered backoff, and only errors no restart can
-// fix (a lost slot, a misconfiguration) end it.
+// fix (a misconfiguration) end it. A lost slot is rebuilt by the next session.
 func (c *Capture) streamLoop(ctx context.Context) error {
 	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
@@ -37,7 +37,7 @@ func (c *Capture) streamLoop(ctx context.Context) error {
 			return nil
 		}
 		var fatal fatalError
-		if errors.As(err, &fatal) || errors.Is(err, ErrSlotLost) {
+		if errors.As(err, &fatal) {
 			return err
 		}
 		if errors.Is(err, errSlotBusy) {
@@ -143,9 +143,10 @@ func (c *Capture) session(ctx context.Context) error {
 	return s.run(ctx)
 }
 
-// ensureSlot creates the slot when it does not exist, but only when no topic holds events
-// yet: a missing slot next to a non-empty topic means the slot was dropped, and a new one
-// would start at the current WAL position and silently skip every event in between.
+// ensureSlot creates the slot when it does not exist and no topic holds events yet. A missing
+// slot next to a non-empty topic means the slot was dropped, and a new one would start at the
+// current WAL position and silently skip every event in between; an invalidated slot (wal_status
+// lost) has lost that WAL too. Both are rebuilt from the outbox table (rebuild.go).
 func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, topics []string) error {
 	si, err := readSlot(ctx, db, c.cfg.Slot)
 	if err != nil {
@@ -153,8 +154,7 @@ func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, 
 	}
 	if si.exists {
 		if si.walStatus == "lost" {
-			return fmt.Errorf("%w: slot %s was invalidated (wal_status lost, likely max_slot_wal_keep_size): "+
-				"events between its position and now are gone; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot)
+			return c.rebuildSlot(ctx, db, topics, "invalidated by the server (wal_status lost, likely max_slot_wal_keep_size)")
 		}
 		if si.plugin != "pgoutput" {
 			return fatalError{fmt.Errorf("slot %s uses plugin %q, capture needs pgoutput", c.cfg.Slot, si.plugin)}
@@ -173,8 +173,10 @@ func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, 
 		return fmt.Errorf("checking for a checkpoint before creating slot %s: %w", c.cfg.Slot, err)
 	}
 	if has {
-		return fmt.Errorf("%w: slot %s does not exist but topics %v already hold events, so it existed and was dropped: "+
-			"events committed since are not in the WAL any more; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot, topics)
+		if c.cfg.Discard {
+			return fatalError{fmt.Errorf("%w: slot %s is missing and -discard cannot rebuild it", ErrSlotLost, c.cfg.Slot)}
+		}
+		return c.rebuildSlot(ctx, db, topics, fmt.Sprintf("missing while topics %v hold events: it was dropped", topics))
 	}
 	if err := createSlot(ctx, db, c.cfg.Slot); err != nil {
 		return err

@@ -21,6 +21,11 @@ type topicState struct {
 	name    string
 	last    []Position
 	hasLast []bool
+	// lastTime is the CloudEvent time (the outbox row's created_at) of each partition's last
+	// record: where a slot rebuild starts looking for rows the partition may lack.
+	lastTime []time.Time
+	// ends are the partitions' offsets as read at the start.
+	ends    []kafkago.PartitionOffsets
 	writers []*partitionWriter
 }
 
@@ -101,16 +106,16 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		return nil, fatalError{fmt.Errorf("topic %s has %d partitions but capture is configured for %d: "+
 			"changing the partition count needs a drained capture (see docs/CAPTURE.md), then set -partitions", name, n, s.cfg.Partitions)}
 	}
-	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n)}
+	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n), lastTime: make([]time.Time, n), ends: ends}
 	for p, o := range ends {
 		if o.LastOffset <= o.FirstOffset {
 			continue
 		}
-		pos, err := s.lastPosition(ctx, name, p, o.LastOffset-1)
+		pos, at, err := s.lastPosition(ctx, name, p, o.LastOffset-1)
 		if err != nil {
 			return nil, err
 		}
-		ts.last[p], ts.hasLast[p] = pos, true
+		ts.last[p], ts.lastTime[p], ts.hasLast[p] = pos, at, true
 	}
 	for p := 0; p < n; p++ {
 		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize)}
@@ -139,35 +144,81 @@ func (s *kafkaSink) createTopic(ctx context.Context, topic string) error {
 	return nil
 }
 
-// lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers.
-func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition int, offset int64) (Position, error) {
-	resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
-		Topic: topic, Partition: partition, Offset: offset,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second,
+// lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers and its
+// CloudEvent time.
+func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition int, offset int64) (Position, time.Time, error) {
+	var (
+		pos Position
+		at  time.Time
+	)
+	found := false
+	err := s.scan(ctx, topic, partition, offset, offset+1, func(r *kafkago.Record) error {
+		var err error
+		if pos, err = recordPosition(r.Headers); err != nil {
+			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		b, err := io.ReadAll(r.Value)
+		if err != nil {
+			return fmt.Errorf("reading record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		ce, err := orderflow.DecodeCloudEvent(b)
+		if err != nil {
+			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		at, found = ce.Time, true
+		return nil
 	})
 	if err != nil {
-		return Position{}, fmt.Errorf("fetching last record of %s[%d]: %w", topic, partition, err)
+		return Position{}, time.Time{}, err
 	}
-	if resp.Error != nil {
-		return Position{}, fmt.Errorf("fetching last record of %s[%d]: %w", topic, partition, resp.Error)
+	if !found {
+		return Position{}, time.Time{}, fmt.Errorf("fetching last record of %s[%d]: offset %d not returned", topic, partition, offset)
 	}
-	for {
-		r, err := resp.Records.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			return Position{}, fmt.Errorf("fetching last record of %s[%d]: offset %d not returned", topic, partition, offset)
-		}
+	return pos, at, nil
+}
+
+// scan calls fn with every record of topic[partition] from offset from up to (not including)
+// offset to, in offset order.
+func (s *kafkaSink) scan(ctx context.Context, topic string, partition int, from, to int64, fn func(*kafkago.Record) error) error {
+	for off := from; off < to; {
+		resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
+			Topic: topic, Partition: partition, Offset: off,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second,
+		})
 		if err != nil {
-			return Position{}, fmt.Errorf("reading last record of %s[%d]: %w", topic, partition, err)
+			return fmt.Errorf("fetching %s[%d]@%d: %w", topic, partition, off, err)
 		}
-		if r.Offset != offset {
-			continue
+		if resp.Error != nil {
+			return fmt.Errorf("fetching %s[%d]@%d: %w", topic, partition, off, resp.Error)
 		}
-		pos, err := recordPosition(r.Headers)
-		if err != nil {
-			return Position{}, fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		next := off
+		for {
+			r, err := resp.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s[%d]@%d: %w", topic, partition, off, err)
+			}
+			if r.Offset < off {
+				continue // a fetch returns whole batches, which may start before off
+			}
+			if r.Offset >= to {
+				return nil
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+			next = r.Offset + 1
 		}
-		return pos, nil
+		if next == off {
+			// Nothing at or after off below to: only control records or compacted gaps
+			// remain, which a capture topic never has. Stop rather than spin.
+			return fmt.Errorf("fetching %s[%d]@%d: no record returned before offset %d", topic, partition, off, to)
+		}
+		off = next
 	}
+	return nil
 }
 
 func recordPosition(headers []kafkago.Header) (Position, error) {
