@@ -22,6 +22,7 @@ import (
 
 	"orderflow"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/kafka"
 )
 
 // Config configures a capture daemon.
@@ -39,6 +40,14 @@ type Config struct {
 	// StatusInterval is the longest time between two standby status updates (at most 10 s,
 	// well inside the server's wal_sender_timeout).
 	StatusInterval time.Duration
+	// ReplicationTimeout is how long the replication connection may stay silent before the
+	// session gives up on it and reconnects. Capture asks the server for a reply (a status
+	// update with the reply flag) once a quarter of it passed without a message, so a healthy
+	// but idle server answers well within it, and a silent network is noticed after it.
+	ReplicationTimeout time.Duration
+	// KafkaProbeInterval is how often capture checks that Kafka answers, also while it has
+	// nothing to produce; /readyz fails while it does not.
+	KafkaProbeInterval time.Duration
 	// ConfirmInterval is how soon a newly acknowledged position is confirmed to the slot.
 	ConfirmInterval time.Duration
 	// Heartbeat, if positive, writes a pg_logical_emit_message this often so the slot sees WAL
@@ -102,6 +111,12 @@ func (c *Config) defaults() error {
 	if c.StatusInterval <= 0 || c.StatusInterval > 10*time.Second {
 		c.StatusInterval = 10 * time.Second
 	}
+	if c.ReplicationTimeout <= 0 {
+		c.ReplicationTimeout = 20 * time.Second
+	}
+	if c.KafkaProbeInterval <= 0 {
+		c.KafkaProbeInterval = 5 * time.Second
+	}
 	if c.ConfirmInterval <= 0 {
 		c.ConfirmInterval = 200 * time.Millisecond
 	}
@@ -124,9 +139,13 @@ func (c *Config) defaults() error {
 type Capture struct {
 	cfg     Config
 	kafka   *kafkago.Client
+	probe   *kafka.Probe // nil with Discard
 	log     *slog.Logger
 	metrics *metrics
 	ready   atomic.Bool
+	// unanswered is the send time of the latest produce request that timed out, in any
+	// session so far (owned by the stream loop's goroutine).
+	unanswered time.Time
 }
 
 // New checks cfg and returns a daemon ready to Run.
@@ -137,6 +156,8 @@ func New(cfg Config) (*Capture, error) {
 	c := &Capture{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	if !cfg.Discard {
 		c.kafka = cfg.Kafka.client()
+		c.probe = kafka.NewProbe("orderflow_capture_kafka_reachable", c.kafka, cfg.KafkaProbeInterval, min(cfg.KafkaProbeInterval, 5*time.Second))
+		c.metrics.registry.MustRegister(c.probe)
 	}
 	return c, nil
 }
@@ -148,18 +169,25 @@ func (c *Capture) Registerer() prometheus.Registerer { return c.metrics.registry
 // Streaming reports whether this instance holds the slot and streams.
 func (c *Capture) Streaming() bool { return c.ready.Load() }
 
-// Handler serves /healthz (the process is up), /readyz (this instance streams from the slot)
-// and /metrics.
+// Handler serves /healthz (the process is up), /readyz (this instance streams from the slot
+// and Kafka answers) and /metrics.
 func (c *Capture) Handler() http.Handler {
 	return httpserver.OpsHandler(c.metrics.registry, func(context.Context) error {
 		if !c.ready.Load() {
 			return errNotStreaming
 		}
+		if c.probe != nil && c.probe.Err() != nil {
+			// Say what is down, not the client's error, which names addresses.
+			return errKafkaUnreachable
+		}
 		return nil
 	}, nil)
 }
 
-var errNotStreaming = errors.New("not streaming (standby or reconnecting)")
+var (
+	errNotStreaming     = errors.New("not streaming (standby or reconnecting)")
+	errKafkaUnreachable = errors.New("kafka does not answer")
+)
 
 // Run streams until ctx is cancelled, then lets in-flight events be acknowledged, confirms
 // them and returns nil. It returns an error only for conditions a restart cannot fix, such as
@@ -168,6 +196,9 @@ func (c *Capture) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.streamLoop(ctx) })
 	g.Go(func() error { c.pollSlot(ctx); return nil })
+	if c.probe != nil {
+		g.Go(func() error { return c.probe.Run(ctx) })
+	}
 	if c.cfg.Heartbeat > 0 {
 		g.Go(func() error { c.heartbeat(ctx); return nil })
 	}

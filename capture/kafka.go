@@ -1,14 +1,14 @@
 package capture
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+
+	"orderflow/internal/kafka"
 )
 
 // KafkaConfig says where and how capture writes.
@@ -18,7 +18,7 @@ type KafkaConfig struct {
 	ReplicationFactor int
 	// Dial, if set, replaces the TCP dialer for every broker connection (tests route the
 	// traffic through a proxy they can cut).
-	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial kafka.DialFunc
 	// RequestTimeout bounds one produce, fetch or metadata request.
 	RequestTimeout time.Duration
 	// MaxBatch bounds the records in one produce request.
@@ -31,11 +31,7 @@ type KafkaConfig struct {
 }
 
 func (k *KafkaConfig) client() *kafkago.Client {
-	tr := &kafkago.Transport{ClientID: "orderflow-capture", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second}
-	if k.Dial != nil {
-		tr.Dial = k.Dial
-	}
-	return &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: k.RequestTimeout, Transport: tr}
+	return kafka.NewClient(k.Brokers, "orderflow-capture", k.Dial, k.RequestTimeout)
 }
 
 // kafkaSink produces events to one Kafka cluster. It lives for one replication session: its
@@ -65,6 +61,27 @@ type kafkaSink struct {
 	failOnce sync.Once
 	failC    chan struct{}
 	failErr  error
+
+	// unanswered is the latest send time (unix nanoseconds) of a request that timed out.
+	unanswered atomic.Int64
+}
+
+// noteUnanswered records that a request sent at t got no answer in time.
+func (s *kafkaSink) noteUnanswered(t time.Time) {
+	for {
+		old := s.unanswered.Load()
+		if t.UnixNano() <= old || s.unanswered.CompareAndSwap(old, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+// lastUnanswered is the send time of the latest request that timed out, zero if none did.
+func (s *kafkaSink) lastUnanswered() time.Time {
+	if n := s.unanswered.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // newKafkaSink starts a session's sink. The client (and its connection pool) outlives sessions.

@@ -2,7 +2,10 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -112,6 +115,9 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		}
 		if err != nil {
 			s.metrics.produceErrors.Inc()
+			if timedOut(err) {
+				s.noteUnanswered(t0)
+			}
 			s.fail(fmt.Errorf("producing to %s[%d]: %w", w.topic, w.partition, err))
 			break
 		}
@@ -122,4 +128,12 @@ func (s *kafkaSink) write(w *partitionWriter) {
 	// Drop whatever is left: after a failure nothing more may reach this partition.
 	for range w.queue {
 	}
+}
+
+// timedOut reports whether err left a request's outcome unknown because no answer came in
+// time: the request may still be on its way to the broker.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }

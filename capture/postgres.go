@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"orderflow/internal/pgconfig"
 )
 
 // ErrSlotLost means the replication slot was dropped or invalidated after capture had already
@@ -186,12 +188,34 @@ func readSlotStats(ctx context.Context, db *pgx.Conn, slot string) (slotStats, e
 	return s, nil
 }
 
+// connect opens a connection with the network settings of internal/pgconfig: a connect
+// timeout, TCP keepalive and a TCP user timeout.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgconfig.Conn(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	return c, nil
+}
+
+// closeConn closes c, waiting at most a few seconds for a server that may not answer its
+// goodbye.
+func closeConn(c interface{ Close(context.Context) error }) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
+}
+
 // connectReplication opens a logical replication connection. The session prints timestamps
 // in UTC ISO form so that created_at parses the same way whatever the server's TimeZone.
 func connectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
+	cfg, err := pgconfig.PgConn(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parsing database url: %w", err)
+		return nil, err
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["TimeZone"] = "UTC"

@@ -82,7 +82,7 @@ func (c *Capture) rebuildSlot(ctx context.Context, db *pgx.Conn, topics []string
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	tmp := rebuildSlotName(c.cfg.Slot)
 	start, snapshot, err := createSnapshotSlot(ctx, conn, tmp)
 	if err != nil {
@@ -167,7 +167,11 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 		if !finished {
 			_ = sink.finish(true)
 		}
+		c.noteUnanswered(sink.lastUnanswered())
 	}()
+	if err := c.awaitUnanswered(ctx); err != nil {
+		return st, err
+	}
 	windows := map[string][]partitionWindow{}
 	var from time.Time
 	first := true

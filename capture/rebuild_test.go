@@ -3,12 +3,12 @@ package capture_test
 import (
 	"context"
 	"math"
-	"net"
 	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
+	"orderflow/internal/tcpproxy"
 	"orderflow/internal/testenv"
 )
 
@@ -146,15 +146,12 @@ func TestSlotRebuildNamesPurgedRows(t *testing.T) {
 func TestSlotRebuildSurvivesKafkaOutage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	px := newProxy(t, e.brokers[0])
+	px := tcpproxy.Start(t, e.brokers[0])
 	cfg := e.config()
 	cfg.Kafka.RequestTimeout = 3 * time.Second
 	// One record per request, one at a time: slow enough to cut in the middle.
 	cfg.Kafka.MaxBatch, cfg.Kafka.QueueSize = 1, 1
-	cfg.Kafka.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, px.ln.Addr().String())
-	}
+	cfg.Kafka.Dial = px.Dial
 	r := startCapture(t, cfg)
 	r.waitStreaming(t)
 	bg := context.Background()
@@ -173,7 +170,7 @@ func TestSlotRebuildSurvivesKafkaOutage(t *testing.T) {
 		n, _ := metricValue(t, maddr, "orderflow_capture_republished_events_total")
 		return n >= 200, nil
 	})
-	px.setCut(true)
+	px.Cut()
 	var n int
 	waitFor(t, "the rebuild to fail", time.Minute, func() (bool, error) {
 		v, _ := metricValue(t, maddr, "orderflow_capture_reconnects_total")
@@ -183,7 +180,7 @@ func TestSlotRebuildSurvivesKafkaOutage(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("a failed rebuild left slot %s behind: the rows it did not publish would be skipped", e.slot)
 	}
-	px.setCut(false)
+	px.Restore()
 	r.waitStreaming(t)
 	waitDrained(t, e, int64(len(w.committed)), 2*time.Minute)
 	checkExactlyOnce(t, e, readTopic(t, e.brokers, e.topic()), w.committed)
@@ -215,14 +212,11 @@ func TestSlotInvalidatedDuringKafkaOutageIsRebuilt(t *testing.T) {
 	}
 	t.Cleanup(func() { deleteTopics(t, e) })
 	e.db = testenv.Connect(t, e.dsn)
-	px := newProxy(t, brokers[0])
+	px := tcpproxy.Start(t, brokers[0])
 	cfg := e.config()
 	cfg.SlotStatsInterval = 100 * time.Millisecond
 	cfg.Kafka.RequestTimeout = 3 * time.Second
-	cfg.Kafka.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, px.ln.Addr().String())
-	}
+	cfg.Kafka.Dial = px.Dial
 	r := startCapture(t, cfg)
 	r.waitStreaming(t)
 	srv := httptest.NewServer(r.c.Handler())
@@ -240,7 +234,7 @@ func TestSlotInvalidatedDuringKafkaOutageIsRebuilt(t *testing.T) {
 		return l == limit && safe > 0 && reserved == 1, nil
 	})
 
-	px.setCut(true)
+	px.Cut()
 	_, err := e.db.Exec(bg, `CREATE TABLE filler (x text)`)
 	mustOK(t, err)
 	var sawUnsafe bool
@@ -272,7 +266,7 @@ func TestSlotInvalidatedDuringKafkaOutageIsRebuilt(t *testing.T) {
 		t.Errorf("orderflow_capture_slot_safe_wal_bytes never fell below half the limit before the slot was lost")
 	}
 	writeOrders(t, bg, e.dsn, w, keys, 100, 3, 2)
-	px.setCut(false)
+	px.Restore()
 	r.waitStreaming(t)
 	writeOrders(t, bg, e.dsn, w, keys, 100, 3, 3)
 	waitDrained(t, e, int64(len(w.committed)), 2*time.Minute)

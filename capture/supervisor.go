@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"orderflow"
+	"orderflow/internal/netdial"
 )
 
 // fatalError marks a session error that reconnecting cannot fix.
@@ -64,6 +65,34 @@ func (c *Capture) streamLoop(ctx context.Context) error {
 	}
 }
 
+// noteUnanswered remembers the latest send time of a produce request that timed out.
+func (c *Capture) noteUnanswered(t time.Time) {
+	if t.After(c.unanswered) {
+		c.unanswered = t
+	}
+}
+
+// awaitUnanswered waits, before a session reads the partitions' last positions, until a
+// produce request that timed out can no longer reach a broker. Such a request may only be
+// stuck on a silent network: if it landed after the read, the dedupe would not know it and
+// its events would be produced twice. The connections capture opens give unacknowledged data
+// up after netdial.UserTimeout (TCP_USER_TIMEOUT), so by then the request either arrived
+// before the read or never will.
+func (c *Capture) awaitUnanswered(ctx context.Context) error {
+	if c.unanswered.IsZero() {
+		return nil
+	}
+	wait := time.Until(c.unanswered.Add(netdial.UserTimeout + 5*time.Second))
+	if wait <= 0 {
+		return nil
+	}
+	c.log.Info("waiting before reading the partitions: a produce request that timed out may still reach the broker", "wait", wait.Round(time.Millisecond))
+	if !sleep(ctx, wait) {
+		return ctx.Err()
+	}
+	return nil
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -92,16 +121,17 @@ func (c *Capture) newSink() eventSink {
 
 // session is one replication connection's life: set up, take the slot, stream, stop.
 func (c *Capture) session(ctx context.Context) error {
-	db, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
+	db, err := connect(ctx, c.cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("connecting to postgres: %w", err)
+		return err
 	}
-	defer db.Close(context.Background())
+	defer closeConn(db)
 	if err := ensurePublication(ctx, db, c.cfg.Publication); err != nil {
 		return err
 	}
 	topics := c.topicsOf(c.cfg.AggregateTypes)
 	sink := c.newSink()
+	defer func() { c.noteUnanswered(sink.lastUnanswered()) }()
 	opened := false
 	defer func() {
 		if !opened {
@@ -116,7 +146,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	if err := startReplication(ctx, conn, c.cfg.Slot, c.cfg.Publication); err != nil {
 		return err
 	}
@@ -125,6 +155,9 @@ func (c *Capture) session(ctx context.Context) error {
 	// stand. Reading the partitions earlier could miss records a previous holder wrote after.
 	si, err := readSlot(ctx, db, c.cfg.Slot)
 	if err != nil {
+		return err
+	}
+	if err := c.awaitUnanswered(ctx); err != nil {
 		return err
 	}
 	if err := sink.open(ctx, topics); err != nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"orderflow/internal/pgconfig"
 )
 
 // DB is a pool of connections to the orderflow database.
@@ -23,9 +25,11 @@ type DB struct {
 
 // Open connects to the database at url. maxConns 0 keeps pgxpool's default.
 func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	// A connect timeout, TCP keepalive and a TCP user timeout: a database that goes silent
+	// fails connections in seconds (internal/pgconfig).
+	cfg, err := pgconfig.Pool(url)
 	if err != nil {
-		return nil, fmt.Errorf("parsing database url: %w", err)
+		return nil, err
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns

@@ -28,6 +28,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	replication := fs.Int("replication-factor", env.Int("CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
 	heartbeat := fs.Duration("heartbeat", env.Duration("CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
 	status := fs.Duration("status-interval", env.Duration("CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
+	replTimeout := fs.Duration("replication-timeout", env.Duration("CAPTURE_REPLICATION_TIMEOUT", 20*time.Second), "reconnect when the replication connection stays silent this long although a reply was asked for (env CAPTURE_REPLICATION_TIMEOUT)")
 	retention := fs.Duration("retention", env.Duration("CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
 	lookback := fs.Duration("rebuild-lookback", env.Duration("CAPTURE_REBUILD_LOOKBACK", 15*time.Minute), "longest an outbox-writing transaction stays open; bounds the comparison of table and topic when a lost slot is rebuilt (env CAPTURE_REBUILD_LOOKBACK)")
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
@@ -70,11 +71,12 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 			Partitions:        *partitions,
 			ReplicationFactor: *replication,
 		},
-		Discard:         *discard,
-		StatusInterval:  *status,
-		Heartbeat:       *heartbeat,
-		RebuildLookback: *lookback,
-		Logger:          log,
+		Discard:            *discard,
+		StatusInterval:     *status,
+		ReplicationTimeout: *replTimeout,
+		Heartbeat:          *heartbeat,
+		RebuildLookback:    *lookback,
+		Logger:             log,
 	})
 	if err != nil {
 		return err

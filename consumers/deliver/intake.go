@@ -2,7 +2,6 @@ package deliver
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -39,7 +38,15 @@ func (in *intake) run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading from kafka: %w", err)
+			// Kafka away or silent is an outage to ride out, not a reason to exit: the reader
+			// reconnects by itself, and /readyz says so meanwhile (the probe).
+			in.log.Warn("reading from kafka", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		evs := make([]orderflow.WebhookEvent, 0, len(batch))
 		for _, m := range batch {

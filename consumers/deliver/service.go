@@ -53,6 +53,7 @@ type Service struct {
 	store  Store
 	reader *kafkago.Reader
 	lag    *kafka.Lag
+	probe  *kafka.Probe
 	sender *sender
 	intake *intake
 	m      *metrics
@@ -111,6 +112,7 @@ func New(cfg Config, store Store) (*Service, error) {
 		Brokers:        cfg.Brokers,
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
+		Dialer:         kafka.NewDialer("orderflow-deliver", nil),
 		MinBytes:       1,
 		MaxBytes:       10 << 20,
 		MaxWait:        250 * time.Millisecond,
@@ -119,11 +121,13 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	lag := kafka.NewLag("orderflow_deliver_consumer_lag", &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}, cfg.GroupID, cfg.Topic)
-	reg.MustRegister(lag)
+	client := kafka.NewClient(cfg.Brokers, "orderflow-deliver", nil, 0)
+	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
+	probe := kafka.NewProbe("orderflow_deliver_kafka_reachable", client, 0, 0)
+	reg.MustRegister(lag, probe)
 	s := &Service{
 		cfg: cfg, store: store, reader: reader, m: m, reg: reg, log: cfg.Logger,
-		lag: lag,
+		lag: lag, probe: probe,
 		intake: &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
 			log: cfg.Logger.With("loop", "intake"), m: m, wake: wake},
 		sender: &sender{store: store, client: cfg.HTTPClient, policy: cfg.Policy, workers: cfg.Workers,
@@ -142,6 +146,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.intake.run(gctx) })
 	g.Go(func() error { return s.sender.run(gctx) })
+	g.Go(func() error { return s.probe.Run(gctx) })
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
@@ -162,12 +167,15 @@ func (s *Service) refreshStats(ctx context.Context) error {
 	return err
 }
 
-// Handler serves /healthz, /readyz (the database answers) and /metrics.
+// Handler serves /healthz, /readyz (the database and Kafka answer) and /metrics.
 func (s *Service) Handler() http.Handler {
 	return httpserver.OpsHandler(s.reg, func(ctx context.Context) error {
 		if err := s.store.Ping(ctx); err != nil {
 			// /readyz says what is down, not the driver's error, which may name hosts and users.
 			return errors.New("database unavailable")
+		}
+		if s.probe.Err() != nil {
+			return errors.New("kafka unavailable")
 		}
 		return nil
 	}, nil)

@@ -104,6 +104,7 @@ type Projector struct {
 	metrics *metrics
 	client  *kafkago.Client
 	lag     *kafka.Lag
+	probe   *kafka.Probe
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
 }
@@ -114,14 +115,17 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second}
+	client := kafka.NewClient(cfg.Brokers, "orderflow-projector", nil, 0)
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
-	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag}
+	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag,
+		probe: kafka.NewProbe("orderflow_projector_kafka_reachable", client, 0, 0)}
+	p.metrics.registry.MustRegister(p.probe)
 	p.dlq = &kafkaDLQ{
 		topic: cfg.DLQTopic, group: cfg.GroupID,
 		writer: &kafkago.Writer{
 			Addr: kafkago.TCP(cfg.Brokers...), Topic: cfg.DLQTopic, Balancer: &kafkago.Hash{},
 			RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond, WriteTimeout: 10 * time.Second,
+			Transport: kafka.NewTransport("orderflow-projector", nil),
 		},
 	}
 	return p, nil
@@ -147,6 +151,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		Brokers:           p.cfg.Brokers,
 		GroupID:           p.cfg.GroupID,
 		Topic:             p.cfg.Topic,
+		Dialer:            kafka.NewDialer("orderflow-projector", nil),
 		MinBytes:          1,
 		MaxBytes:          16 << 20,
 		MaxWait:           250 * time.Millisecond,
@@ -200,7 +205,13 @@ func (p *Projector) Run(ctx context.Context) error {
 				p.log.Info("stopping: batch finished and committed")
 				return nil
 			}
-			return fmt.Errorf("fetching from %s: %w", p.cfg.Topic, err)
+			// Kafka away or silent is an outage to ride out, not a reason to exit: the reader
+			// reconnects by itself, and /readyz says so meanwhile (watchHealth).
+			p.log.Warn("fetching", "topic", p.cfg.Topic, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 		}
 	}
 }
