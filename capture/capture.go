@@ -144,8 +144,10 @@ type Capture struct {
 	metrics *metrics
 	ready   atomic.Bool
 	// unanswered is the send time of the latest produce request that timed out, in any
-	// session so far (owned by the stream loop's goroutine).
-	unanswered time.Time
+	// session so far; produceFailed says a produce failed since positions were last read.
+	// Both are owned by the stream loop's goroutine.
+	unanswered    time.Time
+	produceFailed bool
 }
 
 // New checks cfg and returns a daemon ready to Run.

@@ -16,6 +16,11 @@ type KafkaConfig struct {
 	Brokers           []string
 	Partitions        int // for topics capture creates
 	ReplicationFactor int
+	// MinInsyncReplicas, if positive, is the min.insync.replicas of topics capture creates:
+	// with acks=all, how many replicas must hold a record before Kafka acknowledges it.
+	MinInsyncReplicas int
+	// Retention, if positive, is the retention.ms of topics capture creates.
+	Retention time.Duration
 	// Dial, if set, replaces the TCP dialer for every broker connection (tests route the
 	// traffic through a proxy they can cut).
 	Dial kafka.DialFunc
@@ -64,7 +69,14 @@ type kafkaSink struct {
 
 	// unanswered is the latest send time (unix nanoseconds) of a request that timed out.
 	unanswered atomic.Int64
+	// produceFailed: a produce request of this session failed.
+	produceFailed atomic.Bool
+	// settle, if positive, makes the session wait for the partitions' ends to stop moving
+	// before it reads their last records (see settleEnds).
+	settle time.Duration
 }
+
+func (s *kafkaSink) hadFailures() bool { return s.produceFailed.Load() }
 
 // noteUnanswered records that a request sent at t got no answer in time.
 func (s *kafkaSink) noteUnanswered(t time.Time) {

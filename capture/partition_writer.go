@@ -115,6 +115,7 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		}
 		if err != nil {
 			s.metrics.produceErrors.Inc()
+			s.produceFailed.Store(true)
 			if timedOut(err) {
 				s.noteUnanswered(t0)
 			}
@@ -131,8 +132,13 @@ func (s *kafkaSink) write(w *partitionWriter) {
 }
 
 // timedOut reports whether err left a request's outcome unknown because no answer came in
-// time: the request may still be on its way to the broker.
+// time: the request may still be on its way to the broker. A broker's own REQUEST_TIMED_OUT
+// is an answer (the records reached it; settleEnds covers their later commit).
 func timedOut(err error) bool {
+	var ke kafkago.Error
+	if errors.As(err, &ke) {
+		return false
+	}
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout())

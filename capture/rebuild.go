@@ -162,12 +162,18 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 		c.metrics.republished.Inc()
 		ev.txn.pending.Add(-1)
 	})
+	if c.produceFailed {
+		sink.settle = settleInterval
+	}
 	finished := false
 	defer func() {
 		if !finished {
 			_ = sink.finish(true)
 		}
 		c.noteUnanswered(sink.lastUnanswered())
+		if sink.hadFailures() {
+			c.produceFailed = true
+		}
 	}()
 	if err := c.awaitUnanswered(ctx); err != nil {
 		return st, err
@@ -188,6 +194,7 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 			return st, err
 		}
 		windows[name] = w
+		c.produceFailed = false
 		for _, pw := range w {
 			if first || pw.from.Before(from) {
 				from, first = pw.from, false

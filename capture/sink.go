@@ -17,6 +17,8 @@ type eventSink interface {
 	// lastUnanswered is the send time of the latest request that timed out (zero if none):
 	// until the network gives such a request up, it may still reach a broker.
 	lastUnanswered() time.Time
+	// hadFailures reports whether a produce request of this sink failed.
+	hadFailures() bool
 }
 
 // publishResult is what became of an event handed to publish.
@@ -43,3 +45,4 @@ func (d *discardSink) failed() <-chan struct{}   { return nil }
 func (d *discardSink) err() error                { return nil }
 func (d *discardSink) finish(bool) error         { return nil }
 func (d *discardSink) lastUnanswered() time.Time { return time.Time{} }
+func (d *discardSink) hadFailures() bool         { return false }

@@ -116,8 +116,16 @@ func (c *Capture) newSink() eventSink {
 	if c.cfg.Discard {
 		return &discardSink{onAck: c.ack}
 	}
-	return newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
+	s := newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
+	if c.produceFailed {
+		s.settle = settleInterval
+	}
+	return s
 }
+
+// settleInterval is how long the partitions' ends must stay put after a failed produce
+// before a session reads its dedupe positions (kafkaSink.settleEnds).
+const settleInterval = 2 * time.Second
 
 // session is one replication connection's life: set up, take the slot, stream, stop.
 func (c *Capture) session(ctx context.Context) error {
@@ -131,7 +139,12 @@ func (c *Capture) session(ctx context.Context) error {
 	}
 	topics := c.topicsOf(c.cfg.AggregateTypes)
 	sink := c.newSink()
-	defer func() { c.noteUnanswered(sink.lastUnanswered()) }()
+	defer func() {
+		c.noteUnanswered(sink.lastUnanswered())
+		if sink.hadFailures() {
+			c.produceFailed = true
+		}
+	}()
 	opened := false
 	defer func() {
 		if !opened {
@@ -163,6 +176,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err := sink.open(ctx, topics); err != nil {
 		return err
 	}
+	c.produceFailed = false // the positions just read include whatever the failure left
 	opened = true
 	s := &stream{
 		c: c, conn: conn, sink: sink, rels: map[uint32]*relation{},

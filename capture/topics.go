@@ -82,6 +82,8 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		if err := s.createTopic(ctx, name); err != nil {
 			return nil, err
 		}
+	} else {
+		s.checkReplication(ctx, name)
 	}
 	// A new topic's partitions get leaders a moment after creation; until then the broker
 	// answers with retriable errors.
@@ -97,6 +99,11 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 			return nil, fmt.Errorf("waiting for topic %s: %w", name, errors.Join(err, ctx.Err()))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if s.settle > 0 {
+		if ends, err = s.settleEnds(ctx, name, n, ends); err != nil {
+			return nil, err
+		}
 	}
 	if n != s.cfg.Partitions {
 		// The dedupe assumes each key maps to the partition it mapped to when the last
@@ -131,17 +138,81 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 	return ts, nil
 }
 
+// settleEnds waits until the end offsets of topic's n partitions stay the same for the settle
+// interval, and returns them. After a produce request failed, records it carried can still
+// become visible: a broker that took over leadership commits what the old leader had
+// replicated to it, a moment after it starts answering. Only this capture writes to the
+// topic, so ends that stopped moving mean nothing more is coming, and the last records read
+// after that are final: the dedupe then knows every record the failed session left behind.
+func (s *kafkaSink) settleEnds(ctx context.Context, topic string, n int, ends []kafkago.PartitionOffsets) ([]kafkago.PartitionOffsets, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		t := time.NewTimer(s.settle)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		again, err := kafka.EndOffsets(ctx, s.client, topic, n)
+		if err != nil {
+			return nil, err
+		}
+		moved := false
+		for p := range again {
+			if again[p].LastOffset != ends[p].LastOffset {
+				moved = true
+			}
+		}
+		if !moved {
+			return again, nil
+		}
+		s.log.Info("partition ends still moving after a failed produce; waiting", "topic", topic)
+		ends = again
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the ends of %s kept moving for a minute although capture is its only writer", topic)
+		}
+	}
+}
+
 func (s *kafkaSink) createTopic(ctx context.Context, topic string) error {
-	created, err := kafka.CreateTopic(ctx, s.client, kafka.TopicSpec{
-		Name: topic, Partitions: s.cfg.Partitions, ReplicationFactor: s.cfg.ReplicationFactor,
-	})
+	created, err := kafka.CreateTopic(ctx, s.client, s.cfg.topicSpec(topic))
 	if err != nil {
 		return err
 	}
 	if created {
-		s.log.Info("created topic", "topic", topic, "partitions", s.cfg.Partitions)
+		s.log.Info("created topic", "topic", topic, "partitions", s.cfg.Partitions,
+			"replication_factor", s.cfg.ReplicationFactor, "min_insync_replicas", s.cfg.MinInsyncReplicas)
 	}
 	return nil
+}
+
+// topicSpec is how capture creates topic.
+func (k *KafkaConfig) topicSpec(topic string) kafka.TopicSpec {
+	spec := kafka.TopicSpec{Name: topic, Partitions: k.Partitions, ReplicationFactor: k.ReplicationFactor, Configs: map[string]string{}}
+	if k.MinInsyncReplicas > 0 {
+		spec.Configs["min.insync.replicas"] = strconv.Itoa(k.MinInsyncReplicas)
+	}
+	if k.Retention > 0 {
+		spec.Configs["retention.ms"] = strconv.FormatInt(k.Retention.Milliseconds(), 10)
+	}
+	return spec
+}
+
+// checkReplication warns when an existing topic has fewer replicas than capture would give it:
+// a topic made on a one-node stack keeps one replica, and acks=all then means one disk.
+func (s *kafkaSink) checkReplication(ctx context.Context, topic string) {
+	md, err := s.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 {
+		return
+	}
+	for _, p := range md.Topics[0].Partitions {
+		if len(p.Replicas) < s.cfg.ReplicationFactor {
+			s.log.Warn("topic has fewer replicas than configured; capture does not change existing topics",
+				"topic", topic, "partition", p.ID, "replicas", len(p.Replicas), "replication_factor", s.cfg.ReplicationFactor)
+			return
+		}
+	}
 }
 
 // lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers and its

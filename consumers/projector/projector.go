@@ -118,7 +118,7 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	client := kafka.NewClient(cfg.Brokers, "orderflow-projector", nil, 0)
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
 	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, metrics: newMetrics(lag), client: client, lag: lag,
-		probe: kafka.NewProbe("orderflow_projector_kafka_reachable", client, 0, 0)}
+		probe: kafka.NewProbe("orderflow_projector_kafka_reachable", client, 0, 2*time.Second)}
 	p.metrics.registry.MustRegister(p.probe)
 	p.dlq = &kafkaDLQ{
 		topic: cfg.DLQTopic, group: cfg.GroupID,

@@ -230,6 +230,11 @@ func (d *drill) injectFaults(ctx context.Context) {
 			}
 		}
 	}
+	if d.kafkaNodes() == 3 {
+		for range 2 {
+			schedule = append(schedule, d.killPartitionLeader())
+		}
+	}
 	for range 2 {
 		schedule = append(schedule, fault{"kafka stop/start", func(ctx context.Context) {
 			d.stack(ctx, "stop", "kafka")

@@ -34,7 +34,10 @@ func NewTransport(clientID string, dial DialFunc) *kafkago.Transport {
 		ClientID:    clientID,
 		Dial:        dial.orDefault(),
 		DialTimeout: netdial.ConnectTimeout,
-		MetadataTTL: 10 * time.Second,
+		// kafka-go routes requests by cached metadata and refreshes it only this often (at a
+		// random point within it), not on a NOT_LEADER error: short, so a leader change costs
+		// seconds.
+		MetadataTTL: 3 * time.Second,
 	}
 }
 

@@ -87,8 +87,8 @@ func (p *Probe) Once(ctx context.Context) {
 	if err != nil {
 		err = fmt.Errorf("probing kafka: %w", err)
 	}
-	if ctx.Err() != nil {
-		return
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return // stopping, not a verdict on the cluster
 	}
 	p.mu.Lock()
 	p.err = err
