@@ -11,7 +11,7 @@ import (
 
 // brokerDowntime is how long a killed broker stays down: long enough for the cluster to move
 // its partitions' leadership to the other two and for the load to go on without it.
-const brokerDowntime = 20 * time.Second
+const brokerDowntime = 15 * time.Second
 
 // kafkaNodes is the number of brokers of the stack.
 func (d *drill) kafkaNodes() int { return len(strings.Split(d.cfg.env["KAFKA_BROKERS"], ",")) }

@@ -56,8 +56,8 @@ type drill struct {
 	// svcEnv is the extra environment a service runs with during the drill (the partner's
 	// faults, the deliverer's short timeouts); every restart passes it again.
 	svcEnv map[string][]string
-	// soakReport holds the soak's figures for the report.
-	soakReport []string
+	// notes are figures of the faults and the soak for the report, "name\tvalue" (under mu).
+	notes []string
 }
 
 // drillEnv makes the partner fail the way issue 5 asks (30% 5xx, 10% timeouts, some
@@ -235,6 +235,7 @@ func (d *drill) injectFaults(ctx context.Context) {
 			schedule = append(schedule, d.killPartitionLeader())
 		}
 	}
+	schedule = append(schedule, d.dropSlotWhileCaptureDown())
 	for range 2 {
 		schedule = append(schedule, fault{"kafka stop/start", func(ctx context.Context) {
 			d.stack(ctx, "stop", "kafka")

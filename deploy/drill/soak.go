@@ -77,13 +77,13 @@ func (d *drill) soakKafkaOutage(ctx context.Context) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.soakReport = []string{
+	d.notes = append(d.notes,
 		fmt.Sprintf("soak: kafka down\t%s at %.0f orders/s", d.cfg.soak, d.cfg.rate),
 		fmt.Sprintf("soak: outbox rows written while kafka was down\t%d", backlog),
 		fmt.Sprintf("soak: slot behind / WAL retained at the restart\t%d MB / %d MB", lag>>20, retained>>20),
 		fmt.Sprintf("soak: capture caught up after kafka answered again\t%s", orNever(captureDone)),
 		fmt.Sprintf("soak: projector caught up after kafka answered again\t%s", orNever(projectorDone)),
-	}
+	)
 }
 
 func orNever(d time.Duration) string {
