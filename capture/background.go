@@ -10,37 +10,67 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// pollTimeout bounds one query of the background tasks.
+const pollTimeout = 10 * time.Second
+
 // pollSlot refreshes the lag gauges. It reads pg_replication_slots, not the stream, so the lag
 // keeps growing on /metrics while the stream is stuck (Kafka down).
 func (c *Capture) pollSlot(ctx context.Context) {
 	var db *pgx.Conn
 	defer func() {
 		if db != nil {
-			_ = db.Close(context.Background())
+			closeConn(db)
 		}
 	}()
 	for {
 		if db == nil {
 			var err error
-			if db, err = pgx.Connect(ctx, c.cfg.DatabaseURL); err != nil {
+			if db, err = connect(ctx, c.cfg.DatabaseURL); err != nil {
 				db = nil
 				c.log.Debug("slot stats: connecting", "err", err)
 			}
 		}
 		if db != nil {
-			st, err := readSlotStats(ctx, db, c.cfg.Slot)
+			// A deadline, so a database that stops answering shows as a failed poll (and a
+			// new connection) rather than gauges that silently stop moving.
+			qctx, cancel := context.WithTimeout(ctx, pollTimeout)
+			st, err := readSlotStats(qctx, db, c.cfg.Slot)
+			cancel()
 			if err != nil {
 				c.log.Debug("slot stats", "err", err)
-				_ = db.Close(context.Background())
+				closeConn(db)
 				db = nil
 			} else {
-				c.metrics.slotLag.Set(st.lagBytes)
-				c.metrics.retainedWAL.Set(st.retainedBytes)
+				c.setSlotStats(st)
 			}
 		}
 		if !sleep(ctx, c.cfg.SlotStatsInterval) {
 			return
 		}
+	}
+}
+
+// setSlotStats sets the gauges from one look at the slot.
+func (c *Capture) setSlotStats(st slotStats) {
+	m := c.metrics
+	m.slotLag.Set(st.lagBytes)
+	m.retainedWAL.Set(st.retainedBytes)
+	m.walKeepLimit.Set(st.limitBytes)
+	m.walWritten.Set(st.walLSN)
+	switch {
+	case st.hasSafe:
+		m.safeWAL.Set(st.safeBytes)
+	case st.limitBytes < 0:
+		m.safeWAL.Set(-1) // unlimited: no budget to run out of
+	case st.walStatus == "lost":
+		m.safeWAL.Set(0)
+	}
+	for _, s := range walStatuses {
+		v := 0.0
+		if s == st.walStatus {
+			v = 1
+		}
+		m.walStatus.WithLabelValues(s).Set(v)
 	}
 }
 
@@ -51,7 +81,7 @@ func (c *Capture) heartbeat(ctx context.Context) {
 	var db *pgx.Conn
 	defer func() {
 		if db != nil {
-			_ = db.Close(context.Background())
+			closeConn(db)
 		}
 	}()
 	for sleep(ctx, c.cfg.Heartbeat) {
@@ -60,14 +90,17 @@ func (c *Capture) heartbeat(ctx context.Context) {
 		}
 		if db == nil {
 			var err error
-			if db, err = pgx.Connect(ctx, c.cfg.DatabaseURL); err != nil {
+			if db, err = connect(ctx, c.cfg.DatabaseURL); err != nil {
 				db = nil
 				continue
 			}
 		}
-		if _, err := db.Exec(ctx, `SELECT pg_logical_emit_message(false, 'orderflow.capture.heartbeat', '')`); err != nil {
+		qctx, cancel := context.WithTimeout(ctx, pollTimeout)
+		_, err := db.Exec(qctx, `SELECT pg_logical_emit_message(false, 'orderflow.capture.heartbeat', '')`)
+		cancel()
+		if err != nil {
 			c.log.Debug("heartbeat", "err", err)
-			_ = db.Close(context.Background())
+			closeConn(db)
 			db = nil
 		}
 	}
@@ -129,16 +162,18 @@ func (r *Retention) Run(ctx context.Context) error {
 
 // Once deletes every row older than Age, in batches, and returns how many it deleted.
 func (r *Retention) Once(ctx context.Context) (int64, error) {
-	db, err := pgx.Connect(ctx, r.DatabaseURL)
+	db, err := connect(ctx, r.DatabaseURL)
 	if err != nil {
 		return 0, fmt.Errorf("connecting for outbox retention: %w", err)
 	}
-	defer db.Close(context.Background())
+	defer closeConn(db)
 	var total int64
 	for {
-		tag, err := db.Exec(ctx, `DELETE FROM outbox WHERE id IN (
+		bctx, cancel := context.WithTimeout(ctx, 6*pollTimeout)
+		tag, err := db.Exec(bctx, `DELETE FROM outbox WHERE id IN (
 			SELECT id FROM outbox WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)`,
 			r.Age.Seconds(), r.BatchSize)
+		cancel()
 		if err != nil {
 			return total, fmt.Errorf("deleting old outbox rows: %w", err)
 		}

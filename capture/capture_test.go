@@ -2,7 +2,6 @@ package capture_test
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,34 +128,6 @@ func mustOK(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
-	}
-}
-
-// TestSlotDroppedAfterEventsStopsCapture: a slot that disappears once events were published
-// must not be recreated silently, since the events in between would be skipped.
-func TestSlotDroppedAfterEventsStopsCapture(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	r := startCapture(t, e.config())
-	r.waitStreaming(t)
-	w := newWriter()
-	writeOrders(t, context.Background(), e.dsn, w, keysN(3), 5, 2, 1)
-	waitDrained(t, e, 5, 60*time.Second)
-	mustOK(t, r.Stop(t))
-	dropSlot(t, e) // retries while the stopped walsender lets go of it
-
-	c, cerr := capture.New(e.config())
-	mustOK(t, cerr)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err := c.Run(ctx)
-	if !errors.Is(err, capture.ErrSlotLost) {
-		t.Fatalf("Run after the slot was dropped: %v, want ErrSlotLost", err)
-	}
-	var n int
-	mustOK(t, e.db.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, e.slot).Scan(&n))
-	if n != 0 {
-		t.Errorf("capture recreated the slot")
 	}
 }
 

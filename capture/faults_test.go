@@ -2,9 +2,7 @@ package capture_test
 
 import (
 	"context"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http/httptest"
 	"sync"
 	"syscall"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"orderflow/internal/tcpproxy"
 )
 
 // TestKillNineWhileWriting kills the capture process with SIGKILL at ten random moments while
@@ -178,77 +178,17 @@ func TestWalsenderTerminated(t *testing.T) {
 	}
 }
 
-// proxy forwards TCP to the real broker until cut: then it drops every connection and refuses
-// new ones, which is what capture sees when Kafka goes down.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]struct{}
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	mustOK(t, err)
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	go p.serve()
-	return p
-}
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.cut {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		go func() { _, _ = io.Copy(up, c); up.Close(); c.Close() }()
-		go func() { _, _ = io.Copy(c, up); up.Close(); c.Close() }()
-	}
-}
-
-func (p *proxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for c := range p.conns {
-			c.Close()
-		}
-		p.conns = map[net.Conn]struct{}{}
-	}
-}
-
 // TestKafkaUnreachable cuts capture off from Kafka mid-stream (through a proxy in front of the
 // shared broker): capture keeps retrying, confirms nothing it could not deliver, shows the lag
 // growing, and delivers everything exactly once when Kafka is back.
 func TestKafkaUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	px := newProxy(t, e.brokers[0])
+	px := tcpproxy.Start(t, e.brokers[0])
 	cfg := e.config()
 	cfg.SlotStatsInterval = 200 * time.Millisecond
 	cfg.Kafka.RequestTimeout = 3 * time.Second
-	cfg.Kafka.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, px.ln.Addr().String())
-	}
+	cfg.Kafka.Dial = px.Dial
 	r := startCapture(t, cfg)
 	r.waitStreaming(t)
 	srv := httptest.NewServer(r.c.Handler())
@@ -260,7 +200,7 @@ func TestKafkaUnreachable(t *testing.T) {
 	writeOrders(t, ctx, e.dsn, before, keysN(20), 300, 5, 1)
 	waitDrained(t, e, 300, time.Minute)
 
-	px.setCut(true)
+	px.Cut()
 	during := newWriter()
 	writeOrders(t, ctx, e.dsn, during, keysN(20), 300, 5, 2)
 	waitFor(t, "a produce error and a growing lag", time.Minute, func() (bool, error) {
@@ -278,7 +218,7 @@ func TestKafkaUnreachable(t *testing.T) {
 		confirmedDuringOutage = max(confirmedDuringOutage, l)
 		time.Sleep(100 * time.Millisecond)
 	}
-	px.setCut(false)
+	px.Restore()
 	waitDrained(t, e, 600, 2*time.Minute)
 
 	recs := readTopic(t, e.brokers, e.topic())

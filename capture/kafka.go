@@ -1,9 +1,7 @@
 package capture
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +16,14 @@ type KafkaConfig struct {
 	Brokers           []string
 	Partitions        int // for topics capture creates
 	ReplicationFactor int
+	// MinInsyncReplicas, if positive, is the min.insync.replicas of topics capture creates:
+	// with acks=all, how many replicas must hold a record before Kafka acknowledges it.
+	MinInsyncReplicas int
+	// Retention, if positive, is the retention.ms of topics capture creates.
+	Retention time.Duration
 	// Dial, if set, replaces the TCP dialer for every broker connection (tests route the
 	// traffic through a proxy they can cut).
-	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial kafka.DialFunc
 	// RequestTimeout bounds one produce, fetch or metadata request.
 	RequestTimeout time.Duration
 	// MaxBatch bounds the records in one produce request.
@@ -35,12 +38,12 @@ type KafkaConfig struct {
 }
 
 func (k *KafkaConfig) client() *kafkago.Client {
-	tr := &kafkago.Transport{ClientID: "orderflow-capture", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second,
-		TLS: k.Security.TLS, SASL: k.Security.SASL}
-	if k.Dial != nil {
-		tr.Dial = k.Dial
+	timeout := k.RequestTimeout
+	if timeout <= 0 {
+		timeout = kafka.RequestTimeout
 	}
-	return &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: k.RequestTimeout, Transport: tr}
+	return &kafkago.Client{Addr: kafkago.TCP(k.Brokers...), Timeout: timeout,
+		Transport: k.Security.OnTransport(kafka.NewTransport("orderflow-capture", k.Dial))}
 }
 
 // kafkaSink produces events to one Kafka cluster. It lives for one replication session: its
@@ -70,6 +73,34 @@ type kafkaSink struct {
 	failOnce sync.Once
 	failC    chan struct{}
 	failErr  error
+
+	// unanswered is the latest send time (unix nanoseconds) of a request that timed out.
+	unanswered atomic.Int64
+	// produceFailed: a produce request of this session failed.
+	produceFailed atomic.Bool
+	// settle, if positive, makes the session wait for the partitions' ends to stop moving
+	// before it reads their last records (see settleEnds).
+	settle time.Duration
+}
+
+func (s *kafkaSink) hadFailures() bool { return s.produceFailed.Load() }
+
+// noteUnanswered records that a request sent at t got no answer in time.
+func (s *kafkaSink) noteUnanswered(t time.Time) {
+	for {
+		old := s.unanswered.Load()
+		if t.UnixNano() <= old || s.unanswered.CompareAndSwap(old, t.UnixNano()) {
+			return
+		}
+	}
+}
+
+// lastUnanswered is the send time of the latest request that timed out, zero if none did.
+func (s *kafkaSink) lastUnanswered() time.Time {
+	if n := s.unanswered.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // newKafkaSink starts a session's sink. The client (and its connection pool) outlives sessions.

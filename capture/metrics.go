@@ -21,7 +21,20 @@ type metrics struct {
 	active         prometheus.Gauge
 	streamingSince prometheus.Gauge
 	inflightTxns   prometheus.Gauge
+
+	// The slot's WAL budget (background.go) and its rebuilds (rebuild.go).
+	walKeepLimit prometheus.Gauge
+	safeWAL      prometheus.Gauge
+	walStatus    *prometheus.GaugeVec
+	walWritten   prometheus.Gauge
+	rebuilds     *prometheus.CounterVec
+	republished  prometheus.Counter
+	lostFrom     prometheus.Gauge
+	lostTo       prometheus.Gauge
 }
+
+// walStatuses are the values of pg_replication_slots.wal_status.
+var walStatuses = []string{"reserved", "extended", "unreserved", "lost"}
 
 var latencyBuckets = []float64{.0005, .001, .002, .003, .004, .005, .0075, .01, .015, .02, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
@@ -91,6 +104,42 @@ func newMetrics() *metrics {
 			Help: "Transactions received but not yet fully acknowledged by Kafka.",
 		}),
 	}
+	m.walKeepLimit = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderflow_capture_slot_wal_keep_limit_bytes",
+		Help: "max_slot_wal_keep_size in bytes: retained WAL beyond it gets the slot invalidated; -1 when unlimited.",
+	})
+	m.safeWAL = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderflow_capture_slot_safe_wal_bytes",
+		Help: "pg_replication_slots.safe_wal_size: WAL that can still be written before the slot is at risk of invalidation; -1 when max_slot_wal_keep_size is unlimited, 0 once lost.",
+	})
+	m.walStatus = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "orderflow_capture_slot_wal_status",
+		Help: "1 for the slot's current pg_replication_slots.wal_status (reserved, extended, unreserved, lost), 0 for the others.",
+	}, []string{"status"})
+	m.walWritten = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderflow_capture_server_wal_lsn_bytes",
+		Help: "pg_current_wal_lsn() as a number: its rate is the server's WAL rate.",
+	})
+	m.rebuilds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderflow_capture_slot_rebuilds_total",
+		Help: "Lost or dropped slots rebuilt from the outbox table, by outcome: complete, or gap (rows were deleted before they could be re-published).",
+	}, []string{"outcome"})
+	m.republished = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderflow_capture_republished_events_total",
+		Help: "Outbox rows re-published from the table by slot rebuilds (acknowledged by Kafka).",
+	})
+	m.lostFrom = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderflow_capture_lost_events_from_timestamp_seconds",
+		Help: "Start of the created_at range of outbox rows that may be lost (deleted before a slot rebuild could re-publish them); 0 when none.",
+	})
+	m.lostTo = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "orderflow_capture_lost_events_to_timestamp_seconds",
+		Help: "End (exclusive) of the created_at range of outbox rows that may be lost; 0 when none.",
+	})
+	for _, o := range []string{"complete", "gap"} {
+		m.rebuilds.WithLabelValues(o)
+	}
+	r.MustRegister(m.walKeepLimit, m.safeWAL, m.walStatus, m.walWritten, m.rebuilds, m.republished, m.lostFrom, m.lostTo)
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
 		m.produceErrors, m.reconnects, m.active, m.streamingSince, m.inflightTxns)
 	return m

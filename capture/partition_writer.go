@@ -2,7 +2,10 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -20,6 +23,19 @@ type partitionWriter struct {
 // lingerMin is how many queued events make a writer linger (see write).
 const lingerMin = 4
 
+// maxBatchBytes bounds the estimated size of one produce request's record batch. The broker
+// refuses a batch above message.max.bytes (1 MiB by default) with MESSAGE_TOO_LARGE, and a
+// backlog (a rebuilt slot's rows, a long Kafka outage) fills batches to the bound. What a
+// batch holds beyond key and value (headers, varints, per-record overhead) is estimated by
+// recordSize, and the bound leaves room for the batch header.
+const maxBatchBytes = 900 << 10
+
+// recordSize estimates the bytes one event takes in a record batch: key, value, the four
+// headers and about 40 bytes of lengths, offsets and timestamps.
+func recordSize(e *outEvent) int {
+	return len(e.key) + len(e.value) + len(e.id) + len(e.eventType) + 64 + 40
+}
+
 // write is a partition's only producer: one request in flight, in queue order, and nothing
 // more after a failure (see the type comment for why that makes the dedupe exact).
 func (s *kafkaSink) write(w *partitionWriter) {
@@ -29,17 +45,17 @@ func (s *kafkaSink) write(w *partitionWriter) {
 	linger.Stop()
 	for ev := range w.queue {
 		batch = append(batch[:0], ev)
-		size := len(ev.value)
+		size := recordSize(ev)
 		lingering, decided := false, false
 	fill:
-		for len(batch) < s.cfg.MaxBatch && size < 1<<20 {
+		for len(batch) < s.cfg.MaxBatch && size < maxBatchBytes {
 			select {
 			case e, ok := <-w.queue:
 				if !ok {
 					break fill
 				}
 				batch = append(batch, e)
-				size += len(e.value)
+				size += recordSize(e)
 				continue
 			default:
 			}
@@ -64,7 +80,7 @@ func (s *kafkaSink) write(w *partitionWriter) {
 					break fill
 				}
 				batch = append(batch, e)
-				size += len(e.value)
+				size += recordSize(e)
 			case <-linger.C:
 				lingering = false
 			}
@@ -112,6 +128,10 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		}
 		if err != nil {
 			s.metrics.produceErrors.Inc()
+			s.produceFailed.Store(true)
+			if timedOut(err) {
+				s.noteUnanswered(t0)
+			}
 			s.fail(fmt.Errorf("producing to %s[%d]: %w", w.topic, w.partition, err))
 			break
 		}
@@ -122,4 +142,17 @@ func (s *kafkaSink) write(w *partitionWriter) {
 	// Drop whatever is left: after a failure nothing more may reach this partition.
 	for range w.queue {
 	}
+}
+
+// timedOut reports whether err left a request's outcome unknown because no answer came in
+// time: the request may still be on its way to the broker. A broker's own REQUEST_TIMED_OUT
+// is an answer (the records reached it; settleEnds covers their later commit).
+func timedOut(err error) bool {
+	var ke kafkago.Error
+	if errors.As(err, &ke) {
+		return false
+	}
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }

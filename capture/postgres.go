@@ -11,11 +11,13 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"orderflow/internal/pgconfig"
 )
 
 // ErrSlotLost means the replication slot was dropped or invalidated after capture had already
-// published events. The WAL between the old slot's position and now is gone, so a new slot
-// would silently skip events; an operator has to decide (see docs/CAPTURE.md).
+// published events, and this capture cannot rebuild it (decode-only mode has no topic to
+// compare the outbox with). A normal capture rebuilds the slot instead (rebuild.go).
 var ErrSlotLost = errors.New("replication slot lost")
 
 // errSlotBusy means another process streams from the slot: this instance is the standby.
@@ -98,20 +100,76 @@ func createSlot(ctx context.Context, db *pgx.Conn, slot string) error {
 	return nil
 }
 
-// slotStats is what the lag gauges show.
+// dropSlot drops an invalidated slot so that it can be rebuilt under the same name. A slot
+// still active in a walsender belongs to another capture: this one is the standby.
+func dropSlot(ctx context.Context, db *pgx.Conn, slot string) error {
+	_, err := db.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55006" {
+		return errSlotBusy
+	}
+	if err != nil {
+		return fmt.Errorf("dropping invalidated replication slot %s: %w", slot, err)
+	}
+	return nil
+}
+
+// createSnapshotSlot creates a temporary slot on the replication connection conn and exports
+// the snapshot it starts from: the snapshot sees exactly the transactions that committed before
+// the slot's consistent point, and the slot decodes exactly those that commit after it. The
+// snapshot stays importable until conn runs another command; the slot lives as long as conn.
+// A name already taken means another capture is rebuilding: errSlotBusy.
+func createSnapshotSlot(ctx context.Context, conn *pgconn.PgConn, name string) (pglogrepl.LSN, string, error) {
+	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" {
+		return 0, "", errSlotBusy
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("creating temporary replication slot %s: %w", name, err)
+	}
+	start, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return 0, "", fmt.Errorf("parsing consistent point of slot %s: %w", name, err)
+	}
+	return start, res.SnapshotName, nil
+}
+
+// copySlot makes slot a permanent copy of the temporary slot from: same plugin, same restart
+// and confirmed positions.
+func copySlot(ctx context.Context, db *pgx.Conn, from, slot string) error {
+	if _, err := db.Exec(ctx, `SELECT pg_copy_logical_replication_slot($1, $2, false)`, from, slot); err != nil {
+		return fmt.Errorf("copying replication slot %s to %s: %w", from, slot, err)
+	}
+	return nil
+}
+
+// slotStats is what the lag and WAL budget gauges show.
 type slotStats struct {
+	exists                  bool
 	lagBytes, retainedBytes float64
+	walStatus               string
+	// safeBytes is safe_wal_size: WAL that may still be written before the slot is at risk;
+	// hasSafe is false when max_slot_wal_keep_size is unlimited.
+	safeBytes  float64
+	hasSafe    bool
+	limitBytes float64 // max_slot_wal_keep_size, -1 when unlimited
+	walLSN     float64 // pg_current_wal_lsn()
 }
 
 func readSlotStats(ctx context.Context, db *pgx.Conn, slot string) (slotStats, error) {
 	var s slotStats
-	var lag, retained *float64
-	err := db.QueryRow(ctx, `SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
-			(pg_current_wal_lsn() - restart_lsn)::float8
-		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&lag, &retained)
-	if errors.Is(err, pgx.ErrNoRows) { // not created yet
-		return s, nil
-	}
+	var lag, retained, safe *float64
+	var status *string
+	err := db.QueryRow(ctx, `SELECT pg_size_bytes(current_setting('max_slot_wal_keep_size'))::float8,
+			(pg_current_wal_lsn() - '0/0'::pg_lsn)::float8,
+			(pg_current_wal_lsn() - s.confirmed_flush_lsn)::float8,
+			(pg_current_wal_lsn() - s.restart_lsn)::float8,
+			s.wal_status, s.safe_wal_size::float8, s.slot_name IS NOT NULL
+		FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`, slot).
+		Scan(&s.limitBytes, &s.walLSN, &lag, &retained, &status, &safe, &s.exists)
 	if err != nil {
 		return s, fmt.Errorf("reading slot lag: %w", err)
 	}
@@ -121,15 +179,43 @@ func readSlotStats(ctx context.Context, db *pgx.Conn, slot string) (slotStats, e
 	if retained != nil {
 		s.retainedBytes = *retained
 	}
+	if status != nil {
+		s.walStatus = *status
+	}
+	if safe != nil {
+		s.safeBytes, s.hasSafe = *safe, true
+	}
 	return s, nil
+}
+
+// connect opens a connection with the network settings of internal/pgconfig: a connect
+// timeout, TCP keepalive and a TCP user timeout.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgconfig.Conn(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to postgres: %w", err)
+	}
+	return c, nil
+}
+
+// closeConn closes c, waiting at most a few seconds for a server that may not answer its
+// goodbye.
+func closeConn(c interface{ Close(context.Context) error }) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Close(ctx)
 }
 
 // connectReplication opens a logical replication connection. The session prints timestamps
 // in UTC ISO form so that created_at parses the same way whatever the server's TimeZone.
 func connectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
+	cfg, err := pgconfig.PgConn(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parsing database url: %w", err)
+		return nil, err
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["TimeZone"] = "UTC"

@@ -14,6 +14,11 @@ type eventSink interface {
 	failed() <-chan struct{}
 	err() error
 	finish(abort bool) error
+	// lastUnanswered is the send time of the latest request that timed out (zero if none):
+	// until the network gives such a request up, it may still reach a broker.
+	lastUnanswered() time.Time
+	// hadFailures reports whether a produce request of this sink failed.
+	hadFailures() bool
 }
 
 // publishResult is what became of an event handed to publish.
@@ -36,6 +41,8 @@ func (d *discardSink) publish(_ context.Context, ev *outEvent, _ time.Duration) 
 	d.onAck(ev)
 	return resQueued, nil
 }
-func (d *discardSink) failed() <-chan struct{} { return nil }
-func (d *discardSink) err() error              { return nil }
-func (d *discardSink) finish(bool) error       { return nil }
+func (d *discardSink) failed() <-chan struct{}   { return nil }
+func (d *discardSink) err() error                { return nil }
+func (d *discardSink) finish(bool) error         { return nil }
+func (d *discardSink) lastUnanswered() time.Time { return time.Time{} }
+func (d *discardSink) hadFailures() bool         { return false }

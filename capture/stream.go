@@ -58,10 +58,21 @@ type stream struct {
 	lastStatus    time.Time
 	readDeadline  time.Time
 	ev            Event
+	// lastHeard is when the server last sent something, or when the stream last went back to
+	// reading after handling a message (which can wait on Kafka); pinged is when a reply was
+	// last asked for.
+	lastHeard time.Time
+	pinged    time.Time
 }
+
+// errServerSilent ends a session whose replication connection stayed silent, although a
+// reply was asked for, for the ReplicationTimeout: the network or the server is gone, even if
+// the connection is not closed.
+var errServerSilent = errors.New("the server sent nothing on the replication connection")
 
 func (s *stream) run(ctx context.Context) error {
 	done := ctx.Done()
+	s.lastHeard = time.Now()
 	for {
 		select {
 		case <-done:
@@ -72,6 +83,9 @@ func (s *stream) run(ctx context.Context) error {
 		}
 		now := time.Now()
 		s.advance()
+		if err := s.checkSilence(now); err != nil {
+			return s.stop(true, err)
+		}
 		if err := s.maybeSendStatus(now, false); err != nil {
 			return s.stop(true, err)
 		}
@@ -88,6 +102,7 @@ func (s *stream) run(ctx context.Context) error {
 			}
 			return s.stop(true, fmt.Errorf("receiving from replication connection: %w", err))
 		}
+		s.lastHeard = time.Now()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(ctx, msg.Data); err != nil {
@@ -101,7 +116,27 @@ func (s *stream) run(ctx context.Context) error {
 		case *pgproto3.CopyDone:
 			return s.stop(true, errors.New("replication stream ended by the server"))
 		}
+		// Handling a message can wait on Kafka; that is not the server's silence.
+		s.lastHeard = time.Now()
 	}
+}
+
+// checkSilence fails the session once the server has been silent for the ReplicationTimeout,
+// and before that asks it for a reply: a walsender with nothing to send stays quiet as long as
+// capture's status updates arrive, so silence alone says nothing until a reply is due.
+func (s *stream) checkSilence(now time.Time) error {
+	silent := now.Sub(s.lastHeard)
+	timeout := s.c.cfg.ReplicationTimeout
+	if silent >= timeout {
+		return fmt.Errorf("%w for %s (replication timeout %s)", errServerSilent, silent.Round(time.Second), timeout)
+	}
+	if silent >= timeout/4 && s.pinged.Before(s.lastHeard) {
+		if err := s.sendStatusWith(now, true); err != nil {
+			return err
+		}
+		s.pinged = now
+	}
+	return nil
 }
 
 // idleAdvance moves the confirmed position to the server's WAL end if nothing is open or in
@@ -259,12 +294,16 @@ func (s *stream) maybeSendStatus(now time.Time, force bool) error {
 // sendStatus reports the confirmed position as written, flushed and applied. The flush
 // position is what PostgreSQL stores as the slot's confirmed_flush_lsn, so it is always the
 // acknowledged position, never what was merely received.
-func (s *stream) sendStatus(now time.Time) error {
+func (s *stream) sendStatus(now time.Time) error { return s.sendStatusWith(now, false) }
+
+// sendStatusWith sends the status update, asking the server to answer at once if reply.
+func (s *stream) sendStatusWith(now time.Time, reply bool) error {
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: s.confirmed,
 		WALFlushPosition: s.confirmed,
 		WALApplyPosition: s.confirmed,
 		ClientTime:       now,
+		ReplyRequested:   reply,
 	})
 	if err != nil {
 		return fmt.Errorf("sending standby status: %w", err)

@@ -20,6 +20,8 @@ func (f *fakeSink) hasRecords(context.Context, []string) (bool, error) { return 
 func (f *fakeSink) failed() <-chan struct{}                            { return nil }
 func (f *fakeSink) err() error                                         { return nil }
 func (f *fakeSink) finish(bool) error                                  { return nil }
+func (f *fakeSink) lastUnanswered() time.Time                          { return time.Time{} }
+func (f *fakeSink) hadFailures() bool                                  { return false }
 func (f *fakeSink) publish(_ context.Context, ev *outEvent, _ time.Duration) (publishResult, error) {
 	f.events = append(f.events, ev)
 	if f.publishFn != nil {

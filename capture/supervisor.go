@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"orderflow"
+	"orderflow/internal/netdial"
 )
 
 // fatalError marks a session error that reconnecting cannot fix.
@@ -20,7 +21,7 @@ func (e fatalError) Unwrap() error { return e.err }
 
 // streamLoop runs replication sessions one after another: a standby retries until the slot is
 // free, a session that failed reconnects with jittered backoff, and only errors no restart can
-// fix (a lost slot, a misconfiguration) end it.
+// fix (a misconfiguration) end it. A lost slot is rebuilt by the next session.
 func (c *Capture) streamLoop(ctx context.Context) error {
 	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
@@ -37,7 +38,7 @@ func (c *Capture) streamLoop(ctx context.Context) error {
 			return nil
 		}
 		var fatal fatalError
-		if errors.As(err, &fatal) || errors.Is(err, ErrSlotLost) {
+		if errors.As(err, &fatal) {
 			return err
 		}
 		if errors.Is(err, errSlotBusy) {
@@ -64,6 +65,34 @@ func (c *Capture) streamLoop(ctx context.Context) error {
 	}
 }
 
+// noteUnanswered remembers the latest send time of a produce request that timed out.
+func (c *Capture) noteUnanswered(t time.Time) {
+	if t.After(c.unanswered) {
+		c.unanswered = t
+	}
+}
+
+// awaitUnanswered waits, before a session reads the partitions' last positions, until a
+// produce request that timed out can no longer reach a broker. Such a request may only be
+// stuck on a silent network: if it landed after the read, the dedupe would not know it and
+// its events would be produced twice. The connections capture opens give unacknowledged data
+// up after netdial.UserTimeout (TCP_USER_TIMEOUT), so by then the request either arrived
+// before the read or never will.
+func (c *Capture) awaitUnanswered(ctx context.Context) error {
+	if c.unanswered.IsZero() {
+		return nil
+	}
+	wait := time.Until(c.unanswered.Add(netdial.UserTimeout + 5*time.Second))
+	if wait <= 0 {
+		return nil
+	}
+	c.log.Info("waiting before reading the partitions: a produce request that timed out may still reach the broker", "wait", wait.Round(time.Millisecond))
+	if !sleep(ctx, wait) {
+		return ctx.Err()
+	}
+	return nil
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -87,21 +116,35 @@ func (c *Capture) newSink() eventSink {
 	if c.cfg.Discard {
 		return &discardSink{onAck: c.ack}
 	}
-	return newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
+	s := newKafkaSink(c.cfg.Kafka, c.kafka, c.log, c.metrics, c.ack)
+	if c.produceFailed {
+		s.settle = settleInterval
+	}
+	return s
 }
+
+// settleInterval is how long the partitions' ends must stay put after a failed produce
+// before a session reads its dedupe positions (kafkaSink.settleEnds).
+const settleInterval = 2 * time.Second
 
 // session is one replication connection's life: set up, take the slot, stream, stop.
 func (c *Capture) session(ctx context.Context) error {
-	db, err := pgx.Connect(ctx, c.cfg.DatabaseURL)
+	db, err := connect(ctx, c.cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("connecting to postgres: %w", err)
+		return err
 	}
-	defer db.Close(context.Background())
+	defer closeConn(db)
 	if err := ensurePublication(ctx, db, c.cfg.Publication); err != nil {
 		return err
 	}
 	topics := c.topicsOf(c.cfg.AggregateTypes)
 	sink := c.newSink()
+	defer func() {
+		c.noteUnanswered(sink.lastUnanswered())
+		if sink.hadFailures() {
+			c.produceFailed = true
+		}
+	}()
 	opened := false
 	defer func() {
 		if !opened {
@@ -116,7 +159,7 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.Background())
+	defer closeConn(conn)
 	if err := startReplication(ctx, conn, c.cfg.Slot, c.cfg.Publication); err != nil {
 		return err
 	}
@@ -127,9 +170,13 @@ func (c *Capture) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := c.awaitUnanswered(ctx); err != nil {
+		return err
+	}
 	if err := sink.open(ctx, topics); err != nil {
 		return err
 	}
+	c.produceFailed = false // the positions just read include whatever the failure left
 	opened = true
 	s := &stream{
 		c: c, conn: conn, sink: sink, rels: map[uint32]*relation{},
@@ -143,9 +190,10 @@ func (c *Capture) session(ctx context.Context) error {
 	return s.run(ctx)
 }
 
-// ensureSlot creates the slot when it does not exist, but only when no topic holds events
-// yet: a missing slot next to a non-empty topic means the slot was dropped, and a new one
-// would start at the current WAL position and silently skip every event in between.
+// ensureSlot creates the slot when it does not exist and no topic holds events yet. A missing
+// slot next to a non-empty topic means the slot was dropped, and a new one would start at the
+// current WAL position and silently skip every event in between; an invalidated slot (wal_status
+// lost) has lost that WAL too. Both are rebuilt from the outbox table (rebuild.go).
 func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, topics []string) error {
 	si, err := readSlot(ctx, db, c.cfg.Slot)
 	if err != nil {
@@ -153,8 +201,7 @@ func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, 
 	}
 	if si.exists {
 		if si.walStatus == "lost" {
-			return fmt.Errorf("%w: slot %s was invalidated (wal_status lost, likely max_slot_wal_keep_size): "+
-				"events between its position and now are gone; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot)
+			return c.rebuildSlot(ctx, db, topics, "invalidated by the server (wal_status lost, likely max_slot_wal_keep_size)")
 		}
 		if si.plugin != "pgoutput" {
 			return fatalError{fmt.Errorf("slot %s uses plugin %q, capture needs pgoutput", c.cfg.Slot, si.plugin)}
@@ -173,8 +220,10 @@ func (c *Capture) ensureSlot(ctx context.Context, db *pgx.Conn, sink eventSink, 
 		return fmt.Errorf("checking for a checkpoint before creating slot %s: %w", c.cfg.Slot, err)
 	}
 	if has {
-		return fmt.Errorf("%w: slot %s does not exist but topics %v already hold events, so it existed and was dropped: "+
-			"events committed since are not in the WAL any more; see docs/CAPTURE.md before recreating it", ErrSlotLost, c.cfg.Slot, topics)
+		if c.cfg.Discard {
+			return fatalError{fmt.Errorf("%w: slot %s is missing and -discard cannot rebuild it", ErrSlotLost, c.cfg.Slot)}
+		}
+		return c.rebuildSlot(ctx, db, topics, fmt.Sprintf("missing while topics %v hold events: it was dropped", topics))
 	}
 	if err := createSlot(ctx, db, c.cfg.Slot); err != nil {
 		return err

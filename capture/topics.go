@@ -21,6 +21,11 @@ type topicState struct {
 	name    string
 	last    []Position
 	hasLast []bool
+	// lastTime is the CloudEvent time (the outbox row's created_at) of each partition's last
+	// record: where a slot rebuild starts looking for rows the partition may lack.
+	lastTime []time.Time
+	// ends are the partitions' offsets as read at the start.
+	ends    []kafkago.PartitionOffsets
 	writers []*partitionWriter
 }
 
@@ -77,6 +82,8 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		if err := s.createTopic(ctx, name); err != nil {
 			return nil, err
 		}
+	} else {
+		s.checkReplication(ctx, name)
 	}
 	// A new topic's partitions get leaders a moment after creation; until then the broker
 	// answers with retriable errors.
@@ -93,6 +100,11 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if s.settle > 0 {
+		if ends, err = s.settleEnds(ctx, name, n, ends); err != nil {
+			return nil, err
+		}
+	}
 	if n != s.cfg.Partitions {
 		// The dedupe assumes each key maps to the partition it mapped to when the last
 		// session wrote. A changed partition count moves keys between partitions, and an
@@ -101,16 +113,16 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		return nil, fatalError{fmt.Errorf("topic %s has %d partitions but capture is configured for %d: "+
 			"changing the partition count needs a drained capture (see docs/CAPTURE.md), then set -partitions", name, n, s.cfg.Partitions)}
 	}
-	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n)}
+	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n), lastTime: make([]time.Time, n), ends: ends}
 	for p, o := range ends {
 		if o.LastOffset <= o.FirstOffset {
 			continue
 		}
-		pos, err := s.lastPosition(ctx, name, p, o.LastOffset-1)
+		pos, at, err := s.lastPosition(ctx, name, p, o.LastOffset-1)
 		if err != nil {
 			return nil, err
 		}
-		ts.last[p], ts.hasLast[p] = pos, true
+		ts.last[p], ts.lastTime[p], ts.hasLast[p] = pos, at, true
 	}
 	for p := 0; p < n; p++ {
 		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize)}
@@ -126,48 +138,158 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 	return ts, nil
 }
 
+// settleEnds waits until the end offsets of topic's n partitions stay the same for the settle
+// interval, and returns them. After a produce request failed, records it carried can still
+// become visible: a broker that took over leadership commits what the old leader had
+// replicated to it, a moment after it starts answering. Only this capture writes to the
+// topic, so ends that stopped moving mean nothing more is coming, and the last records read
+// after that are final: the dedupe then knows every record the failed session left behind.
+func (s *kafkaSink) settleEnds(ctx context.Context, topic string, n int, ends []kafkago.PartitionOffsets) ([]kafkago.PartitionOffsets, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		t := time.NewTimer(s.settle)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		again, err := kafka.EndOffsets(ctx, s.client, topic, n)
+		if err != nil {
+			return nil, err
+		}
+		moved := false
+		for p := range again {
+			if again[p].LastOffset != ends[p].LastOffset {
+				moved = true
+			}
+		}
+		if !moved {
+			return again, nil
+		}
+		s.log.Info("partition ends still moving after a failed produce; waiting", "topic", topic)
+		ends = again
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the ends of %s kept moving for a minute although capture is its only writer", topic)
+		}
+	}
+}
+
 func (s *kafkaSink) createTopic(ctx context.Context, topic string) error {
-	created, err := kafka.CreateTopic(ctx, s.client, kafka.TopicSpec{
-		Name: topic, Partitions: s.cfg.Partitions, ReplicationFactor: s.cfg.ReplicationFactor,
-	})
+	created, err := kafka.CreateTopic(ctx, s.client, s.cfg.topicSpec(topic))
 	if err != nil {
 		return err
 	}
 	if created {
-		s.log.Info("created topic", "topic", topic, "partitions", s.cfg.Partitions)
+		s.log.Info("created topic", "topic", topic, "partitions", s.cfg.Partitions,
+			"replication_factor", s.cfg.ReplicationFactor, "min_insync_replicas", s.cfg.MinInsyncReplicas)
 	}
 	return nil
 }
 
-// lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers.
-func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition int, offset int64) (Position, error) {
-	resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
-		Topic: topic, Partition: partition, Offset: offset,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second,
+// topicSpec is how capture creates topic.
+func (k *KafkaConfig) topicSpec(topic string) kafka.TopicSpec {
+	spec := kafka.TopicSpec{Name: topic, Partitions: k.Partitions, ReplicationFactor: k.ReplicationFactor, Configs: map[string]string{}}
+	if k.MinInsyncReplicas > 0 {
+		spec.Configs["min.insync.replicas"] = strconv.Itoa(k.MinInsyncReplicas)
+	}
+	if k.Retention > 0 {
+		spec.Configs["retention.ms"] = strconv.FormatInt(k.Retention.Milliseconds(), 10)
+	}
+	return spec
+}
+
+// checkReplication warns when an existing topic has fewer replicas than capture would give it:
+// a topic made on a one-node stack keeps one replica, and acks=all then means one disk.
+func (s *kafkaSink) checkReplication(ctx context.Context, topic string) {
+	md, err := s.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 {
+		return
+	}
+	for _, p := range md.Topics[0].Partitions {
+		if len(p.Replicas) < s.cfg.ReplicationFactor {
+			s.log.Warn("topic has fewer replicas than configured; capture does not change existing topics",
+				"topic", topic, "partition", p.ID, "replicas", len(p.Replicas), "replication_factor", s.cfg.ReplicationFactor)
+			return
+		}
+	}
+}
+
+// lastPosition reads the record at offset and returns its (pg_lsn, pg_seq) headers and its
+// CloudEvent time.
+func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition int, offset int64) (Position, time.Time, error) {
+	var (
+		pos Position
+		at  time.Time
+	)
+	found := false
+	err := s.scan(ctx, topic, partition, offset, offset+1, func(r *kafkago.Record) error {
+		var err error
+		if pos, err = recordPosition(r.Headers); err != nil {
+			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		b, err := io.ReadAll(r.Value)
+		if err != nil {
+			return fmt.Errorf("reading record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		ce, err := orderflow.DecodeCloudEvent(b)
+		if err != nil {
+			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		}
+		at, found = ce.Time, true
+		return nil
 	})
 	if err != nil {
-		return Position{}, fmt.Errorf("fetching last record of %s[%d]: %w", topic, partition, err)
+		return Position{}, time.Time{}, err
 	}
-	if resp.Error != nil {
-		return Position{}, fmt.Errorf("fetching last record of %s[%d]: %w", topic, partition, resp.Error)
+	if !found {
+		return Position{}, time.Time{}, fmt.Errorf("fetching last record of %s[%d]: offset %d not returned", topic, partition, offset)
 	}
-	for {
-		r, err := resp.Records.ReadRecord()
-		if errors.Is(err, io.EOF) {
-			return Position{}, fmt.Errorf("fetching last record of %s[%d]: offset %d not returned", topic, partition, offset)
-		}
+	return pos, at, nil
+}
+
+// scan calls fn with every record of topic[partition] from offset from up to (not including)
+// offset to, in offset order.
+func (s *kafkaSink) scan(ctx context.Context, topic string, partition int, from, to int64, fn func(*kafkago.Record) error) error {
+	for off := from; off < to; {
+		resp, err := s.client.Fetch(ctx, &kafkago.FetchRequest{
+			Topic: topic, Partition: partition, Offset: off,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 2 * time.Second,
+		})
 		if err != nil {
-			return Position{}, fmt.Errorf("reading last record of %s[%d]: %w", topic, partition, err)
+			return fmt.Errorf("fetching %s[%d]@%d: %w", topic, partition, off, err)
 		}
-		if r.Offset != offset {
-			continue
+		if resp.Error != nil {
+			return fmt.Errorf("fetching %s[%d]@%d: %w", topic, partition, off, resp.Error)
 		}
-		pos, err := recordPosition(r.Headers)
-		if err != nil {
-			return Position{}, fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
+		next := off
+		for {
+			r, err := resp.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s[%d]@%d: %w", topic, partition, off, err)
+			}
+			if r.Offset < off {
+				continue // a fetch returns whole batches, which may start before off
+			}
+			if r.Offset >= to {
+				return nil
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+			next = r.Offset + 1
 		}
-		return pos, nil
+		if next == off {
+			// Nothing at or after off below to: only control records or compacted gaps
+			// remain, which a capture topic never has. Stop rather than spin.
+			return fmt.Errorf("fetching %s[%d]@%d: no record returned before offset %d", topic, partition, off, to)
+		}
+		off = next
 	}
+	return nil
 }
 
 func recordPosition(headers []kafkago.Header) (Position, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"orderflow"
+	"orderflow/internal/pgconfig"
 )
 
 // DB is a pool of connections to the orderflow database.
@@ -32,9 +33,11 @@ func Open(ctx context.Context, url string, maxConns int32) (*DB, error) {
 // OpenTraced is Open with tracer, if not nil, seeing every query the adapter runs: the
 // periodic-query benchmark records the statements to EXPLAIN them as they are.
 func OpenTraced(ctx context.Context, url string, maxConns int32, tracer pgx.QueryTracer) (*DB, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	// A connect timeout, TCP keepalive and a TCP user timeout: a database that goes silent
+	// fails connections in seconds (internal/pgconfig).
+	cfg, err := pgconfig.Pool(url)
 	if err != nil {
-		return nil, fmt.Errorf("parsing database url: %w", err)
+		return nil, err
 	}
 	if maxConns > 0 {
 		cfg.MaxConns = maxConns

@@ -26,9 +26,13 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	aggregates := fs.String("aggregate-types", envOr(getenv, "CAPTURE_AGGREGATE_TYPES", "order"), "aggregate types whose topics are created at start (env CAPTURE_AGGREGATE_TYPES)")
 	partitions := fs.Int("partitions", env.Int("CAPTURE_PARTITIONS", 6), "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
 	replication := fs.Int("replication-factor", env.Int("CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
+	minISR := fs.Int("min-insync-replicas", env.Int("CAPTURE_MIN_INSYNC_REPLICAS", 0), "min.insync.replicas of topics capture creates, 0 for the broker's default (env CAPTURE_MIN_INSYNC_REPLICAS)")
+	topicRetention := fs.Duration("topic-retention", env.Duration("CAPTURE_TOPIC_RETENTION", 0), "retention.ms of topics capture creates, 0 for the broker's default (env CAPTURE_TOPIC_RETENTION)")
 	heartbeat := fs.Duration("heartbeat", env.Duration("CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
 	status := fs.Duration("status-interval", env.Duration("CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
+	replTimeout := fs.Duration("replication-timeout", env.Duration("CAPTURE_REPLICATION_TIMEOUT", 20*time.Second), "reconnect when the replication connection stays silent this long although a reply was asked for (env CAPTURE_REPLICATION_TIMEOUT)")
 	retention := fs.Duration("retention", env.Duration("CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
+	lookback := fs.Duration("rebuild-lookback", env.Duration("CAPTURE_REBUILD_LOOKBACK", 15*time.Minute), "longest an outbox-writing transaction stays open; bounds the comparison of table and topic when a lost slot is rebuilt (env CAPTURE_REBUILD_LOOKBACK)")
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
@@ -74,11 +78,15 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 			Partitions:        *partitions,
 			ReplicationFactor: *replication,
 			Security:          security,
+			MinInsyncReplicas: *minISR,
+			Retention:         *topicRetention,
 		},
-		Discard:        *discard,
-		StatusInterval: *status,
-		Heartbeat:      *heartbeat,
-		Logger:         log,
+		Discard:            *discard,
+		StatusInterval:     *status,
+		ReplicationTimeout: *replTimeout,
+		Heartbeat:          *heartbeat,
+		RebuildLookback:    *lookback,
+		Logger:             log,
 	})
 	if err != nil {
 		return err

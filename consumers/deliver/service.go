@@ -90,6 +90,7 @@ type Service struct {
 	store  Store
 	reader *kafkago.Reader
 	lag    *kafka.Lag
+	probe  *kafka.Probe
 	sender *sender
 	intake *intake
 	purger *retention.Purger
@@ -170,7 +171,7 @@ func New(cfg Config, store Store) (*Service, error) {
 	em := newEndpointMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        cfg.Brokers,
-		Dialer:         kafkaDialer(cfg),
+		Dialer:         cfg.Kafka.OnDialer(kafka.NewDialer("orderflow-deliver", cfg.Dial)),
 		GroupID:        cfg.GroupID,
 		Topic:          cfg.Topic,
 		MinBytes:       1,
@@ -181,10 +182,12 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: kafkaTransport(cfg)}
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: kafka.RequestTimeout,
+		Transport: cfg.Kafka.OnTransport(kafka.NewTransport("orderflow-deliver", cfg.Dial))}
 	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
-	reg.MustRegister(lag)
-	s.reader, s.m, s.reg, s.lag = reader, m, reg, lag
+	probe := kafka.NewProbe("orderflow_deliver_kafka_reachable", client, 0, 0)
+	reg.MustRegister(lag, probe)
+	s.reader, s.m, s.reg, s.lag, s.probe = reader, m, reg, lag, probe
 	purger, err := retention.New("orderflow_deliver", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger.With("loop", "retention")},
 		retentionRules(store, cfg.RetainSucceeded, cfg.RetainDead)...)
 	if err != nil {
@@ -213,6 +216,7 @@ func (s *Service) Run(ctx context.Context) error {
 	g.Go(func() error { return s.intake.run(gctx) })
 	g.Go(func() error { return s.sender.run(gctx) })
 	g.Go(func() error { return s.health.run(gctx) })
+	g.Go(func() error { return s.probe.Run(gctx) })
 	g.Go(func() error {
 		return periodic.Run(gctx, s.cfg.StatsEvery, s.refreshStats, func(err error) { s.log.Warn("counting deliveries", "err", err) })
 	})
@@ -261,17 +265,9 @@ func (s *Service) Handler() http.Handler {
 		if !s.kafkaOK.Load() {
 			return errors.New("kafka unavailable; retrying (deliveries already in the database are still sent)")
 		}
+		if s.probe.Err() != nil {
+			return errors.New("kafka unavailable")
+		}
 		return nil
 	}, nil)
-}
-
-// kafkaDialer is the readers' dialer: TLS and SASL from cfg.Kafka, and cfg.Dial (a test's
-// proxy) when set.
-func kafkaDialer(cfg Config) *kafkago.Dialer {
-	return &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: cfg.Kafka.TLS, SASLMechanism: cfg.Kafka.SASL, DialFunc: cfg.Dial}
-}
-
-// kafkaTransport is the clients' transport, with the same settings as kafkaDialer.
-func kafkaTransport(cfg Config) kafkago.RoundTripper {
-	return &kafkago.Transport{TLS: cfg.Kafka.TLS, SASL: cfg.Kafka.SASL, Dial: cfg.Dial}
 }

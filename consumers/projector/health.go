@@ -40,8 +40,11 @@ func (p *Projector) watchHealth(ctx context.Context) {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		p.dbOK.Store(p.store.Ping(pctx) == nil)
+		// The partition count comes from kafka-go's metadata cache; the probe is a round trip
+		// with a deadline of its own, so a silent broker shows.
+		p.probe.Once(ctx)
 		n, err := kafka.PartitionCount(pctx, p.client, p.cfg.Topic)
-		p.kafkaOK.Store(err == nil && n > 0)
+		p.kafkaOK.Store(err == nil && n > 0 && p.probe.Err() == nil)
 		if err == nil && n > 0 {
 			if _, err := p.lag.Refresh(pctx); err != nil {
 				p.log.Debug("measuring consumer lag", "err", err)

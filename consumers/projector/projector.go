@@ -126,6 +126,7 @@ type Projector struct {
 	client  *kafkago.Client
 	lag     *kafka.Lag
 	purger  *retention.Purger
+	probe   *kafka.Probe
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
 }
@@ -136,11 +137,13 @@ func New(cfg Config, store summaryStore) (*Projector, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("projector: no Kafka brokers")
 	}
-	transport := &kafkago.Transport{TLS: cfg.Kafka.TLS, SASL: cfg.Kafka.SASL, Dial: cfg.Dial}
-	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	transport := cfg.Kafka.OnTransport(kafka.NewTransport("orderflow-projector", cfg.Dial))
+	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: kafka.RequestTimeout, Transport: transport}
 	lag := kafka.NewLag("orderflow_projector_consumer_lag", client, cfg.GroupID, cfg.Topic)
-	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, client: client, lag: lag}
+	p := &Projector{cfg: cfg, store: store, log: cfg.Logger, client: client, lag: lag,
+		probe: kafka.NewProbe("orderflow_projector_kafka_reachable", client, 0, 2*time.Second)}
 	p.metrics = newMetrics(lag, p.dependencyUp)
+	p.metrics.registry.MustRegister(p.probe)
 	purger, err := retention.New("orderflow_projector", p.metrics.registry, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger},
 		retention.Rule{Name: "projector_dead_letters", Keep: cfg.RetainDeadLetters,
 			Purge: store.PurgeProjectorDeadLetters, OldestAge: store.OldestProjectorDeadLetter})
@@ -178,7 +181,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:           p.cfg.Brokers,
-		Dialer:            &kafkago.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: p.cfg.Kafka.TLS, SASLMechanism: p.cfg.Kafka.SASL, DialFunc: p.cfg.Dial},
+		Dialer:            p.cfg.Kafka.OnDialer(kafka.NewDialer("orderflow-projector", p.cfg.Dial)),
 		GroupID:           p.cfg.GroupID,
 		Topic:             p.cfg.Topic,
 		MinBytes:          1,

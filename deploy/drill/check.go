@@ -417,6 +417,9 @@ func (d *drill) report(r *result) error {
 	fmt.Fprintf(tw, "SKUs with bad stock\t%d\n", r.stockBad)
 	fmt.Fprintf(tw, "slot lag after settling\t%s bytes\n", strconv.FormatInt(r.slotLag, 10))
 	fmt.Fprintf(tw, "time to converge\t%s\n", r.converge.Round(time.Second))
+	for _, l := range d.notes {
+		fmt.Fprintln(tw, l)
+	}
 	tw.Flush()
 	if len(r.broken) > 0 {
 		for _, b := range r.broken {

@@ -33,6 +33,10 @@ type config struct {
 	settle      time.Duration
 	duration    time.Duration
 	env         map[string]string
+	// soak, when set, replaces the fault schedule with one Kafka outage this long (soak.go),
+	// under rate orders per second.
+	soak time.Duration
+	rate float64
 }
 
 type drill struct {
@@ -52,6 +56,8 @@ type drill struct {
 	// svcEnv is the extra environment a service runs with during the drill (the partner's
 	// faults, the deliverer's short timeouts); every restart passes it again.
 	svcEnv map[string][]string
+	// notes are figures of the faults and the soak for the report, "name\tvalue" (under mu).
+	notes []string
 }
 
 // drillEnv makes the partner fail the way issue 5 asks (30% 5xx, 10% timeouts, some
@@ -100,7 +106,10 @@ func (d *drill) run(ctx context.Context) error {
 	faultsDone := make(chan struct{})
 	go func() {
 		defer close(faultsDone)
-		if d.cfg.faults {
+		switch {
+		case d.cfg.soak > 0:
+			d.soakKafkaOutage(loadCtx)
+		case d.cfg.faults:
 			d.injectFaults(loadCtx)
 		}
 	}()
@@ -220,6 +229,12 @@ func (d *drill) injectFaults(ctx context.Context) {
 			}
 		}
 	}
+	if d.kafkaNodes() == 3 {
+		for range 2 {
+			schedule = append(schedule, d.killPartitionLeader())
+		}
+	}
+	schedule = append(schedule, d.dropSlotWhileCaptureDown())
 	for range 2 {
 		schedule = append(schedule, fault{"kafka stop/start", func(ctx context.Context) {
 			d.stack(ctx, "stop", "kafka")

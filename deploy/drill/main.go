@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -42,8 +43,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.faults, "faults", true, "inject the fault schedule")
 	fs.DurationVar(&cfg.settle, "settle-timeout", 5*time.Minute, "longest wait for the pipeline to settle after the load")
 	fs.DurationVar(&cfg.duration, "duration", 0, "spread the orders over this long (default: 100 orders/s, at least 90 s, so the 21 faults land during the load)")
+	fs.DurationVar(&cfg.soak, "soak-kafka-outage", envDuration(getenv, "SOAK_OUTAGE", 0), "soak instead of the fault schedule: stop Kafka this long during a steady load, then check everything and report the catch-up (env SOAK_OUTAGE; make soak)")
+	fs.Float64Var(&cfg.rate, "rate", envFloat(getenv, "SOAK_RATE", 100), "orders per second during a soak (env SOAK_RATE)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if cfg.soak > 0 {
+		// The soak's one fault is the outage: no partner faults, and as many orders as the
+		// rate makes over the warmup, the outage and the cooldown.
+		cfg.faults = false
+		cfg.duration = soakLength(cfg.soak)
+		cfg.orders = int(cfg.rate * cfg.duration.Seconds())
 	}
 	if cfg.duration <= 0 {
 		cfg.duration = max(90*time.Second, time.Duration(cfg.orders)*10*time.Millisecond)
@@ -55,4 +65,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg.env = env
 	d := &drill{cfg: cfg, out: stdout, log: stderr}
 	return d.run(ctx)
+}
+
+func envDuration(getenv func(string) string, name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func envFloat(getenv func(string) string, name string, def float64) float64 {
+	if f, err := strconv.ParseFloat(getenv(name), 64); err == nil {
+		return f
+	}
+	return def
 }

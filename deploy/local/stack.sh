@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The local stack: a private PostgreSQL cluster and a one-node KRaft Kafka broker under .local/,
-# plus the orderflow services. Never touches a system cluster; everything binds to 127.0.0.1.
+# The local stack: a private PostgreSQL cluster and a KRaft Kafka cluster (one node, or three
+# with ORDERFLOW_KAFKA_NODES=3) under .local/, plus the orderflow services. Never touches a
+# system cluster; everything binds to 127.0.0.1.
 #
 #   stack.sh up            postgres + kafka + every built service, then the demo (make up)
 #   stack.sh infra         postgres + kafka only (make test uses this)
 #   stack.sh down          stop everything this script started (make down)
-#   stack.sh stop NAME...  stop the named services
+#   stack.sh stop NAME...  stop the named services (kafka: every node; kafka-2: node 2 only)
 #   stack.sh start NAME... start the named services again (after make up)
 #   stack.sh status        one line per service
 #   stack.sh running NAME  exit 0 when NAME is running
@@ -45,12 +46,26 @@ KAFKA_SASL_PORT=${ORDERFLOW_KAFKA_SASL_PORT:-19094}
 PG_DB=orderflow
 PG_SUPERUSER=orderflow
 
+# Kafka: one node by default (fast to start), or three (ORDERFLOW_KAFKA_NODES=3, what make drill
+# runs), each a combined broker and controller from the same jars. Node i listens for clients
+# on KAFKA_PORT + 2(i-1) and for the controller quorum on CONTROLLER_PORT + 2(i-1).
+KAFKA_NODES=${ORDERFLOW_KAFKA_NODES:-1}
+case $KAFKA_NODES in 1 | 3) ;; *) printf 'orderflow stack: ORDERFLOW_KAFKA_NODES=%s: use 1 or 3\n' "$KAFKA_NODES" >&2; exit 1 ;; esac
+# The settings of the topics capture creates (and the brokers' defaults for any other topic):
+# with three nodes every record is on three brokers and acks=all waits for two of them, so one
+# broker can die without losing or refusing anything.
+TOPIC_PARTITIONS=${ORDERFLOW_TOPIC_PARTITIONS:-6}
+TOPIC_REPLICATION_FACTOR=${ORDERFLOW_TOPIC_REPLICATION_FACTOR:-$KAFKA_NODES}
+TOPIC_MIN_ISR=${ORDERFLOW_TOPIC_MIN_ISR:-$((KAFKA_NODES == 3 ? 2 : 1))}
+TOPIC_RETENTION=${ORDERFLOW_TOPIC_RETENTION:-168h}
+
 save_ports() {
 	mkdir -p "$LOCAL"
 	cat >"$LOCAL/ports.env" <<EOF
 ORDERFLOW_PG_PORT=$PG_PORT
 ORDERFLOW_KAFKA_PORT=$KAFKA_PORT
 ORDERFLOW_KAFKA_CONTROLLER_PORT=$CONTROLLER_PORT
+ORDERFLOW_KAFKA_NODES=$KAFKA_NODES
 ORDERFLOW_API_PORT=$API_PORT
 ORDERFLOW_CAPTURE_METRICS_PORT=$CAPTURE_METRICS_PORT
 ORDERFLOW_PROJECT_METRICS_PORT=$PROJECT_METRICS_PORT
@@ -63,7 +78,13 @@ EOF
 }
 
 DATABASE_URL="postgres://$PG_SUPERUSER@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable"
-KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+kafka_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+kafka_controller_port() { echo $((CONTROLLER_PORT + 2 * ($1 - 1))); }
+# kafka_name N: node 1 keeps the name every script knows (kafka.pid, kafka.log); the others are
+# kafka-2 and kafka-3.
+kafka_name() { if [ "$1" = 1 ]; then echo kafka; else echo "kafka-$1"; fi; }
+KAFKA_BROKERS=""
+for ((i = 1; i <= KAFKA_NODES; i++)); do KAFKA_BROKERS+="${KAFKA_BROKERS:+,}127.0.0.1:$(kafka_port "$i")"; done
 API_URL="http://127.0.0.1:$API_PORT"
 PARTNER_URL="http://127.0.0.1:$PARTNER_PORT"
 
@@ -247,56 +268,115 @@ EOF
 	touch "$marker"
 }
 
+# kafka_reshape makes the cluster on disk the one asked for. A cluster formatted with another
+# number of nodes cannot be reused (its controller quorum is part of its storage), so its data
+# is deleted and the Kafka users among the services are stopped, to be started again with the
+# new topic settings. PostgreSQL is left alone: capture goes on from its slot.
+kafka_reshape() {
+	local had=1 n s
+	[ -f "$LOCAL/kafka/nodes" ] && had=$(cat "$LOCAL/kafka/nodes")
+	[ -f "$LOCAL/kafka/data/meta.properties" ] || had=$KAFKA_NODES
+	[ "$had" = "$KAFKA_NODES" ] && return 0
+	say "kafka: the stack's cluster has $had node(s), $KAFKA_NODES asked for: its topics start again empty"
+	for s in capture project deliver; do stop_pid "$s"; done
+	for ((n = 1; n <= 3; n++)); do stop_pid "$(kafka_name "$n")"; done
+	rm -rf "$LOCAL/kafka/data" "$LOCAL/kafka"/data-* "$LOCAL/kafka/cluster-id"
+}
+
 kafka_up() {
+	local n
 	mkdir -p "$RUN" "$LOG" "$LOCAL/kafka"
-	if alive kafka; then say "kafka: running (pid $(cat "$RUN/kafka.pid"))"; return 0; fi
-	local p
-	for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
-		port_in_use "$p" && die "kafka: 127.0.0.1:$p is already in use by another process (set ORDERFLOW_KAFKA_PORT / ORDERFLOW_KAFKA_CONTROLLER_PORT)"
+	kafka_reshape
+	for ((n = 1; n <= KAFKA_NODES; n++)); do kafka_up_node "$n"; done
+	printf '%s\n' "$KAFKA_NODES" >"$LOCAL/kafka/nodes"
+	for ((n = 1; n <= KAFKA_NODES; n++)); do kafka_wait_node "$n"; done
+}
+
+kafka_up_node() {
+	local n=$1 name port cport conf data voters="" i p
+	name=$(kafka_name "$n")
+	if alive "$name"; then return 0; fi
+	port=$(kafka_port "$n")
+	cport=$(kafka_controller_port "$n")
+	local ports=("$port" "$cport")
+	# The SASL_SSL listener (kafka_sasl_conf) is node 1's.
+	[ "$n" = 1 ] && ports+=("$KAFKA_SASL_PORT")
+	for p in "${ports[@]}"; do
+		port_in_use "$p" && die "$name: 127.0.0.1:$p is already in use by another process (set ORDERFLOW_KAFKA_PORT / ORDERFLOW_KAFKA_CONTROLLER_PORT)"
 	done
 	kafka_libs
-	local conf="$LOCAL/kafka/server.properties" data="$LOCAL/kafka/data"
+	for ((i = 1; i <= KAFKA_NODES; i++)); do voters+="${voters:+,}$i@127.0.0.1:$(kafka_controller_port "$i")"; done
+	if [ "$n" = 1 ]; then
+		conf="$LOCAL/kafka/server.properties" data="$LOCAL/kafka/data"
+	else
+		conf="$LOCAL/kafka/server-$n.properties" data="$LOCAL/kafka/data-$n"
+	fi
 	cat >"$conf" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$data
-num.partitions=6
+num.partitions=$TOPIC_PARTITIONS
+default.replication.factor=$TOPIC_REPLICATION_FACTOR
+min.insync.replicas=$TOPIC_MIN_ISR
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$KAFKA_NODES
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$KAFKA_NODES
+transaction.state.log.min.isr=$TOPIC_MIN_ISR
+share.coordinator.state.topic.replication.factor=$KAFKA_NODES
+share.coordinator.state.topic.min.isr=$TOPIC_MIN_ISR
 group.initial.rebalance.delay.ms=0
-min.insync.replicas=1
 log.retention.hours=168
 EOF
-	kafka_sasl_conf "$conf"
-	local cp="$LOCAL/kafka/libs/*"
-	local jopts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
+	# The SASL_SSL listener lives on node 1 only: one such path is what the tests need.
+	[ "$n" = 1 ] && kafka_sasl_conf "$conf"
+	local cp="$LOCAL/kafka/libs/*" heap=768m
+	[ "$KAFKA_NODES" = 1 ] || heap=384m # three JVMs on a small machine
+	local jopts=(-Xms256m "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true
 		"-Dlog4j2.configurationFile=$ROOT/deploy/local/kafka-log4j2.properties")
 	if [ ! -f "$data/meta.properties" ]; then
 		local cid
-		cid=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
-		[ -n "$cid" ] || die "kafka: could not make a cluster id"
-		java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cid" -c "$conf" >"$LOG/kafka-format.log" 2>&1 ||
-			{ cat "$LOG/kafka-format.log" >&2; die "kafka: formatting storage failed"; }
-		say "kafka: formatted KRaft storage (cluster $cid)"
+		# One cluster id for every node of the cluster.
+		cid=$(cat "$LOCAL/kafka/cluster-id" 2>/dev/null || true)
+		if [ -z "$cid" ]; then
+			cid=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+			[ -n "$cid" ] || die "kafka: could not make a cluster id"
+			printf '%s\n' "$cid" >"$LOCAL/kafka/cluster-id"
+		fi
+		java "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cid" -c "$conf" >"$LOG/$name-format.log" 2>&1 ||
+			{ cat "$LOG/$name-format.log" >&2; die "$name: formatting storage failed"; }
+		say "$name: formatted KRaft storage (cluster $cid, node $n of $KAFKA_NODES)"
 	fi
-	nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$conf" >>"$LOG/kafka.log" 2>&1 </dev/null &
-	echo $! >"$RUN/kafka.pid"
-	if ! wait_tcp "$KAFKA_PORT" 90; then
-		tail -n 30 "$LOG/kafka.log" >&2
-		die "kafka did not open 127.0.0.1:$KAFKA_PORT within 90 s (see .local/log/kafka.log)"
+	nohup java "${jopts[@]}" -cp "$cp" kafka.Kafka "$conf" >>"$LOG/$name.log" 2>&1 </dev/null &
+	echo $! >"$RUN/$name.pid"
+}
+
+# kafka_wait_node waits for a node's client port. A node of a three-node cluster opens it only
+# once the quorum has a leader, so all nodes are started before any is waited for.
+kafka_wait_node() {
+	local n=$1 name port
+	name=$(kafka_name "$n")
+	port=$(kafka_port "$n")
+	if ! wait_tcp "$port" 90; then
+		tail -n 30 "$LOG/$name.log" >&2
+		die "$name did not open 127.0.0.1:$port within 90 s (see .local/log/$name.log)"
 	fi
-	say "kafka: started $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (pid $(cat "$RUN/kafka.pid"))"
+	say "$name: $KAFKA_VERSION on 127.0.0.1:$port (pid $(cat "$RUN/$name.pid"))"
+}
+
+# kafka_down stops every node at once: one after the other, each controlled shutdown waits to
+# hand its leaderships to nodes that are about to stop too.
+kafka_down() {
+	local n
+	for ((n = 3; n >= 1; n--)); do stop_pid "$(kafka_name "$n")" & done
+	wait
 }
 
 # --- TLS and SASL ------------------------------------------------------------------------------
@@ -481,6 +561,10 @@ service_db_url() {
 service_env() {
 	case $1 in
 	deliver)
+		# Only node 1 has the SASL_SSL listener, and a client that bootstraps through it sees
+		# only the brokers that have one: on a three-node cluster the deliverer stays on the
+		# plaintext listeners.
+		[ "$KAFKA_NODES" = 1 ] || return 0
 		printf '%s\n' "KAFKA_BROKERS=$KAFKA_SASL_BROKERS" "KAFKA_CA_FILE=$TLS_DIR/ca.crt" "KAFKA_SASL_MECHANISM=SCRAM-SHA-512" \
 			"KAFKA_USERNAME=$KAFKA_SASL_USER" "KAFKA_PASSWORD_FILE=$KAFKA_SASL_PASSWORD_FILE"
 		;;
@@ -497,7 +581,9 @@ service_up() {
 	port_in_use "${addr##*:}" && die "$name: 127.0.0.1:${addr##*:} is already in use by another process (stop it, or move ours with the ORDERFLOW_*_PORT variables at the top of deploy/local/stack.sh)"
 	# reconcile runs as a daemon here (--every); alone it is a one-shot report.
 	DATABASE_URL="$(service_db_url "$name")" KAFKA_BROKERS="$KAFKA_BROKERS" HTTP_ADDR="$addr" API_URL="$API_URL" OPS_ADDR="127.0.0.1:$API_OPS_PORT" \
-		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" env $(service_env "$name") nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
+		RECONCILE_EVERY="${RECONCILE_EVERY:-1m}" CAPTURE_PARTITIONS="$TOPIC_PARTITIONS" \
+		CAPTURE_REPLICATION_FACTOR="$TOPIC_REPLICATION_FACTOR" CAPTURE_MIN_INSYNC_REPLICAS="$TOPIC_MIN_ISR" \
+		CAPTURE_TOPIC_RETENTION="$TOPIC_RETENTION" env $(service_env "$name") nohup "$ROOT/bin/orderflow" "$name" >>"$LOG/$name.log" 2>&1 </dev/null &
 	echo $! >"$RUN/$name.pid"
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -604,7 +690,7 @@ cleanup_failed_up() {
 	[ ${#STARTED[@]} -gt 0 ] || return "$rc"
 	say "orderflow stack: start failed; stopping what this run started: ${STARTED[*]}" >&2
 	for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
-		case ${STARTED[$i]} in postgres) pg_down ;; *) stop_pid "${STARTED[$i]}" ;; esac
+		case ${STARTED[$i]} in postgres) pg_down ;; kafka) kafka_down ;; *) stop_pid "${STARTED[$i]}" ;; esac
 	done >&2
 	return "$rc"
 }
@@ -649,7 +735,7 @@ cmd_up() {
 cmd_down() {
 	local s
 	for s in reconcile partner deliver project capture api; do stop_pid "$s"; done
-	stop_pid kafka
+	kafka_down
 	pg_down
 }
 
@@ -661,6 +747,10 @@ cmd_start() {
 		case $s in
 		postgres) pg_up ;;
 		kafka) kafka_up ;;
+		kafka-[23])
+			kafka_up_node "${s#kafka-}"
+			kafka_wait_node "${s#kafka-}"
+			;;
 		*)
 			[ -f "$LOCAL/env" ] || die "run 'make up' first: $LOCAL/env is missing"
 			# shellcheck source=/dev/null
@@ -673,7 +763,9 @@ cmd_start() {
 
 cmd_status() {
 	local s
-	for s in postgres kafka "${SERVICES[@]}"; do
+	local kafkas=() n
+	for ((n = 1; n <= KAFKA_NODES; n++)); do kafkas+=("$(kafka_name "$n")"); done
+	for s in postgres "${kafkas[@]}" "${SERVICES[@]}"; do
 		if alive "$s"; then say "$s: running (pid $(head -n1 "$RUN/$s.pid"))"; else say "$s: stopped"; fi
 	done
 }
@@ -694,11 +786,12 @@ case ${1:-} in
 up) cmd_up ;;
 infra) cmd_infra ;;
 down) cmd_down ;;
-stop) shift; for s in "$@"; do case $s in postgres) pg_down ;; *) stop_pid "$s" ;; esac; done ;;
+stop) shift; for s in "$@"; do case $s in postgres) pg_down ;; kafka) kafka_down ;; *) stop_pid "$s" ;; esac; done ;;
 start) shift; cmd_start "$@" ;;
 status) cmd_status ;;
 running) alive "$2" ;;
 services) echo "${SERVICES[@]}" ;;
 env) print_env ;;
+kafka-nodes) echo "$KAFKA_NODES" ;;
 *) die "usage: stack.sh up|infra|down|stop NAME...|status|env" ;;
 esac

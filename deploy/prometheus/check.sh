@@ -5,6 +5,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+# The slot's WAL budget rules fire before invalidation and stay quiet while capture keeps up.
+promtool test rules deploy/prometheus/rules_capture_test.yml
 # shellcheck source=/dev/null
 . .local/env
 PORT=${ORDERFLOW_PROMETHEUS_PORT:-19090}

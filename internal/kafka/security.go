@@ -117,3 +117,16 @@ func LoadSecurity(c SecurityConfig) (Security, error) {
 	}
 	return s, nil
 }
+
+// OnTransport sets t's TLS and SASL from s and returns t, so the transports built by
+// NewTransport (timeouts, keepalive) carry the connection's security too.
+func (s Security) OnTransport(t *kafkago.Transport) *kafkago.Transport {
+	t.TLS, t.SASL = s.TLS, s.SASL
+	return t
+}
+
+// OnDialer sets d's TLS and SASL from s and returns d (see OnTransport).
+func (s Security) OnDialer(d *kafkago.Dialer) *kafkago.Dialer {
+	d.TLS, d.SASLMechanism = s.TLS, s.SASL
+	return d
+}

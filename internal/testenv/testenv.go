@@ -68,7 +68,13 @@ func UniqueName(prefix string) string {
 // cleanups, which run before this one.
 func NewDatabase(tb testing.TB) string {
 	tb.Helper()
-	base := DatabaseURL(tb)
+	return NewDatabaseOn(tb, DatabaseURL(tb))
+}
+
+// NewDatabaseOn is NewDatabase on the cluster whose maintenance database is at base, such as
+// one from StartPostgres.
+func NewDatabaseOn(tb testing.TB, base string) string {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	name := UniqueName("oft")
