@@ -112,8 +112,9 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		}
 		ts.last[p], ts.hasLast[p] = pos, true
 	}
+	maxBytes := s.messageLimit(ctx, name)
 	for p := 0; p < n; p++ {
-		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize)}
+		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize), maxBytes: maxBytes}
 		ts.writers = append(ts.writers, w)
 		s.wg.Add(1)
 		go func() {
@@ -129,6 +130,7 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 func (s *kafkaSink) createTopic(ctx context.Context, topic string) error {
 	created, err := kafka.CreateTopic(ctx, s.client, kafka.TopicSpec{
 		Name: topic, Partitions: s.cfg.Partitions, ReplicationFactor: s.cfg.ReplicationFactor,
+		Configs: s.topicConfigs(),
 	})
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	aggregates := fs.String("aggregate-types", envOr(getenv, "CAPTURE_AGGREGATE_TYPES", "order"), "aggregate types whose topics are created at start (env CAPTURE_AGGREGATE_TYPES)")
 	partitions := fs.Int("partitions", env.Int("CAPTURE_PARTITIONS", 6), "partitions of topics capture creates (env CAPTURE_PARTITIONS)")
 	replication := fs.Int("replication-factor", env.Int("CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
+	maxMessageBytes := fs.Int("topic-max-message-bytes", env.Int("CAPTURE_TOPIC_MAX_MESSAGE_BYTES", 0),
+		"max.message.bytes of topics capture creates, 0 for the broker's; the limit assumed when a topic's cannot be read (env CAPTURE_TOPIC_MAX_MESSAGE_BYTES)")
 	heartbeat := fs.Duration("heartbeat", env.Duration("CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
 	status := fs.Duration("status-interval", env.Duration("CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
 	retention := fs.Duration("retention", env.Duration("CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
@@ -70,10 +72,11 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		TopicPrefix:    *prefix,
 		AggregateTypes: splitList(*aggregates),
 		Kafka: capture.KafkaConfig{
-			Brokers:           splitList(*brokers),
-			Partitions:        *partitions,
-			ReplicationFactor: *replication,
-			Security:          security,
+			Brokers:              splitList(*brokers),
+			Partitions:           *partitions,
+			ReplicationFactor:    *replication,
+			TopicMaxMessageBytes: *maxMessageBytes,
+			Security:             security,
 		},
 		Discard:        *discard,
 		StatusInterval: *status,
