@@ -40,4 +40,3 @@ func TestMaxMessageBytesAgainstBroker(t *testing.T) {
 		t.Errorf("MaxMessageBytes of a missing topic: no error")
 	}
 }
-
