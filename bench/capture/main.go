@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rate := fs.Int("rate", 2000, "events/s for the latency run")
 	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of the latency run (0 to skip)")
 	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
-	itemBytes := fs.Int("item-bytes", 800, "approximate size of one line item in a backlog event")
+	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
 	if err := fs.Parse(args); err != nil {
 		return err
