@@ -33,6 +33,9 @@ type KafkaConfig struct {
 	// Linger is how long a writer waits for more events before sending a batch that is not
 	// full (Kafka's linger.ms). Negative disables it.
 	Linger time.Duration
+	// TopicMaxMessageBytes, if positive, is the max.message.bytes of topics capture creates,
+	// and the limit capture assumes when it cannot read a topic's from the broker.
+	TopicMaxMessageBytes int
 	// Security is TLS and SASL for every broker connection; the zero value is plaintext.
 	Security kafka.Security
 }

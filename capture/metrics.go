@@ -17,6 +17,7 @@ type metrics struct {
 	produceSeconds prometheus.Histogram
 	batchSize      prometheus.Histogram
 	produceErrors  prometheus.Counter
+	oversized      prometheus.Counter
 	reconnects     prometheus.Counter
 	active         prometheus.Gauge
 	streamingSince prometheus.Gauge
@@ -87,6 +88,10 @@ func newMetrics() *metrics {
 			Name: "orderflow_capture_produce_errors_total",
 			Help: "Produce requests that failed (each one restarts the session and its dedupe).",
 		}),
+		oversized: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_capture_oversized_events_total",
+			Help: "Sessions stopped on an event whose record is larger than its topic's max.message.bytes; capture retries it, never skips it.",
+		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_capture_reconnects_total",
 			Help: "Replication sessions that ended with an error and were started again.",
@@ -141,6 +146,6 @@ func newMetrics() *metrics {
 	}
 	r.MustRegister(m.walKeepLimit, m.safeWAL, m.walStatus, m.walWritten, m.rebuilds, m.republished, m.lostFrom, m.lostTo)
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
-		m.produceErrors, m.reconnects, m.active, m.streamingSince, m.inflightTxns)
+		m.produceErrors, m.oversized, m.reconnects, m.active, m.streamingSince, m.inflightTxns)
 	return m
 }

@@ -6,35 +6,21 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-
-	"orderflow"
 )
 
 type partitionWriter struct {
 	topic     string
 	partition int
 	queue     chan *outEvent
+	// maxBytes is the largest record batch the broker takes for this topic (see messageLimit).
+	maxBytes int
 }
 
 // lingerMin is how many queued events make a writer linger (see write).
 const lingerMin = 4
-
-// maxBatchBytes bounds the estimated size of one produce request's record batch. The broker
-// refuses a batch above message.max.bytes (1 MiB by default) with MESSAGE_TOO_LARGE, and a
-// backlog (a rebuilt slot's rows, a long Kafka outage) fills batches to the bound. What a
-// batch holds beyond key and value (headers, varints, per-record overhead) is estimated by
-// recordSize, and the bound leaves room for the batch header.
-const maxBatchBytes = 900 << 10
-
-// recordSize estimates the bytes one event takes in a record batch: key, value, the four
-// headers and about 40 bytes of lengths, offsets and timestamps.
-func recordSize(e *outEvent) int {
-	return len(e.key) + len(e.value) + len(e.id) + len(e.eventType) + 64 + 40
-}
 
 // write is a partition's only producer: one request in flight, in queue order, and nothing
 // more after a failure (see the type comment for why that makes the dedupe exact).
@@ -43,19 +29,53 @@ func (s *kafkaSink) write(w *partitionWriter) {
 	records := make([]kafkago.Record, 0, s.cfg.MaxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
-	for ev := range w.queue {
+	// next is an event taken from the queue that did not fit the previous request: it heads
+	// the next one, so queue order holds.
+	var next *outEvent
+	for {
+		ev := next
+		next = nil
+		if ev == nil {
+			var ok bool
+			if ev, ok = <-w.queue; !ok {
+				break
+			}
+		}
+		now := time.Now()
+		records = append(records[:0], newRecord(ev, now))
+		size := batchOverhead + recordBound(&records[0])
+		if size > w.maxBytes {
+			s.metrics.oversized.Inc()
+			s.log.Error("event is larger than the topic accepts; capture stops before it and retries (docs/CAPTURE.md)",
+				"event_id", ev.id, "topic", w.topic, "partition", w.partition, "lsn", ev.pos.LSN.String(),
+				"record_bytes", size, "max_message_bytes", w.maxBytes)
+			s.fail(fmt.Errorf("%w: event %s on %s[%d] needs up to %d bytes, the topic accepts %d: raise the topic's max.message.bytes",
+				ErrEventTooLarge, ev.id, w.topic, w.partition, size, w.maxBytes))
+			break
+		}
 		batch = append(batch[:0], ev)
-		size := recordSize(ev)
+		// add takes e into the request when the request stays within the broker's limit,
+		// and otherwise keeps it for the next request.
+		add := func(e *outEvent) bool {
+			rec := newRecord(e, now)
+			n := recordBound(&rec)
+			if size+n > w.maxBytes {
+				next = e
+				return false
+			}
+			batch = append(batch, e)
+			records = append(records, rec)
+			size += n
+			return true
+		}
 		lingering, decided := false, false
 	fill:
-		for len(batch) < s.cfg.MaxBatch && size < maxBatchBytes {
+		for len(batch) < s.cfg.MaxBatch {
 			select {
 			case e, ok := <-w.queue:
-				if !ok {
+				if !ok || !add(e) {
 					break fill
 				}
-				batch = append(batch, e)
-				size += recordSize(e)
 				continue
 			default:
 			}
@@ -76,11 +96,9 @@ func (s *kafkaSink) write(w *partitionWriter) {
 			}
 			select {
 			case e, ok := <-w.queue:
-				if !ok {
+				if !ok || !add(e) {
 					break fill
 				}
-				batch = append(batch, e)
-				size += recordSize(e)
 			case <-linger.C:
 				lingering = false
 			}
@@ -90,21 +108,6 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		}
 		if s.aborted.Load() || s.err() != nil {
 			break
-		}
-		records = records[:0]
-		now := time.Now()
-		for _, e := range batch {
-			records = append(records, kafkago.Record{
-				Time:  now,
-				Key:   kafkago.NewBytes(e.key),
-				Value: kafkago.NewBytes(e.value),
-				Headers: []kafkago.Header{
-					{Key: orderflow.HeaderEventID, Value: []byte(e.id)},
-					{Key: orderflow.HeaderEventType, Value: []byte(e.eventType)},
-					{Key: orderflow.HeaderLSN, Value: []byte(e.pos.LSN.String())},
-					{Key: orderflow.HeaderSeq, Value: strconv.AppendUint(nil, uint64(e.pos.Seq), 10)},
-				},
-			})
 		}
 		// Not the session's context: a request already on the wire is waited for, never
 		// abandoned, so that the next session's read of the last record sees its outcome.

@@ -124,8 +124,9 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		}
 		ts.last[p], ts.lastTime[p], ts.hasLast[p] = pos, at, true
 	}
+	maxBytes := s.messageLimit(ctx, name)
 	for p := 0; p < n; p++ {
-		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize)}
+		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize), maxBytes: maxBytes}
 		ts.writers = append(ts.writers, w)
 		s.wg.Add(1)
 		go func() {
@@ -195,6 +196,9 @@ func (k *KafkaConfig) topicSpec(topic string) kafka.TopicSpec {
 	}
 	if k.Retention > 0 {
 		spec.Configs["retention.ms"] = strconv.FormatInt(k.Retention.Milliseconds(), 10)
+	}
+	if k.TopicMaxMessageBytes > 0 {
+		spec.Configs["max.message.bytes"] = strconv.Itoa(k.TopicMaxMessageBytes)
 	}
 	return spec
 }

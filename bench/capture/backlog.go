@@ -132,20 +132,37 @@ func (b *bench) waitConfirmed(ctx context.Context, slot, target string, alive fu
 }
 
 // writeBacklog commits n single-row transactions (synchronous_commit off: the backlog's
-// speed is not what is measured).
+// speed is not what is measured). Each event is order-sized: 1 to maxItems line items of about
+// itemBytes each, spread evenly, so produce requests fill up the way they do with real orders
+// (tiny events hid that requests were sized on values alone).
 func (b *bench) writeBacklog(ctx context.Context, n int) error {
+	desc := max(b.itemBytes-80, 0) // the rest of a line item's JSON is about 80 bytes
 	_, err := b.exec(ctx, `
 		DO $$
 		BEGIN
 			SET LOCAL synchronous_commit = off;
 			FOR i IN 1..`+strconv.Itoa(n)+` LOOP
 				INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
-				VALUES (gen_random_uuid(), 'order', gen_random_uuid()::text, 'order.created', 1,
+				SELECT gen_random_uuid(), 'order', gen_random_uuid()::text, 'order.created', 1,
 					jsonb_build_object('customer_id', 'c-' || (i % 1000), 'currency', 'EUR', 'total_cents', i,
-						'items', jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (i % 500), 'quantity', 1, 'unit_price_cents', 1999))));
+						'items', jsonb_agg(jsonb_build_object('sku', 'SKU-' || ((i + j) % 500), 'quantity', 1 + j % 3,
+							'unit_price_cents', 1999, 'description', left(repeat(md5((i * 31 + j)::text), `+strconv.Itoa(desc/32+1)+`), `+strconv.Itoa(desc)+`))))
+				FROM generate_series(1, 1 + (i * 7919) % `+strconv.Itoa(max(b.maxItems, 1))+`) AS j;
 				COMMIT;
 				SET LOCAL synchronous_commit = off;
 			END LOOP;
 		END $$`)
 	return err
+}
+
+// avgEventBytes is the mean size of the backlog's payloads as PostgreSQL prints them.
+func (b *bench) avgEventBytes(ctx context.Context) (float64, error) {
+	c, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	var avg float64
+	err = c.QueryRow(ctx, `SELECT coalesce(avg(octet_length(payload::text)), 0) FROM (SELECT payload FROM outbox LIMIT 10000) s`).Scan(&avg)
+	return avg, err
 }

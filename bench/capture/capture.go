@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -32,8 +33,35 @@ func (b *bench) drainWithCapture(ctx context.Context, slot, target string, disca
 		return 0, 0, nil, "", fmt.Errorf("%w (log %s)", err, logPath)
 	}
 	_ = p.alive()
+	if !discard {
+		if err := produceErrors(p.log); err != nil {
+			p.stop()
+			return 0, 0, nil, "", err
+		}
+	}
 	if !keep {
 		p.stop()
 	}
 	return t1.Sub(t0).Seconds(), float64(p.peak) / 1024, p, addr, nil
+}
+
+// produceErrors fails when capture's log shows a refused produce request or an event too
+// large for its topic: each one tears the replication session down and reconnects after a
+// backoff, so a drain that had one measured the backoff, not capture.
+func produceErrors(logPath string) error {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return fmt.Errorf("reading capture's log: %w", err)
+	}
+	var bad []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "producing to ") || strings.Contains(line, "larger than the topic") {
+			bad = append(bad, line)
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	return fmt.Errorf("FAILED: capture logged %d produce errors during a measured drain, the figure is not valid (log %s); first: %s",
+		len(bad), logPath, bad[0])
 }

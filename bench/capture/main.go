@@ -36,13 +36,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	big := fs.Int("backlog-2m", 2_000_000, "a larger backlog drained by capture alone: RSS must stay flat (0 to skip)")
 	rate := fs.Int("rate", 2000, "events/s for the latency run")
 	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of the latency run (0 to skip)")
+	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
+	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	b := &bench{
 		bin: *bin, adminURL: os.Getenv("DATABASE_URL"), brokers: os.Getenv("KAFKA_BROKERS"), log: stderr,
-		prefix: "ofbench_" + randHex(4),
+		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes,
 	}
 	if b.adminURL == "" || b.brokers == "" {
 		return errors.New("DATABASE_URL and KAFKA_BROKERS must be set (eval \"$(deploy/local/stack.sh env)\")")
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer b.cleanup()
 
-	b.say("capture bench: %s, %d cores, load average %s; backlog %d single-event transactions", cpuModel(), numCPU(), loadavg(), *backlog)
+	b.say("capture bench: %s, %d cores, load average %s; backlog %d single-event transactions of 1-%d line items of ~%d bytes", cpuModel(), numCPU(), loadavg(), *backlog, *maxItems, *itemBytes)
 	defer func() {
 		b.say("  load average at the end: %s (other work on the machine skews every number)", loadavg())
 	}()

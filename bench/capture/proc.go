@@ -16,7 +16,8 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
-	peak int64 // VmHWM in kB, sampled
+	peak int64  // VmHWM in kB, sampled
+	log  string // where its output goes
 }
 
 func start(name string, args []string, env []string, logPath string) (*proc, error) {
@@ -32,7 +33,7 @@ func start(name string, args []string, env []string, logPath string) (*proc, err
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
+	p := &proc{cmd: cmd, done: make(chan struct{}), log: logPath}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	return p, nil
 }

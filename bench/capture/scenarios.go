@@ -25,7 +25,11 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	if err != nil {
 		return err
 	}
-	b.say("  wrote %d transactions in %.1fs; draining to %s", n, time.Since(t0).Seconds(), target)
+	avg, err := b.avgEventBytes(ctx)
+	if err != nil {
+		return err
+	}
+	b.say("  wrote %d transactions (payload %.0f bytes on average) in %.1fs; draining to %s", n, avg, time.Since(t0).Seconds(), target)
 
 	capSecs, capRSS, cp, caddr, err := b.drainWithCapture(ctx, slots[0], target, false, true)
 	if err != nil {
@@ -147,6 +151,9 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error
 		return err
 	}
 	if _, err := b.waitConfirmed(ctx, slot, target, p.alive); err != nil {
+		return err
+	}
+	if err := produceErrors(p.log); err != nil {
 		return err
 	}
 	buckets, count, err := histogram(addr, "orderflow_capture_commit_to_ack_seconds")

@@ -28,6 +28,8 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	replication := fs.Int("replication-factor", env.Int("CAPTURE_REPLICATION_FACTOR", 1), "replication factor of topics capture creates (env CAPTURE_REPLICATION_FACTOR)")
 	minISR := fs.Int("min-insync-replicas", env.Int("CAPTURE_MIN_INSYNC_REPLICAS", 0), "min.insync.replicas of topics capture creates, 0 for the broker's default (env CAPTURE_MIN_INSYNC_REPLICAS)")
 	topicRetention := fs.Duration("topic-retention", env.Duration("CAPTURE_TOPIC_RETENTION", 0), "retention.ms of topics capture creates, 0 for the broker's default (env CAPTURE_TOPIC_RETENTION)")
+	maxMessageBytes := fs.Int("topic-max-message-bytes", env.Int("CAPTURE_TOPIC_MAX_MESSAGE_BYTES", 0),
+		"max.message.bytes of topics capture creates, 0 for the broker's; the limit assumed when a topic's cannot be read (env CAPTURE_TOPIC_MAX_MESSAGE_BYTES)")
 	heartbeat := fs.Duration("heartbeat", env.Duration("CAPTURE_HEARTBEAT", 0), "interval of pg_logical_emit_message heartbeats, 0 for none (env CAPTURE_HEARTBEAT)")
 	status := fs.Duration("status-interval", env.Duration("CAPTURE_STATUS_INTERVAL", 10*time.Second), "longest time between standby status updates, at most 10s (env CAPTURE_STATUS_INTERVAL)")
 	replTimeout := fs.Duration("replication-timeout", env.Duration("CAPTURE_REPLICATION_TIMEOUT", 20*time.Second), "reconnect when the replication connection stays silent this long although a reply was asked for (env CAPTURE_REPLICATION_TIMEOUT)")
@@ -74,12 +76,13 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		TopicPrefix:    *prefix,
 		AggregateTypes: splitList(*aggregates),
 		Kafka: capture.KafkaConfig{
-			Brokers:           splitList(*brokers),
-			Partitions:        *partitions,
-			ReplicationFactor: *replication,
-			Security:          security,
-			MinInsyncReplicas: *minISR,
-			Retention:         *topicRetention,
+			Brokers:              splitList(*brokers),
+			Partitions:           *partitions,
+			ReplicationFactor:    *replication,
+			TopicMaxMessageBytes: *maxMessageBytes,
+			Security:             security,
+			MinInsyncReplicas:    *minISR,
+			Retention:            *topicRetention,
 		},
 		Discard:            *discard,
 		StatusInterval:     *status,

@@ -12,6 +12,7 @@ promtool test rules deploy/prometheus/rules_capture_test.yml
 PORT=${ORDERFLOW_PROMETHEUS_PORT:-19090}
 promtool check rules deploy/prometheus/rules.yml
 promtool test rules deploy/prometheus/rules_test.yml
+promtool test rules deploy/prometheus/rules_oversize_test.yml
 # The Prometheus this check starts is recorded in .local/run, so one left behind by an
 # interrupted check is stopped by its pid, never by name: other Prometheus servers on the
 # machine are not ours.
