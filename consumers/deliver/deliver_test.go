@@ -91,10 +91,7 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 				}
 			}
 		}
-		if lagSeries == 0 {
-			return false
-		}
-		return true
+		return lagSeries != 0
 	})
 }
 
