@@ -127,8 +127,11 @@ func TestSilentNetworkIsNoticedByEveryService(t *testing.T) {
 	_, err = db.CreateEndpoint(ctx, hook.URL+"/hook", []string{orderflow.EventOrderCreated}, secret)
 	testenv.Must(t, err, "creating endpoint")
 	sql := testenv.Connect(t, dsn)
-	const apiKey = "silent-test-key"
-	_, err = sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES ('silent', 'silent', sha256($1::bytea), true)`, []byte(apiKey))
+	// An admin key stocks the SKU; a client key creates the orders (roles: docs/API.md).
+	const apiKey, clientKey = "silent-test-key", "silent-test-client-key"
+	_, err = sql.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, role) VALUES
+		('silent', 'silent', sha256($1::bytea), 'admin'), ('silent-client', 'silent client', sha256($2::bytea), 'client')`,
+		[]byte(apiKey), []byte(clientKey))
 	testenv.Must(t, err, "creating api key")
 
 	env := func() map[string]string {
@@ -173,7 +176,7 @@ func TestSilentNetworkIsNoticedByEveryService(t *testing.T) {
 		t.Helper()
 		body := `{"customer_id":"silent","currency":"EUR","items":[{"sku":"SILENT-1","quantity":1,"unit_price_cents":100}]}`
 		req, _ := http.NewRequest(http.MethodPost, "http://"+api.addr+"/v1/orders", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Authorization", "Bearer "+clientKey)
 		req.Header.Set("Idempotency-Key", uuid.NewString())
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := opsClient.Do(req)

@@ -44,7 +44,7 @@ func TestDelivererRidesOutKafkaAndPostgresOutages(t *testing.T) {
 	t.Cleanup(db.Close)
 	cfg := deliver.Config{Brokers: e.brokers, Topic: e.topic, GroupID: e.group, Policy: fastPolicy(),
 		Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, StatsEvery: 200 * time.Millisecond,
-		Lease: time.Second, Logger: quietLogger(), Dial: kafkaProxy.Dial}
+		Lease: time.Second, Logger: quietLogger(), Dial: kafkaProxy.Dial, Egress: loopbackOnly(t)}
 	svc, err := deliver.New(cfg, db)
 	testenv.Must(t, err, "creating deliverer")
 	run := testenv.Start(t, "deliverer", svc.Run)

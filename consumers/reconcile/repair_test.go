@@ -20,6 +20,7 @@ import (
 	"orderflow/consumers/partner"
 	"orderflow/consumers/projector"
 	"orderflow/consumers/reconcile"
+	"orderflow/internal/egress"
 	"orderflow/internal/testenv"
 	"orderflow/webhook"
 )
@@ -128,7 +129,7 @@ func TestPartnerDownLongerThanTheSLAWithFixActsOnceOnEachOrder(t *testing.T) {
 	ctx := context.Background()
 	w.runProjector(testenv.UniqueName("ofrecgroup"))
 	const partnerKey = "reconcile-test-partner-key"
-	_, err := w.conn.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, is_admin) VALUES ('partner', 'mock partner', sha256($1::bytea), false)`, []byte(partnerKey))
+	_, err := w.conn.Exec(ctx, `INSERT INTO api_clients (id, name, key_sha256, role) VALUES ('partner', 'mock partner', sha256($1::bytea), 'fulfiller')`, []byte(partnerKey))
 	testenv.Must(t, err, "seeding the partner's key")
 	apiSrv := httptest.NewServer(api.New(w.db, quiet()))
 	t.Cleanup(apiSrv.Close)
@@ -140,7 +141,10 @@ func TestPartnerDownLongerThanTheSLAWithFixActsOnceOnEachOrder(t *testing.T) {
 	testenv.Must(t, err, "making a secret")
 	_, err = w.db.CreateEndpoint(ctx, "http://"+addr+"/partner-hook", []string{orderflow.EventOrderCreated}, secret)
 	testenv.Must(t, err, "registering the partner")
-	svc, err := deliver.New(deliver.Config{Brokers: w.brokers, Topic: w.topic, GroupID: testenv.UniqueName("ofrecdeliver"),
+	// The partner listens on loopback, which the egress guard allows only when told.
+	loopback, err := egress.NewPolicy("127.0.0.0/8")
+	testenv.Must(t, err, "making the egress policy")
+	svc, err := deliver.New(deliver.Config{Brokers: w.brokers, Topic: w.topic, GroupID: testenv.UniqueName("ofrecdeliver"), Egress: loopback,
 		Policy: deliver.Policy{Timeout: time.Second, MaxAttempts: 1000, MaxAge: time.Hour, BaseBackoff: 20 * time.Millisecond,
 			MaxBackoff: 250 * time.Millisecond, MaxRetryAfter: time.Second},
 		Workers: 8, PerEndpoint: 4, Poll: 50 * time.Millisecond, Lease: time.Second, Logger: quiet()}, w.db)
