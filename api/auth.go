@@ -45,6 +45,9 @@ const (
 	unknownKeyTTL  = 5 * time.Second
 	maxUnknownKeys = 100_000
 	maxKeyLookups  = 4
+	// lookupBlock is how long an address that went over its budget of unknown keys is
+	// answered 429 without a query.
+	lookupBlock = 2 * time.Second
 )
 
 // errLookupLimited: the address has asked about too many unknown keys lately.
@@ -83,10 +86,11 @@ type keyLookup struct {
 // lookupKey asks the database about a key not in either cache, within the address's budget
 // of lookups and the bound on lookups at once, and caches the answer.
 func (s *Server) lookupKey(ctx context.Context, key string, digest [32]byte, addr string) (keyLookup, error) {
-	if s.lookups != nil {
-		if ok, wait := s.lookups.Allow(addr); !ok {
-			return keyLookup{}, errLookupLimited{retryAfter: wait}
-		}
+	// Only unknown keys count against the address (below): a known key whose cache entry
+	// expired, or a lookup that failed because the database was away, is not a guess, and a
+	// busy client must not be locked out by a database restart.
+	if s.blocked.Contains(addr) {
+		return keyLookup{}, errLookupLimited{retryAfter: lookupBlock}
 	}
 	// Other requests may be waiting on this lookup: the first one going away must not fail
 	// theirs.
@@ -104,6 +108,11 @@ func (s *Server) lookupKey(ctx context.Context, key string, digest [32]byte, add
 	}
 	if !found {
 		s.unknown.Add(key)
+		if s.lookups != nil {
+			if ok, _ := s.lookups.Allow(addr); !ok {
+				s.blocked.Add(addr)
+			}
+		}
 		return keyLookup{}, nil
 	}
 	s.clients.mu.Lock()

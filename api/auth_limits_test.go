@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +26,7 @@ type keyStore struct {
 
 	mu                    sync.Mutex
 	calls, now, maxAtOnce int
+	failing               bool // the database is away: every lookup fails
 }
 
 func (s *keyStore) ClientByKeyDigest(_ context.Context, d []byte) (orderflow.Client, bool, error) {
@@ -36,6 +39,12 @@ func (s *keyStore) ClientByKeyDigest(_ context.Context, d []byte) (orderflow.Cli
 	s.mu.Lock()
 	s.now--
 	s.mu.Unlock()
+	s.mu.Lock()
+	failing := s.failing
+	s.mu.Unlock()
+	if failing {
+		return orderflow.Client{}, false, errors.New("connecting to the database: connection refused")
+	}
 	c, ok := s.known[hex.EncodeToString(d)]
 	return c, ok, nil
 }
@@ -174,5 +183,27 @@ func TestParallelFirstRequestsShareOneLookup(t *testing.T) {
 	}
 	if calls, _ := st.lookups(); calls != 1 {
 		t.Fatalf("50 parallel requests with one key made %d queries, want 1", calls)
+	}
+}
+
+// TestADatabaseOutageIsNotAKeySpray: lookups of a known key that fail while the database is
+// away (the drill's PostgreSQL restart) do not use up the address's budget of unknown keys, so
+// the client is served again as soon as the database is back, not answered 429.
+func TestADatabaseOutageIsNotAKeySpray(t *testing.T) {
+	t.Parallel()
+	const key = "of_known_key"
+	d := sha256.Sum256([]byte(key))
+	st := &keyStore{known: map[string]orderflow.Client{hex.EncodeToString(d[:]): {ID: "c", Role: orderflow.RoleClient}}, failing: true}
+	s := New(st, quiet(), WithKeyLookupLimit(1, 2))
+	for i := 0; i < 20; i++ {
+		if w := get(t, s, key, "192.0.2.9"); w.Code == http.StatusTooManyRequests || w.Code < 500 {
+			t.Fatalf("lookup %d with the database away: %d, want a 5xx that is not a 429", i, w.Code)
+		}
+	}
+	st.mu.Lock()
+	st.failing = false
+	st.mu.Unlock()
+	if w := get(t, s, key, "192.0.2.9"); w.Code != http.StatusOK {
+		t.Fatalf("the database is back: %d %s, want 200", w.Code, w.Body)
 	}
 }

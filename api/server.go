@@ -50,6 +50,7 @@ type Server struct {
 	// unknown, lookups and lookupSlots bound what unknown keys cost (see authenticate).
 	unknown     *negcache.Cache
 	lookups     *ratelimit.Limiter
+	blocked     *negcache.Cache
 	lookupSlots chan struct{}
 	flights     singleflight.Group
 }
@@ -111,6 +112,7 @@ func New(store orderStore, log *slog.Logger, opts ...Option) *Server {
 		clients:     newClientCache(keyCacheTTL),
 		limits:      mustLimiter(DefaultRateLimit, DefaultRateBurst),
 		unknown:     negcache.New(unknownKeyTTL, maxUnknownKeys, nil),
+		blocked:     negcache.New(lookupBlock, maxUnknownKeys, nil),
 		lookups:     mustLimiter(DefaultKeyLookupRate, DefaultKeyLookupBurst),
 		lookupSlots: make(chan struct{}, maxKeyLookups),
 	}
