@@ -238,7 +238,7 @@ func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition in
 		}
 		// Either mode: the partition may end with a record written before the switch to
 		// binary mode.
-		ce, err := orderflow.DecodeRecord(domainHeaders(r.Headers), b)
+		ce, err := orderflow.DecodeRecord(kafka.Headers(r.Headers), b)
 		if err != nil {
 			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
 		}
@@ -321,13 +321,4 @@ func recordPosition(headers []kafkago.Header) (Position, error) {
 		return pos, errors.New("record has no pg_lsn/pg_seq headers: something other than capture writes to this topic")
 	}
 	return pos, nil
-}
-
-// domainHeaders converts kafka-go headers for orderflow.DecodeRecord.
-func domainHeaders(hs []kafkago.Header) []orderflow.Header {
-	out := make([]orderflow.Header, len(hs))
-	for i, h := range hs {
-		out[i] = orderflow.Header(h)
-	}
-	return out
 }
