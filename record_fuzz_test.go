@@ -3,6 +3,7 @@ package orderflow_test
 import (
 	"bytes"
 	"encoding/json"
+	"orderflow/internal/cetest"
 	"strings"
 	"testing"
 
@@ -84,11 +85,11 @@ func FuzzDecodeRecord(f *testing.F) {
 			want.DataContentType = orderflow.ContentTypeJSON
 		}
 		assertSameEvent(t, again, &want)
-		if _, err := sdkDecode(reencoded, got.Data); err != nil {
+		if _, err := cetest.Decode(reencoded, got.Data); err != nil {
 			t.Fatalf("the SDK refused what orderflow encoded from an accepted record %+v: %v", got, err)
 		}
 		if isBinary(headers) {
-			if _, err := sdkDecode(headers, value); err != nil {
+			if _, err := cetest.Decode(headers, value); err != nil {
 				t.Fatalf("orderflow accepted a binary record the SDK refuses: %v", err)
 			}
 		}

@@ -2,152 +2,17 @@ package orderflow_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
-	"github.com/cloudevents/sdk-go/v2/binding/format"
-	"github.com/cloudevents/sdk-go/v2/binding/spec"
-	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"orderflow"
+	"orderflow/internal/cetest"
 	"orderflow/schemas"
 )
-
-// The CloudEvents Go SDK (sdk-go) has Kafka bindings for sarama and confluent-kafka-go but none
-// for segmentio/kafka-go. sdkMessage is the SDK's binding.Message over orderflow's Header, a
-// line-for-line port of the sarama binding's Message (protocol/kafka_sarama/v2/message.go):
-// lower-cased header names, structured mode when content-type names a known event format,
-// binary mode when ce_specversion names a known version, anything else unknown. The attribute
-// parsing and validation are the SDK's own.
-type sdkMessage struct {
-	value       []byte
-	headers     map[string][]byte
-	contentType string
-	format      format.Format
-	version     spec.Version
-}
-
-var sdkSpecs = spec.WithPrefix("ce_")
-
-var (
-	_ binding.Message               = (*sdkMessage)(nil)
-	_ binding.MessageMetadataReader = (*sdkMessage)(nil)
-)
-
-func newSDKMessage(headers []orderflow.Header, value []byte) *sdkMessage {
-	m := &sdkMessage{value: value, headers: make(map[string][]byte, len(headers))}
-	for _, h := range headers {
-		k := strings.ToLower(h.Key)
-		if k == "content-type" {
-			m.contentType = string(h.Value)
-		}
-		m.headers[k] = h.Value
-	}
-	if ft := format.Lookup(m.contentType); ft != nil {
-		m.format = ft
-	} else if v := sdkSpecs.Version(string(m.headers[sdkSpecs.PrefixedSpecVersionName()])); v != nil {
-		m.version = v
-	}
-	return m
-}
-
-func (m *sdkMessage) ReadEncoding() binding.Encoding {
-	switch {
-	case m.version != nil:
-		return binding.EncodingBinary
-	case m.format != nil:
-		return binding.EncodingStructured
-	}
-	return binding.EncodingUnknown
-}
-
-func (m *sdkMessage) ReadStructured(ctx context.Context, w binding.StructuredWriter) error {
-	if m.format == nil {
-		return binding.ErrNotStructured
-	}
-	return w.SetStructuredEvent(ctx, m.format, bytes.NewReader(m.value))
-}
-
-func (m *sdkMessage) ReadBinary(_ context.Context, w binding.BinaryWriter) error {
-	if m.version == nil {
-		return binding.ErrNotBinary
-	}
-	for k, v := range m.headers {
-		var err error
-		switch {
-		case strings.HasPrefix(k, "ce_"):
-			if attr := m.version.Attribute(k); attr != nil {
-				err = w.SetAttribute(attr, string(v))
-			} else {
-				err = w.SetExtension(strings.TrimPrefix(k, "ce_"), string(v))
-			}
-		case k == "content-type":
-			err = w.SetAttribute(m.version.AttributeFromKind(spec.DataContentType), string(v))
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if m.value != nil {
-		return w.SetData(bytes.NewReader(m.value))
-	}
-	return nil
-}
-
-func (m *sdkMessage) GetAttribute(k spec.Kind) (spec.Attribute, any) {
-	if attr := m.version.AttributeFromKind(k); attr != nil {
-		return attr, string(m.headers[attr.PrefixedName()])
-	}
-	return nil, nil
-}
-
-func (m *sdkMessage) GetExtension(name string) any { return string(m.headers["ce_"+name]) }
-
-func (m *sdkMessage) Finish(error) error { return nil }
-
-// sdkDecode is what a data engineer's SDK reader does with a record: decode, then validate.
-func sdkDecode(headers []orderflow.Header, value []byte) (*event.Event, error) {
-	ev, err := binding.ToEvent(context.Background(), newSDKMessage(headers, value))
-	if err != nil {
-		return nil, err
-	}
-	if err := ev.Validate(); err != nil {
-		return nil, err
-	}
-	return ev, nil
-}
-
-// schemaFor compiles the schema an event names, asserting formats (date-time), which draft
-// 2020-12 otherwise only annotates.
-func schemaFor(tb testing.TB, eventType string, version int) *jsonschema.Schema {
-	tb.Helper()
-	b, ok := schemas.Schema(eventType, version)
-	if !ok {
-		tb.Fatalf("no schema for %s v%d", eventType, version)
-	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	c.DefaultDraft(jsonschema.Draft2020)
-	c.AssertFormat()
-	id := schemas.ID(eventType, version)
-	if err := c.AddResource(id, doc); err != nil {
-		tb.Fatal(err)
-	}
-	s, err := c.Compile(id)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return s
-}
 
 // capturedOrder is the order in the state each event type announces, as the outbox stores it.
 func capturedOrder(status orderflow.Status, version int, reason string) orderflow.Order {
@@ -195,7 +60,7 @@ func TestSDKDecodesBinaryRecords(t *testing.T) {
 		t.Run(tc.typ+strconv.Itoa(i), func(t *testing.T) {
 			t.Parallel()
 			want, headers := encodeOrderEvent(t, tc.typ, tc.o, i)
-			got, err := sdkDecode(headers, want.Data)
+			got, err := cetest.Decode(headers, want.Data)
 			if err != nil {
 				t.Fatalf("the SDK refused the record: %v", err)
 			}
@@ -215,7 +80,7 @@ func TestSDKDecodesBinaryRecords(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := schemaFor(t, tc.typ, orderflow.OrderSchemaVersion).Validate(doc); err != nil {
+			if err := cetest.Schema(t, tc.typ, orderflow.OrderSchemaVersion).Validate(doc); err != nil {
 				t.Errorf("data does not validate against %s: %v", got.DataSchema(), err)
 			}
 			// The webhook body rendered from orderflow's decoding is a structured event the
@@ -225,7 +90,7 @@ func TestSDKDecodesBinaryRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			body := orderflow.AppendCloudEvent(nil, ours)
-			fromBody, err := sdkDecode([]orderflow.Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}, body)
+			fromBody, err := cetest.Decode([]orderflow.Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}, body)
 			if err != nil {
 				t.Fatalf("the SDK refused the webhook body %s: %v", body, err)
 			}
@@ -247,7 +112,7 @@ func TestSDKRefusesTheStructuredRecordsWithoutContentType(t *testing.T) {
 		{Key: orderflow.HeaderLSN, Value: []byte("0/16B3748")}, {Key: orderflow.HeaderSeq, Value: []byte("0")},
 	}
 	value := orderflow.AppendCloudEvent(nil, &ev)
-	if got, err := sdkDecode(old, value); err == nil {
+	if got, err := cetest.Decode(old, value); err == nil {
 		t.Fatalf("the SDK decoded an old record: %s", got)
 	}
 	if _, err := orderflow.DecodeRecord(old, value); err != nil {

@@ -17,7 +17,7 @@ import (
 )
 
 // TestRecordsFollowTheContract checks one multi-row transaction and one single-row
-// transaction end to end: topic, key, headers and the CloudEvent.
+// transaction end to end: topic, key, headers and the CloudEvent in binary mode.
 func TestRecordsFollowTheContract(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -71,7 +71,10 @@ func TestRecordsFollowTheContract(t *testing.T) {
 		if string(ce.Data) != wantData {
 			t.Errorf("data %s, want the payload verbatim %s", ce.Data, wantData)
 		}
-		if rec.headers["ce_id"] != id || rec.headers["ce_type"] != ce.Type {
+		if ce.DataSchema != orderflow.DataSchema(ce.Type, 2) || ce.DataSchema == "" {
+			t.Errorf("dataschema %q, want the schema of %s v2", ce.DataSchema, ce.Type)
+		}
+		if rec.headers["ce_id"] != id || rec.headers["ce_type"] != ce.Type || rec.headers["content-type"] != "application/json" {
 			t.Errorf("headers %v", rec.headers)
 		}
 		if rec.headers["pg_lsn"] != first.headers["pg_lsn"] {

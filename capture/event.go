@@ -1,10 +1,12 @@
 package capture
 
 import (
+	"bytes"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
 )
@@ -44,18 +46,43 @@ type Event struct {
 	CreatedAt time.Time
 }
 
-// AppendCloudEvent appends ev as the CloudEvent capture publishes (see
-// orderflow.AppendCloudEvent for the wire format): id = the outbox id, subject = the aggregate
-// id, data = the payload verbatim.
-func AppendCloudEvent(b []byte, ev *Event) []byte {
-	return orderflow.AppendCloudEvent(b, &orderflow.CloudEvent{
+// CloudEvent is the CloudEvent capture publishes for ev: id = the outbox id, subject = the
+// aggregate id, dataschema = the JSON Schema of its type and version (orderflow.DataSchema),
+// data = the payload itself, not a copy.
+func CloudEvent(ev *Event) *orderflow.CloudEvent {
+	return &orderflow.CloudEvent{
 		ID:              ev.ID,
 		Source:          orderflow.EventSource,
 		Type:            ev.EventType,
 		Subject:         ev.AggregateID,
 		Time:            ev.CreatedAt,
-		DataContentType: "application/json",
+		DataContentType: orderflow.ContentTypeJSON,
+		DataSchema:      orderflow.DataSchema(ev.EventType, int(ev.SchemaVersion)),
 		SchemaVersion:   int(ev.SchemaVersion),
 		Data:            ev.Payload,
-	})
+	}
+}
+
+// AppendCloudEvent appends ev as a structured CloudEvent (orderflow.AppendCloudEvent), the
+// form the webhook body takes; the Kafka record is binary mode (newOutEvent).
+func AppendCloudEvent(b []byte, ev *Event) []byte {
+	return orderflow.AppendCloudEvent(b, CloudEvent(ev))
+}
+
+// newOutEvent is ev ready for the sink, in the CloudEvents Kafka binding's binary mode
+// (docs/DATA.md): the key is the aggregate id, the value the payload, the attributes ce_
+// headers; newRecord adds pg_lsn and pg_seq.
+func newOutEvent(t *txn, pos Position, topic string, ev *Event) *outEvent {
+	hs := orderflow.AppendBinaryHeaders(make([]orderflow.Header, 0, 10), CloudEvent(ev))
+	headers := make([]kafkago.Header, len(hs))
+	for i, h := range hs {
+		headers[i] = kafkago.Header(h)
+	}
+	return &outEvent{
+		txn: t, pos: pos, topic: topic, id: ev.ID, eventType: ev.EventType,
+		key: []byte(ev.AggregateID),
+		// A copy: the replication decoder reuses the payload's buffer for the next message.
+		value:   bytes.Clone(ev.Payload),
+		headers: headers,
+	}
 }

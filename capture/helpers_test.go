@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"orderflow"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,12 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
 	"orderflow/capture"
+	"orderflow/internal/cetest"
 	"orderflow/internal/testenv"
 )
 
@@ -194,11 +197,36 @@ func (w *writer) insertTx(ctx context.Context, db *pgx.Conn, keys []string) erro
 	return nil
 }
 
+// insertOutbox writes o as the API would, a real order at o's version, so that the records
+// capture makes of it validate against their schema: version 1 is order.created, later ones
+// order.fulfilled (the load tests need any number of versions per key, and the schemas bound
+// only each type's version).
 func insertOutbox(ctx context.Context, tx pgx.Tx, o order) error {
-	payload := fmt.Sprintf(`{"order_id": %q, "version": %d, "note": "line\nbreak \"quoted\" ü"}`, o.key, o.version)
-	_, err := tx.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
-		VALUES ($1, 'order', $2, 'order.created', 1, $3)`, o.id, o.key, payload)
+	typ, status := orderflow.EventOrderCreated, orderflow.StatusPending
+	if o.version > 1 {
+		typ, status = orderflow.EventOrderFulfilled, orderflow.StatusFulfilled
+	}
+	payload, err := json.Marshal(realOrder(o.key, o.version, status))
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
+		VALUES ($1, 'order', $2, $3, $4, $5)`, o.id, o.key, typ, orderflow.OrderSchemaVersion, payload)
 	return err
+}
+
+// realOrder is an order as the outbox stores it, with text that needs escaping.
+func realOrder(id string, version int, status orderflow.Status) orderflow.Order {
+	created := time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	o := orderflow.Order{
+		ID: id, CustomerID: "cust-\"ü\"", Currency: "EUR", Status: status, Version: version,
+		Items:      []orderflow.Item{{SKU: "MUG", Quantity: 2, UnitPriceCents: 1450}, {SKU: "TEA", Quantity: 1, UnitPriceCents: 0}},
+		TotalCents: 2900, CreatedAt: created, UpdatedAt: created.Add(time.Duration(version) * time.Minute),
+	}
+	if status == orderflow.StatusCancelled {
+		o.CancelReason = "line\nbreak \"quoted\" ü"
+	}
+	return o
 }
 
 // writeOrders writes n events in transactions of 1..maxTx rows over the given keys.
@@ -245,6 +273,7 @@ type record struct {
 	value     []byte
 	headers   map[string]string
 	ce        cloudEvent
+	event     *event.Event // as the CloudEvents SDK decoded it
 }
 
 type cloudEvent struct {
@@ -255,6 +284,7 @@ type cloudEvent struct {
 	Subject         string          `json:"subject"`
 	Time            string          `json:"time"`
 	DataContentType string          `json:"datacontenttype"`
+	DataSchema      string          `json:"dataschema"`
 	SchemaVersion   int             `json:"schemaversion"`
 	Data            json.RawMessage `json:"data"`
 }
@@ -299,12 +329,27 @@ func readTopic(t *testing.T, brokers []string, topic string) []record {
 					rec.key = string(b)
 				}
 				rec.value, _ = io.ReadAll(r.Value)
-				for _, h := range r.Headers {
+				hs := make([]orderflow.Header, len(r.Headers))
+				for i, h := range r.Headers {
 					rec.headers[h.Key] = string(h.Value)
+					hs[i] = orderflow.Header(h)
 				}
-				if err := json.Unmarshal(rec.value, &rec.ce); err != nil {
-					t.Fatalf("record %s[%d]@%d is not JSON: %v", topic, p.ID, r.Offset, err)
+				// Every record any capture test reads goes through a CloudEvents SDK's
+				// Kafka binding, as a data engineer's reader would.
+				ev, err := cetest.Decode(hs, rec.value)
+				if err != nil {
+					t.Fatalf("record %s[%d]@%d: the CloudEvents SDK refused it: %v", topic, p.ID, r.Offset, err)
 				}
+				rec.ce = cloudEvent{
+					SpecVersion: ev.SpecVersion(), ID: ev.ID(), Source: ev.Source(), Type: ev.Type(), Subject: ev.Subject(),
+					Time: rec.headers[orderflow.HeaderTime], DataContentType: ev.DataContentType(), DataSchema: ev.DataSchema(),
+					Data: ev.Data(),
+				}
+				rec.ce.SchemaVersion, err = strconv.Atoi(fmt.Sprint(ev.Extensions()["schemaversion"]))
+				if err != nil {
+					t.Fatalf("record %s[%d]@%d: schemaversion: %v", topic, p.ID, r.Offset, err)
+				}
+				rec.event = ev
 				out = append(out, rec)
 				off = r.Offset + 1
 			}

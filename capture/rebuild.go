@@ -232,11 +232,7 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 			st.onTopic++
 			continue
 		}
-		oe := &outEvent{
-			txn: batch, pos: pos, topic: topic, id: ev.ID, eventType: ev.EventType,
-			key:   []byte(ev.AggregateID),
-			value: AppendCloudEvent(make([]byte, 0, 256+len(ev.Payload)), &ev),
-		}
+		oe := newOutEvent(batch, pos, topic, &ev)
 		pos.Seq++
 		batch.pending.Add(1)
 		if err := publishWaiting(ctx, sink, oe); err != nil {

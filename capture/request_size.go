@@ -39,13 +39,24 @@ const maxVarint = 5
 // is accepted whatever the real deltas turn out to be.
 func recordBound(rec *kafkago.Record) int {
 	n := maxVarint + 1 + 10 + maxVarint // length, attributes, timestamp delta, offset delta
-	n += maxVarint + bytesLen(rec.Key)
-	n += maxVarint + bytesLen(rec.Value)
+	n += varintLen(bytesLen(rec.Key)) + bytesLen(rec.Key)
+	n += varintLen(bytesLen(rec.Value)) + bytesLen(rec.Value)
 	n += maxVarint // header count
+	// Lengths are known, so their varints are exact: a binary-mode record has a dozen
+	// headers, and counting each length at its longest would waste about 100 bytes a record.
 	for _, h := range rec.Headers {
-		n += maxVarint + len(h.Key) + maxVarint + len(h.Value)
+		n += varintLen(len(h.Key)) + len(h.Key) + varintLen(len(h.Value)) + len(h.Value)
 	}
 	return n
+}
+
+// varintLen is the length of n as a zig-zag varint, the way Kafka writes lengths.
+func varintLen(n int) int {
+	l := 1
+	for v := uint64(n) << 1; v >= 0x80; v >>= 7 {
+		l++
+	}
+	return l
 }
 
 func bytesLen(b kafkago.Bytes) int {
@@ -55,20 +66,18 @@ func bytesLen(b kafkago.Bytes) int {
 	return b.Len()
 }
 
-// newRecord is the record capture writes for e: the key, the CloudEvent and the headers the
-// topic contract names (docs/design.md).
+// newRecord is the record capture writes for e: the key, the data, the ce_ headers of binary
+// mode and the position headers pg_lsn and pg_seq (docs/DATA.md).
 func newRecord(e *outEvent, now time.Time) kafkago.Record {
-	return kafkago.Record{
-		Time:  now,
-		Key:   kafkago.NewBytes(e.key),
-		Value: kafkago.NewBytes(e.value),
-		Headers: []kafkago.Header{
-			{Key: orderflow.HeaderEventID, Value: []byte(e.id)},
-			{Key: orderflow.HeaderEventType, Value: []byte(e.eventType)},
-			{Key: orderflow.HeaderLSN, Value: []byte(e.pos.LSN.String())},
-			{Key: orderflow.HeaderSeq, Value: strconv.AppendUint(nil, uint64(e.pos.Seq), 10)},
-		},
-	}
+	// A new slice each time: the same event may be turned into a record again on a retry
+	// while the earlier one is still being written.
+	headers := make([]kafkago.Header, 0, len(e.headers)+2)
+	headers = append(headers, e.headers...)
+	headers = append(headers,
+		kafkago.Header{Key: orderflow.HeaderLSN, Value: []byte(e.pos.LSN.String())},
+		kafkago.Header{Key: orderflow.HeaderSeq, Value: strconv.AppendUint(nil, uint64(e.pos.Seq), 10)},
+	)
+	return kafkago.Record{Time: now, Key: kafkago.NewBytes(e.key), Value: kafkago.NewBytes(e.value), Headers: headers}
 }
 
 // messageLimit is the largest record batch capture may send to topic: what the broker says

@@ -17,11 +17,12 @@ import (
 func TestRecordBoundCoversTheEncodedBatch(t *testing.T) {
 	t.Parallel()
 	ev := func(valueLen int, lsn pglogrepl.LSN, seq uint32) *outEvent {
-		return &outEvent{
-			id: "0b0a4c1e-8d6f-4b8e-9a51-0c4d8c6c1f2e", eventType: "order.created",
-			key: []byte("5f0e9c7a-3a43-4c0b-9b7e-2b1a7e0c9d11"), value: []byte(strings.Repeat("x", valueLen)),
-			pos: Position{LSN: lsn, Seq: seq},
-		}
+		// The record capture really writes: binary mode, a dozen headers.
+		return newOutEvent(nil, Position{LSN: lsn, Seq: seq}, "orders.order", &Event{
+			ID: "0b0a4c1e-8d6f-4b8e-9a51-0c4d8c6c1f2e", AggregateType: "order", AggregateID: "5f0e9c7a-3a43-4c0b-9b7e-2b1a7e0c9d11",
+			EventType: "order.created", SchemaVersion: 2, Payload: []byte(strings.Repeat("x", valueLen)),
+			CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC),
+		})
 	}
 	for _, tc := range []struct {
 		name   string

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
 )
@@ -39,6 +40,8 @@ type outEvent struct {
 	eventType string
 	key       []byte
 	value     []byte
+	// headers are the event's ce_ headers (binary mode), without the position headers.
+	headers []kafkago.Header
 }
 
 // stream owns the replication connection: only its goroutine reads from or writes to conn.
@@ -225,15 +228,7 @@ func (s *stream) handleInsert(ctx context.Context, data []byte) error {
 	}
 	pos := Position{LSN: s.cur.commitLSN, Seq: s.seq}
 	s.seq++
-	oe := &outEvent{
-		txn:       s.cur,
-		pos:       pos,
-		topic:     orderflow.PrefixedTopic(s.c.cfg.TopicPrefix, ev.AggregateType),
-		id:        ev.ID,
-		eventType: ev.EventType,
-		key:       []byte(ev.AggregateID),
-		value:     AppendCloudEvent(make([]byte, 0, 256+len(ev.Payload)), ev),
-	}
+	oe := newOutEvent(s.cur, pos, orderflow.PrefixedTopic(s.c.cfg.TopicPrefix, ev.AggregateType), ev)
 	// Count the event before the sink sees it: its ack may come before publish returns.
 	s.cur.pending.Add(1)
 	for {

@@ -236,7 +236,9 @@ func (s *kafkaSink) lastPosition(ctx context.Context, topic string, partition in
 		if err != nil {
 			return fmt.Errorf("reading record %s[%d]@%d: %w", topic, partition, offset, err)
 		}
-		ce, err := orderflow.DecodeCloudEvent(b)
+		// Either mode: the partition may end with a record written before the switch to
+		// binary mode.
+		ce, err := orderflow.DecodeRecord(kafka.Headers(r.Headers), b)
 		if err != nil {
 			return fmt.Errorf("record %s[%d]@%d: %w", topic, partition, offset, err)
 		}

@@ -29,8 +29,10 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 	ev1, b1 := event(t, "order.created")
 	ev2, b2 := event(t, "order.cancelled")
 	ev3, b3 := event(t, "order.created")
-	// ev1 twice: a record Kafka delivers again must not become a second delivery.
-	e.produce(b1, b2, b3, b1)
+	// ev1 twice: a record Kafka delivers again must not become a second delivery, even when
+	// the second copy is a structured record from before the switch to binary mode.
+	e.produce(b1, b2)
+	e.produceLegacy(b3, b1)
 	svc := e.start(nil)
 
 	eventually(t, "all deliveries succeeded", 60*time.Second, func() bool {
@@ -47,12 +49,20 @@ func TestDeliversSignedEventsToEachSubscribedEndpointOnce(t *testing.T) {
 	if len(acc) != 3 || acc[ev2.ID] != 1 || bad != 0 {
 		t.Fatalf("* endpoint accepted %v (bad signatures %d), want all three once", acc, bad)
 	}
-	// The body is the record value byte for byte and the webhook-id is the event id.
+	// The body is the whole event in structured JSON (from a binary record) and the
+	// webhook-id is the event id.
 	all.mu.Lock()
 	got := all.bodies[ev2.ID]
 	all.mu.Unlock()
 	if !bytes.Equal(got, b2) {
-		t.Fatalf("body\n%s\nwant the record value\n%s", got, b2)
+		t.Fatalf("body\n%s\nwant the whole event in structured JSON\n%s", got, b2)
+	}
+	// An old structured record's body is the record value byte for byte.
+	all.mu.Lock()
+	got = all.bodies[ev3.ID]
+	all.mu.Unlock()
+	if !bytes.Equal(got, b3) {
+		t.Fatalf("body\n%s\nwant the old record's value\n%s", got, b3)
 	}
 	if n := e.count("SELECT count(*) FROM webhook_delivery_attempts WHERE outcome = 'success' AND status = 204"); n != 5 {
 		t.Fatalf("%d successful attempts logged, want 5", n)

@@ -68,7 +68,8 @@ func mustCreateTopic(t *testing.T, brokers []string, topic string, partitions in
 	})
 }
 
-// event builds an order event in the contract's format (what capture produces).
+// event builds an order event and its structured JSON form: the webhook body, and the record
+// value of the records from before the switch to binary mode.
 func event(t *testing.T, evType string) (orderflow.CloudEvent, []byte) {
 	t.Helper()
 	orderID := uuid.NewString()
@@ -79,29 +80,50 @@ func event(t *testing.T, evType string) (orderflow.CloudEvent, []byte) {
 	testenv.Must(t, err, "encoding order")
 	ev := orderflow.CloudEvent{SpecVersion: "1.0", ID: uuid.NewString(), Source: "/orderflow/outbox", Type: evType,
 		Subject: orderID, Time: now, DataContentType: "application/json", SchemaVersion: 1, Data: data}
-	b, err := json.Marshal(ev)
-	testenv.Must(t, err, "encoding event")
-	return ev, b
+	return ev, orderflow.AppendCloudEvent(nil, &ev)
 }
 
 var seq int
 
-// produce writes records as capture does: key = subject, headers ce_id, ce_type, pg_lsn, pg_seq.
+// produce writes the events of structured values as capture does: binary mode, key = subject,
+// the ce_ headers, the order as the value, then pg_lsn and pg_seq.
 func (e *env) produce(values ...[]byte) {
+	e.t.Helper()
+	e.write(e.messages(false, values))
+}
+
+// produceLegacy writes structured values as capture did before the switch to binary mode: the
+// value as is, headers ce_id, ce_type, pg_lsn, pg_seq.
+func (e *env) produceLegacy(values ...[]byte) {
+	e.t.Helper()
+	e.write(e.messages(true, values))
+}
+
+func (e *env) messages(legacy bool, values [][]byte) []kafka.Message {
 	e.t.Helper()
 	msgs := make([]kafka.Message, len(values))
 	for i, v := range values {
 		ev, err := orderflow.DecodeCloudEvent(v)
 		testenv.Must(e.t, err, "decoding test event")
 		seq++
-		msgs[i] = kafka.Message{Key: []byte(ev.Subject), Value: v, Headers: []kafka.Header{
-			{Key: orderflow.HeaderEventID, Value: []byte(ev.ID)},
-			{Key: orderflow.HeaderEventType, Value: []byte(ev.Type)},
+		position := []kafka.Header{
 			{Key: orderflow.HeaderLSN, Value: []byte(fmt.Sprintf("0/%X", 0x1000000+seq))},
 			{Key: orderflow.HeaderSeq, Value: []byte("0")},
-		}}
+		}
+		if legacy {
+			msgs[i] = kafka.Message{Key: []byte(ev.Subject), Value: v, Headers: append([]kafka.Header{
+				{Key: orderflow.HeaderEventID, Value: []byte(ev.ID)},
+				{Key: orderflow.HeaderEventType, Value: []byte(ev.Type)},
+			}, position...)}
+			continue
+		}
+		var headers []kafka.Header
+		for _, h := range orderflow.AppendBinaryHeaders(nil, ev) {
+			headers = append(headers, kafka.Header(h))
+		}
+		msgs[i] = kafka.Message{Key: []byte(ev.Subject), Value: ev.Data, Headers: append(headers, position...)}
 	}
-	e.write(msgs)
+	return msgs
 }
 
 // produceRaw writes values as they are, in order on one key: crafted records capture would

@@ -71,7 +71,8 @@ func (in *intake) run(ctx context.Context) error {
 		recs := make([]record, 0, len(batch))
 		var dead []orderflow.IntakeDeadLetter
 		for _, m := range batch {
-			ev, err := orderflow.DecodeCloudEvent(m.Value)
+			// Binary mode (what capture writes) or a structured record from before the switch.
+			ev, err := kafka.DecodeMessage(&m)
 			if err != nil {
 				// Nothing can be delivered from a record we cannot read. Recording it and
 				// moving on keeps the partition moving; the record stays on the topic.
@@ -80,8 +81,11 @@ func (in *intake) run(ctx context.Context) error {
 				dead = append(dead, intakeDead(m, nil, err, 1))
 				continue
 			}
+			// The webhook body is the whole event in structured JSON, as partners expect,
+			// whichever mode the record used: for an old structured record these are the
+			// record's own bytes.
 			recs = append(recs, record{msg: m, ev: orderflow.WebhookEvent{ID: ev.ID, Type: ev.Type, Subject: ev.Subject,
-				Time: ev.Time, Version: orderflow.FactVersion(ev), Payload: m.Value}})
+				Time: ev.Time, Version: orderflow.FactVersion(ev), Payload: orderflow.AppendCloudEvent(nil, ev)}})
 		}
 		refused, err := in.enqueue(ctx, recs)
 		if err != nil {

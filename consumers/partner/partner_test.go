@@ -160,13 +160,16 @@ func (e *env) publish(published map[string]bool) {
 			continue
 		}
 		published[ev.ID] = true
-		ev.SpecVersion, ev.Source, ev.DataContentType, ev.Data = "1.0", "/orderflow/outbox", "application/json", json.RawMessage(payload)
-		b, err := json.Marshal(ev)
-		testenv.Must(e.t, err, "encoding event")
-		msgs = append(msgs, kafka.Message{Key: []byte(ev.Subject), Value: b, Headers: []kafka.Header{
-			{Key: orderflow.HeaderEventID, Value: []byte(ev.ID)}, {Key: orderflow.HeaderEventType, Value: []byte(ev.Type)},
-			{Key: orderflow.HeaderLSN, Value: []byte("0/0")}, {Key: orderflow.HeaderSeq, Value: []byte(strconv.Itoa(len(msgs)))},
-		}})
+		ev.SpecVersion, ev.Source, ev.DataContentType = "1.0", orderflow.EventSource, orderflow.ContentTypeJSON
+		ev.DataSchema = orderflow.DataSchema(ev.Type, ev.SchemaVersion)
+		// As capture writes it: binary mode, the payload as the value, then the position.
+		var headers []kafka.Header
+		for _, h := range orderflow.AppendBinaryHeaders(nil, &ev) {
+			headers = append(headers, kafka.Header(h))
+		}
+		headers = append(headers, kafka.Header{Key: orderflow.HeaderLSN, Value: []byte("0/0")},
+			kafka.Header{Key: orderflow.HeaderSeq, Value: []byte(strconv.Itoa(len(msgs)))})
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.Subject), Value: []byte(payload), Headers: headers})
 	}
 	testenv.Must(e.t, rows.Err(), "reading outbox")
 	if len(msgs) == 0 {

@@ -169,7 +169,7 @@ func (p *Projector) decodeWithRetries(ctx context.Context, m kafkago.Message) (d
 	for attempt := 1; attempt <= p.cfg.MaxAttempts; attempt++ {
 		var s *orderflow.Summary
 		var evTime time.Time
-		s, evTime, err = decodeSummary(m.Value)
+		s, evTime, err = decodeSummary(m.Headers, m.Value)
 		if err == nil {
 			return decoded{msg: m, summary: s, evTime: evTime}, nil
 		}

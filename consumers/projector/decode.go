@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
+	"orderflow/internal/kafka"
 )
 
 // unknownTypeError is an event the projector does not know; it is counted and skipped, not
@@ -26,11 +28,12 @@ var stateEvents = map[string]bool{
 	orderflow.EventOrderFulfilled: true,
 }
 
-// decodeSummary turns a record value into the summary row it asks for, and the event's time.
+// decodeSummary turns a record into the summary row it asks for, and the event's time. The
+// record may be binary mode (what capture writes) or a structured one from before the switch.
 // Anything that could not become a valid row is an error here, before the database sees it,
 // so that a bad event is dead-lettered instead of failing its whole batch.
-func decodeSummary(value []byte) (*orderflow.Summary, time.Time, error) {
-	ev, err := orderflow.DecodeCloudEvent(value)
+func decodeSummary(headers []kafkago.Header, value []byte) (*orderflow.Summary, time.Time, error) {
+	ev, err := orderflow.DecodeRecord(kafka.Headers(headers), value)
 	if err != nil {
 		return nil, time.Time{}, err
 	}

@@ -136,15 +136,63 @@ func (e *env) waitCaughtUp(t *testing.T, timeout time.Duration) {
 	})
 }
 
-// event is one record in the contract format, as capture writes it.
+// event is one record in the contract format, as capture writes it: binary mode, unless legacy.
 type event struct {
 	id, typ string
 	order   orderflow.Order
 	schema  int
-	// raw, if set, is the value as is (poison).
+	// raw, if set, is the value as is (poison), with only ce_id and ce_type headers.
 	raw []byte
-	// extra are attributes merged into the CloudEvent (unknown fields).
+	// extra are attributes added to the CloudEvent (unknown extensions).
 	extra map[string]any
+	// legacy writes the structured record capture wrote before the switch to binary mode: the
+	// whole CloudEvent as the value, ce_id and ce_type headers, no content-type.
+	legacy bool
+}
+
+func (ev event) message(t *testing.T, lsn int) kafka.Message {
+	t.Helper()
+	key := ev.order.ID
+	if key == "" {
+		key = "poison"
+	}
+	position := []kafka.Header{
+		{Key: orderflow.HeaderLSN, Value: []byte(fmt.Sprintf("0/%X", 0x1000000+lsn))},
+		{Key: orderflow.HeaderSeq, Value: []byte("0")},
+	}
+	oldHeaders := []kafka.Header{
+		{Key: orderflow.HeaderEventID, Value: []byte(ev.id)},
+		{Key: orderflow.HeaderEventType, Value: []byte(ev.typ)},
+	}
+	if ev.raw != nil {
+		return kafka.Message{Key: []byte(key), Value: ev.raw, Headers: append(oldHeaders, position...)}
+	}
+	data, err := json.Marshal(ev.order)
+	testenv.Must(t, err, "encoding order")
+	if ev.legacy {
+		ce := map[string]any{
+			"specversion": "1.0", "id": ev.id, "source": "/orderflow/outbox", "type": ev.typ,
+			"subject": ev.order.ID, "time": ev.order.UpdatedAt, "datacontenttype": "application/json",
+			"schemaversion": ev.schema, "data": json.RawMessage(data),
+		}
+		for k, v := range ev.extra {
+			ce[k] = v
+		}
+		value, err := json.Marshal(ce)
+		testenv.Must(t, err, "encoding event")
+		return kafka.Message{Key: []byte(key), Value: value, Headers: append(oldHeaders, position...)}
+	}
+	var headers []kafka.Header
+	for _, h := range orderflow.AppendBinaryHeaders(nil, &orderflow.CloudEvent{
+		ID: ev.id, Source: orderflow.EventSource, Type: ev.typ, Subject: ev.order.ID, Time: ev.order.UpdatedAt,
+		DataContentType: orderflow.ContentTypeJSON, DataSchema: orderflow.DataSchema(ev.typ, ev.schema), SchemaVersion: ev.schema,
+	}) {
+		headers = append(headers, kafka.Header(h))
+	}
+	for k, v := range ev.extra {
+		headers = append(headers, kafka.Header{Key: "ce_" + k, Value: []byte(fmt.Sprint(v))})
+	}
+	return kafka.Message{Key: []byte(key), Value: data, Headers: append(headers, position...)}
 }
 
 func newOrder(customer string) orderflow.Order {
@@ -173,35 +221,6 @@ func eventFor(o orderflow.Order) event {
 		typ = orderflow.EventOrderFulfilled
 	}
 	return event{id: uuid.NewString(), typ: typ, order: o, schema: orderflow.OrderSchemaVersion}
-}
-
-func (ev event) message(t *testing.T, lsn int) kafka.Message {
-	t.Helper()
-	value := ev.raw
-	key := ev.order.ID
-	if value == nil {
-		data, err := json.Marshal(ev.order)
-		testenv.Must(t, err, "encoding order")
-		ce := map[string]any{
-			"specversion": "1.0", "id": ev.id, "source": "/orderflow/outbox", "type": ev.typ,
-			"subject": ev.order.ID, "time": ev.order.UpdatedAt, "datacontenttype": "application/json",
-			"schemaversion": ev.schema, "data": json.RawMessage(data),
-		}
-		for k, v := range ev.extra {
-			ce[k] = v
-		}
-		value, err = json.Marshal(ce)
-		testenv.Must(t, err, "encoding event")
-	}
-	if key == "" {
-		key = "poison"
-	}
-	return kafka.Message{Key: []byte(key), Value: value, Headers: []kafka.Header{
-		{Key: orderflow.HeaderEventID, Value: []byte(ev.id)},
-		{Key: orderflow.HeaderEventType, Value: []byte(ev.typ)},
-		{Key: orderflow.HeaderLSN, Value: []byte(fmt.Sprintf("0/%X", 0x1000000+lsn))},
-		{Key: orderflow.HeaderSeq, Value: []byte("0")},
-	}}
 }
 
 func (e *env) produce(t *testing.T, evs ...event) {

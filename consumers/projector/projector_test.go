@@ -23,7 +23,11 @@ func TestDecodeSummary(t *testing.T) {
 	o := newOrder("cust-1")
 	good := eventFor(o)
 	unknownFields := good
-	unknownFields.extra = map[string]any{"traceparent": "00-abc", "data_extra": 1}
+	unknownFields.extra = map[string]any{"traceparent": "00-abc", "dataextra": 1}
+	legacy := good
+	legacy.legacy = true
+	legacyUnknownFields := unknownFields
+	legacyUnknownFields.legacy, legacyUnknownFields.extra = true, map[string]any{"traceparent": "00-abc", "data_extra": 1}
 	cases := []struct {
 		name    string
 		ev      event
@@ -32,6 +36,9 @@ func TestDecodeSummary(t *testing.T) {
 	}{
 		{name: "created", ev: good},
 		{name: "unknown attributes are ignored", ev: unknownFields},
+		// Records written before the switch to binary mode stay readable.
+		{name: "structured record from before the switch", ev: legacy},
+		{name: "old record with unknown fields", ev: legacyUnknownFields},
 		{name: "fulfilled", ev: eventFor(next(o, orderflow.StatusFulfilled))},
 		{name: "unknown type", ev: event{id: good.id, typ: "order.shipped", order: o, schema: 1}, wantErr: true, unknown: true},
 		{name: "not json", ev: event{raw: []byte("{not json")}, wantErr: true},
@@ -44,7 +51,8 @@ func TestDecodeSummary(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, _, err := decodeSummary(tc.ev.message(t, 1).Value)
+			m := tc.ev.message(t, 1)
+			s, _, err := decodeSummary(m.Headers, m.Value)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}
@@ -71,6 +79,7 @@ func TestDuplicatesAndOutOfOrderEventsLeaveTheSummaryRight(t *testing.T) {
 
 	aCreated, aFulfilled := eventFor(a), eventFor(aDone)
 	bCreated, bCancel := eventFor(b), eventFor(bCancelled)
+	bCreated.legacy = true // a topic holding records from before and after the switch to binary mode
 	cCreated := eventFor(c)
 	cCreated.extra = map[string]any{"newattribute": "ignored"}
 	unknown := event{id: "11111111-1111-1111-1111-111111111111", typ: "order.shipped", order: c, schema: 1}

@@ -101,8 +101,12 @@ func (w *world) relay() int {
 		}
 		w.relayed[ev.ID] = true
 		ev.Payload = []byte(payload)
-		msgs = append(msgs, kafka.Message{Key: []byte(ev.AggregateID), Value: capture.AppendCloudEvent(nil, &ev),
-			Headers: []kafka.Header{{Key: orderflow.HeaderEventID, Value: []byte(ev.ID)}, {Key: orderflow.HeaderEventType, Value: []byte(ev.EventType)}}})
+		// As capture writes it: binary mode, the payload as the value.
+		var headers []kafka.Header
+		for _, h := range orderflow.AppendBinaryHeaders(nil, capture.CloudEvent(&ev)) {
+			headers = append(headers, kafka.Header(h))
+		}
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.AggregateID), Value: ev.Payload, Headers: headers})
 	}
 	testenv.Must(t, rows.Err(), "reading outbox")
 	if len(msgs) > 0 {
