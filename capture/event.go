@@ -63,12 +63,6 @@ func CloudEvent(ev *Event) *orderflow.CloudEvent {
 	}
 }
 
-// AppendCloudEvent appends ev as a structured CloudEvent (orderflow.AppendCloudEvent), the
-// form the webhook body takes; the Kafka record is binary mode (newOutEvent).
-func AppendCloudEvent(b []byte, ev *Event) []byte {
-	return orderflow.AppendCloudEvent(b, CloudEvent(ev))
-}
-
 // newOutEvent is ev ready for the sink, in the CloudEvents Kafka binding's binary mode
 // (docs/DATA.md): the key is the aggregate id, the value the payload, the attributes ce_
 // headers; newRecord adds pg_lsn and pg_seq.

@@ -67,7 +67,7 @@ func TestAppendCloudEvent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.ev.CreatedAt = time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.FixedZone("x", 3600))
-			b := AppendCloudEvent(nil, &tc.ev)
+			b := orderflow.AppendCloudEvent(nil, CloudEvent(&tc.ev))
 			var got map[string]any
 			if err := json.Unmarshal(b, &got); err != nil {
 				t.Fatalf("not JSON: %v\n%s", err, b)

@@ -35,7 +35,7 @@ func FuzzDecodeInsert(f *testing.F) {
 			!utf8.ValidString(ev.ID+ev.EventType+ev.AggregateID) {
 			return // PostgreSQL never sends these for an outbox row (NOT NULL, jsonb, UTF8)
 		}
-		out := AppendCloudEvent(nil, &ev)
+		out := orderflow.AppendCloudEvent(nil, CloudEvent(&ev))
 		got, err := orderflow.DecodeCloudEvent(out)
 		if err != nil {
 			t.Fatalf("the published event does not decode: %v\n%s", err, out)

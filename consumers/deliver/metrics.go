@@ -3,6 +3,8 @@ package deliver
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"orderflow/internal/httpserver"
 )
 
 type metrics struct {
@@ -72,18 +74,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 			Name: "orderflow_deliver_kafka_errors_total", Help: "Failed reads from Kafka by the intake (each is retried with backoff).",
 		}),
 	}
-	for _, dep := range []string{dependencyPostgres, dependencyKafka} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "orderflow_deliver_dependency_up",
-			Help:        "1 while the last contact with the dependency (postgres, kafka) worked, 0 while it is away; the deliverer keeps running and retries either way.",
-			ConstLabels: prometheus.Labels{"dependency": dep},
-		}, func() float64 {
-			if up(dep) {
-				return 1
-			}
-			return 0
-		}))
-	}
+	httpserver.RegisterDependencyUp(reg, "deliver", "1 while the last contact with the dependency (postgres, kafka) worked, 0 while it is away; the deliverer keeps running and retries either way.", up, dependencyPostgres, dependencyKafka)
 	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
 		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors, m.intakeDeadLettered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

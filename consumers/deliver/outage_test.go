@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"orderflow/consumers/deliver"
+	"orderflow/internal/tcpproxy"
 	"orderflow/internal/testenv"
 	"orderflow/postgres"
 )
@@ -37,7 +38,7 @@ func TestDelivererRidesOutKafkaAndPostgresOutages(t *testing.T) {
 	ep := e.endpoint(r.srv.URL, "order.created")
 	r.setSecrets(ep.Secret)
 
-	kafkaProxy := testenv.NewProxy(t, e.brokers[0])
+	kafkaProxy := tcpproxy.Start(t, e.brokers[0])
 	pgProxy, proxied := testenv.NewDatabaseProxy(t, e.dsn)
 	db, err := postgres.Open(context.Background(), proxied, 10)
 	testenv.Must(t, err, "opening the database through the proxy")
@@ -58,7 +59,7 @@ func TestDelivererRidesOutKafkaAndPostgresOutages(t *testing.T) {
 		default:
 		}
 	}
-	rideOut := func(name string, px *testenv.Proxy) {
+	rideOut := func(name string, px *tcpproxy.Proxy) {
 		t.Helper()
 		eventually(t, name+" reported away on /readyz and in the metrics", 30*time.Second, func() bool {
 			code, _ := get(ops.URL + "/readyz")

@@ -269,13 +269,10 @@ func nullable(s string) *string {
 // problemBase prefixes the partner's problem types, the same namespace the API uses.
 const problemBase = "https://orderflow.dev/problems/"
 
-// problem answers an RFC 9457 problem and returns the status, so a sender, or an operator
-// reading a dead letter, can tell the reasons apart by type.
+// problem answers an RFC 9457 problem titled by its status and returns the status, so a
+// sender, or an operator reading a dead letter, can tell the reasons apart by type.
 func problem(w http.ResponseWriter, status int, code, detail string) int {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"type": problemBase + code, "title": http.StatusText(status), "status": status, "detail": detail})
+	writeProblem(w, status, code, http.StatusText(status), detail)
 	return status
 }
 

@@ -5,6 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"orderflow/internal/httpserver"
 )
 
 type metrics struct {
@@ -59,18 +61,7 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 			Name: "orderflow_partner_dead_letters_total", Help: "Verified webhooks whose values the database refused, kept in partner.dead_letters and acknowledged.",
 		}),
 	}
-	for _, dep := range []string{dependencyPostgres, dependencyAPI} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "orderflow_partner_dependency_up",
-			Help:        "1 while the last contact with the dependency (postgres, api) worked, 0 while it is away; the partner keeps running and retries either way.",
-			ConstLabels: prometheus.Labels{"dependency": dep},
-		}, func() float64 {
-			if up(dep) {
-				return 1
-			}
-			return 0
-		}))
-	}
+	httpserver.RegisterDependencyUp(reg, "partner", "1 while the last contact with the dependency (postgres, api) worked, 0 while it is away; the partner keeps running and retries either way.", up, dependencyPostgres, dependencyAPI)
 	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.failedCallbacks, m.deadLetters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

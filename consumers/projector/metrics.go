@@ -5,6 +5,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"orderflow/internal/kafka"
+
+	"orderflow/internal/httpserver"
 )
 
 // Outcomes of an event, the label of orderflow_projector_events_total.
@@ -56,18 +58,7 @@ func newMetrics(lag *kafka.Lag, up func(dependency string) bool) *metrics {
 			Help: "Failed fetches from Kafka and failed creations of the dead-letter topic (each is retried with backoff).",
 		}),
 	}
-	for _, dep := range []string{dependencyPostgres, dependencyKafka} {
-		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "orderflow_projector_dependency_up",
-			Help:        "1 while the last check reached the dependency (postgres, kafka), 0 while it is away; the projector keeps running and retries either way.",
-			ConstLabels: prometheus.Labels{"dependency": dep},
-		}, func() float64 {
-			if up(dep) {
-				return 1
-			}
-			return 0
-		}))
-	}
+	httpserver.RegisterDependencyUp(r, "projector", "1 while the last check reached the dependency (postgres, kafka), 0 while it is away; the projector keeps running and retries either way.", up, dependencyPostgres, dependencyKafka)
 	m.phase = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "orderflow_projector_batch_phase_seconds",
 		Help:    "Time per batch spent applying it to the database (apply) and committing its offsets (commit).",

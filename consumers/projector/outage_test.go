@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"orderflow/internal/tcpproxy"
 	"orderflow/internal/testenv"
 )
 
@@ -19,7 +20,7 @@ const outage = 20 * time.Second
 func TestProjectorRidesOutKafkaAndPostgresOutages(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 2)
-	kafkaProxy := testenv.NewProxy(t, e.brokers[0])
+	kafkaProxy := tcpproxy.Start(t, e.brokers[0])
 	pgProxy, proxied := testenv.NewDatabaseProxy(t, e.dsn)
 	cfg := e.config()
 	cfg.Dial = kafkaProxy.Dial
@@ -34,7 +35,7 @@ func TestProjectorRidesOutKafkaAndPostgresOutages(t *testing.T) {
 
 	for _, dep := range []struct {
 		name  string
-		proxy *testenv.Proxy
+		proxy *tcpproxy.Proxy
 	}{{dependencyKafka, kafkaProxy}, {dependencyPostgres, pgProxy}} {
 		dep.proxy.Cut()
 		during := eventFor(newOrder("cust-outage-" + dep.name))

@@ -24,16 +24,7 @@ type metrics struct {
 
 func newMetrics(dbUp func() bool) *metrics {
 	r := prometheus.NewRegistry()
-	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name:        "orderflow_reconcile_dependency_up",
-		Help:        "1 while the last reconciliation reached the dependency (postgres), 0 while it is away; the daemon keeps retrying.",
-		ConstLabels: prometheus.Labels{"dependency": "postgres"},
-	}, func() float64 {
-		if dbUp() {
-			return 1
-		}
-		return 0
-	}))
+	httpserver.RegisterDependencyUp(r, "reconcile", "1 while the last reconciliation reached the dependency (postgres), 0 while it is away; the daemon keeps retrying.", func(string) bool { return dbUp() }, "postgres")
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &metrics{
 		registry: r,
