@@ -17,12 +17,16 @@ go build -o bin/orderflow ./cmd/orderflow
 mkdir -p .local/bench
 
 declare -A results=()
+# A figure from a loaded machine is a figure about the load: the 1-minute load average before
+# each section is printed and kept (load_average_before_<section>), next to the figures.
+load1() { cut -d' ' -f1 /proc/loadavg; }
 sections=${BENCH_ONLY:-api capture pipeline periodic}
 for s in $sections; do
 	script="bench/$s.sh"
 	[ -x "$script" ] || script="bench/$s/run.sh"
 	if [ ! -x "$script" ]; then echo "bench: no benchmark named $s" >&2; exit 1; fi
-	echo "== bench: $s" >&2
+	echo "== bench: $s   ($(uptime))" >&2
+	results[load_average_before_$s]=$(load1)
 	while read -r tag key value; do
 		[ "$tag" = RESULT ] && results[$key]=$value
 	done < <("$script")
