@@ -147,7 +147,7 @@ func (b *bench) writeBacklog(ctx context.Context, n int) error {
 					jsonb_build_object('customer_id', 'c-' || (i % 1000), 'currency', 'EUR', 'total_cents', i,
 						'items', jsonb_agg(jsonb_build_object('sku', 'SKU-' || ((i + j) % 500), 'quantity', 1 + j % 3,
 							'unit_price_cents', 1999, 'description', left(repeat(md5((i * 31 + j)::text), `+strconv.Itoa(desc/32+1)+`), `+strconv.Itoa(desc)+`))))
-				FROM generate_series(1, 1 + (i * 7919) % `+strconv.Itoa(max(b.maxItems, 1))+`) AS j;
+				FROM generate_series(1, 1 + (i::bigint * 7919) % `+strconv.Itoa(max(b.maxItems, 1))+`) AS j;
 				COMMIT;
 				SET LOCAL synchronous_commit = off;
 			END LOOP;
