@@ -134,7 +134,7 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 			}
 		}()
 	}
-	var p50s, p99s, recv99s, client99s []float64
+	var p50s, p99s, recv99s, client99s, rates []float64
 	var abP99 [2][]float64
 	checkpoints := 0.0
 	for r := 1; r <= runs; r++ {
@@ -161,7 +161,8 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 			return err
 		}
 		abP99[side] = append(abP99[side], lr.ack99)
-		b.say("    commit -> Kafka ack: p50 %.1f ms, p99 %.1f ms, max bucket %s (%.0f events)", lr.ack50, lr.ack99, lr.ackMax, lr.n)
+		b.say("    commit -> Kafka ack: p50 %.1f ms, p99 %.1f ms, max bucket %s (%.0f events; the writers committed %d of the %d offered)",
+			lr.ack50, lr.ack99, lr.ackMax, lr.n, lr.written, int(float64(rate)*d.Seconds()))
 		b.say("    PostgreSQL side, commit -> Commit message received: p50 %.1f ms, p99 %.1f ms; writers' commit round trip p50 %.1f ms, p99 %.1f ms, max %.1f ms",
 			lr.recv50, lr.recv99, lr.client50, lr.client99, lr.clientMax)
 		b.say("    capture side: %.0f produce requests, p50 %.1f ms, p99 %.1f ms; writers fell at most %.1f ms behind their schedule",
@@ -171,6 +172,7 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 			lr.walMB, 100*lr.fpi/max(lr.records, 1), lr.fpi, lr.records, lr.syncs, lr.syncMs, lr.checkpoints, lr.cpLines)
 		p50s, p99s = append(p50s, lr.ack50), append(p99s, lr.ack99)
 		recv99s, client99s = append(recv99s, lr.recv99), append(client99s, lr.client99)
+		rates = append(rates, float64(lr.written)/d.Seconds())
 		checkpoints += lr.checkpoints
 	}
 	if err := produceErrors(p.log); err != nil {
@@ -185,6 +187,8 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 	b.result("commit_to_receive_p99_ms", median(recv99s), "%.1f")
 	b.result("latency_client_commit_p99_ms", median(client99s), "%.1f")
 	b.result("latency_checkpoints", checkpoints, "%.0f")
+	// Below the offered rate, the writers could not keep up and the figure is not at rate.
+	b.result("latency_written_events_per_s", median(rates), "%.0f")
 	if opt.ab != "" {
 		b.say("  A/B: p99 with the server's settings %v (median %.1f ms); with %s %v (median %.1f ms)",
 			abP99[0], median(abP99[0]), opt.ab, abP99[1], median(abP99[1]))
@@ -232,6 +236,7 @@ type latencyResult struct {
 	walMB, fpi, records, checkpoints                    float64
 	cpLines, cpu                                        string
 	gcMax, syncs, syncMs                                float64
+	written                                             int
 }
 
 func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr string, rate int, d time.Duration, timeline bool) (latencyResult, error) {
@@ -335,6 +340,7 @@ func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr stri
 		all = append(all, c...)
 	}
 	slices.Sort(all)
+	lr.written = len(all)
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
 		lr.client50, lr.client99, lr.clientMax = ms(0.5), ms(0.99), ms(1)
