@@ -82,7 +82,9 @@ func sampleCPU(capturePid int) cpuTimes {
 		switch name := string(cmd); {
 		case strings.Contains(name, "walsender"):
 			c["pg walsender"] += t
-			c[waitKey+"pg walsender"] += runDelay(pid)
+			w, n := schedstat(pid)
+			c[waitKey+"pg walsender"] += w
+			c[slicesKey+"pg walsender"] += n
 		case strings.Contains(name, "walwriter"), strings.Contains(name, "checkpointer"), strings.Contains(name, "background writer"):
 			c["pg wal+checkpoint"] += t
 		default:
@@ -92,26 +94,38 @@ func sampleCPU(capturePid int) cpuTimes {
 	return c
 }
 
-// waitKey prefixes the run-queue delays in a cpuTimes.
-const waitKey = "wait "
+// waitKey prefixes the run-queue delays in a cpuTimes, slicesKey the number of times the
+// threads got a CPU (so that wait/slices is the mean wait each time one became runnable).
+const (
+	waitKey   = "wait "
+	slicesKey = "slices "
+)
 
 // runDelay is the seconds pid's threads spent runnable but waiting for a CPU
 // (/proc/pid/task/*/schedstat, second field): what other work on the machine costs a part
 // of the pipeline, as opposed to the CPU it uses itself.
 func runDelay(pid int) float64 {
+	total, _ := schedstat(pid)
+	return total
+}
+
+// schedstat sums, over pid's threads, the seconds spent waiting in the run queue and the
+// number of times they were given a CPU.
+func schedstat(pid int) (waitSecs, slices float64) {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	total := 0.0
 	for _, t := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue
 		}
-		if f := strings.Fields(string(b)); len(f) >= 2 {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
 			ns, _ := strconv.ParseFloat(f[1], 64)
-			total += ns / 1e9
+			n, _ := strconv.ParseFloat(f[2], 64)
+			waitSecs += ns / 1e9
+			slices += n
 		}
 	}
-	return total
+	return waitSecs, slices
 }
 
 // since formats the CPU used between two samples as a share of one core, and the time the
@@ -119,16 +133,23 @@ func runDelay(pid int) float64 {
 func (c cpuTimes) since(before cpuTimes, secs float64) string {
 	var names, waits []string
 	for k := range c {
-		if strings.HasPrefix(k, waitKey) {
+		switch {
+		case strings.HasPrefix(k, waitKey):
 			waits = append(waits, k)
-			continue
+		case strings.HasPrefix(k, slicesKey):
+		default:
+			names = append(names, k)
 		}
-		names = append(names, k)
 	}
 	sort.Strings(waits)
 	var w []string
 	for _, k := range waits {
-		w = append(w, fmt.Sprintf("%s %.0f%%", strings.TrimPrefix(k, waitKey), 100*(c[k]-before[k])/secs))
+		name := strings.TrimPrefix(k, waitKey)
+		part := fmt.Sprintf("%s %.0f%%", name, 100*(c[k]-before[k])/secs)
+		if n := c[slicesKey+name] - before[slicesKey+name]; n > 0 {
+			part += fmt.Sprintf(" (%.2f ms per wait)", 1000*(c[k]-before[k])/n)
+		}
+		w = append(w, part)
 	}
 	sort.Strings(names)
 	var parts []string
