@@ -51,7 +51,18 @@ func (b *bench) cleanup() {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, b.adminURL)
 	if err == nil {
-		_, _ = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, b.dbName)
+		// A walsender outlives the capture process that just exited by a moment, and an
+		// active slot can be dropped by nobody: wait for it, or the slot (global, by name)
+		// and the database stay and the next run fails to create cap_latency.
+		for i := 0; i < 100; i++ {
+			var left int
+			_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, b.dbName).Scan(&left)
+			if left == 0 {
+				break
+			}
+			_, _ = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, b.dbName)
+			time.Sleep(100 * time.Millisecond)
+		}
 		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+b.dbName+" WITH (FORCE)")
 		admin.Close(ctx)
 	}
