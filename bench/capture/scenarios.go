@@ -190,8 +190,15 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 	// Below the offered rate, the writers could not keep up and the figure is not at rate.
 	b.result("latency_written_events_per_s", median(rates), "%.0f")
 	if opt.ab != "" {
-		b.say("  A/B: p99 with the server's settings %v (median %.1f ms); with %s %v (median %.1f ms)",
-			abP99[0], median(abP99[0]), opt.ab, abP99[1], median(abP99[1]))
+		ms := func(xs []float64) string {
+			var s []string
+			for _, x := range xs {
+				s = append(s, fmt.Sprintf("%.1f", x))
+			}
+			return strings.Join(s, ", ")
+		}
+		b.say("  A/B: p99 with the server's settings %s ms (median %.1f); with %s %s ms (median %.1f)",
+			ms(abP99[0]), median(abP99[0]), opt.ab, ms(abP99[1]), median(abP99[1]))
 	}
 	return nil
 }
