@@ -51,7 +51,18 @@ func (b *bench) cleanup() {
 	defer cancel()
 	admin, err := pgx.Connect(ctx, b.adminURL)
 	if err == nil {
-		_, _ = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, b.dbName)
+		// A walsender outlives the capture process that just exited by a moment, and an
+		// active slot can be dropped by nobody: wait for it, or the slot (global, by name)
+		// and the database stay and the next run fails to create cap_latency.
+		for i := 0; i < 100; i++ {
+			var left int
+			_ = admin.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE database = $1`, b.dbName).Scan(&left)
+			if left == 0 {
+				break
+			}
+			_, _ = admin.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, b.dbName)
+			time.Sleep(100 * time.Millisecond)
+		}
 		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+b.dbName+" WITH (FORCE)")
 		admin.Close(ctx)
 	}
@@ -147,7 +158,7 @@ func (b *bench) writeBacklog(ctx context.Context, n int) error {
 					jsonb_build_object('customer_id', 'c-' || (i % 1000), 'currency', 'EUR', 'total_cents', i,
 						'items', jsonb_agg(jsonb_build_object('sku', 'SKU-' || ((i + j) % 500), 'quantity', 1 + j % 3,
 							'unit_price_cents', 1999, 'description', left(repeat(md5((i * 31 + j)::text), `+strconv.Itoa(desc/32+1)+`), `+strconv.Itoa(desc)+`))))
-				FROM generate_series(1, 1 + (i * 7919) % `+strconv.Itoa(max(b.maxItems, 1))+`) AS j;
+				FROM generate_series(1, 1 + (i::bigint * 7919) % `+strconv.Itoa(max(b.maxItems, 1))+`) AS j;
 				COMMIT;
 				SET LOCAL synchronous_commit = off;
 			END LOOP;

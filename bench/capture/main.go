@@ -35,7 +35,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	small := fs.Int("backlog-100k", 100_000, "a backlog drained by capture alone, for RSS at 100,000 (0 to skip)")
 	big := fs.Int("backlog-2m", 2_000_000, "a larger backlog drained by capture alone: RSS must stay flat (0 to skip)")
 	rate := fs.Int("rate", 2000, "events/s for the latency run")
-	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of the latency run (0 to skip)")
+	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of one latency run (0 to skip)")
+	latencyRuns := fs.Int("latency-runs", 3, "latency runs, one after the other against the same capture; the median p99 is reported")
+	var lopt latencyOptions
+	fs.BoolVar(&lopt.timeline, "latency-timeline", false, "print every second of the latency runs, not only the slow ones")
+	fs.IntVar(&lopt.prefill, "latency-prefill", 0, "write this many backlog transactions before the latency runs (to measure them alone on a table as large as after the backlogs)")
+	fs.StringVar(&lopt.ab, "latency-ab", "", "name=value,... PostgreSQL settings (reloadable) applied with ALTER SYSTEM on every second latency run, reset after")
+	fs.BoolVar(&lopt.checkpointFirst, "latency-checkpoint-first", false, "CHECKPOINT before each latency run, so the full-page images after a checkpoint fall inside it")
 	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
 	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
@@ -79,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if *latencyFor > 0 {
-		if err := b.latencyRun(ctx, *rate, *latencyFor); err != nil {
+		if err := b.latencyRun(ctx, *rate, *latencyFor, max(*latencyRuns, 1), lopt); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,9 +100,20 @@ func (b *bench) bigTxnRun(ctx context.Context, n int) error {
 	return nil
 }
 
-// latencyRun writes single-event transactions at a steady rate while capture runs and reads
-// capture's commit-to-ack histogram afterwards.
-func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error {
+// latencyRun writes single-event transactions at a steady rate while capture runs, runs times
+// for d each against the same capture process, and reads capture's commit-to-ack histogram
+// before and after each run. Besides capture's figure it measures the two halves separately,
+// so that a tail can be placed: the PostgreSQL side (commit timestamp -> Commit message
+// received, and the writers' own commit round trip, which waits for the WAL flush) and the
+// checkpoints and full-page images PostgreSQL wrote meanwhile.
+func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs int, opt latencyOptions) error {
+	if opt.prefill > 0 {
+		t0 := time.Now()
+		if err := b.writeBacklog(ctx, opt.prefill); err != nil {
+			return err
+		}
+		b.say("  prefilled the outbox with %d transactions in %.1fs (the table and its random-id index as large as after the backlog runs)", opt.prefill, time.Since(t0).Seconds())
+	}
 	slot := "cap_latency"
 	if err := b.createSlots(ctx, slot); err != nil {
 		return err
@@ -113,12 +127,159 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error
 		return err
 	}
 	defer p.stop()
-	// Four writers, each committing one row every 4/rate seconds on a fixed schedule.
+	if opt.ab != "" {
+		defer func() {
+			if err := b.alterSystem(context.Background(), opt.ab, false); err != nil {
+				b.say("  FAILED to reset %s: %v", opt.ab, err)
+			}
+		}()
+	}
+	var p50s, p99s, recv99s, client99s, rates []float64
+	var abP99 [2][]float64
+	checkpoints := 0.0
+	for r := 1; r <= runs; r++ {
+		side := 0
+		if opt.ab != "" {
+			// Alternate: odd runs with the server's own settings, even runs with opt.ab.
+			side = 1 - r%2
+			if err := b.alterSystem(ctx, opt.ab, side == 1); err != nil {
+				return err
+			}
+		}
+		if opt.checkpointFirst {
+			if _, err := b.exec(ctx, `CHECKPOINT`); err != nil {
+				return err
+			}
+		}
+		settings, err := b.pgSettings(ctx)
+		if err != nil {
+			return err
+		}
+		b.say("  latency run %d/%d: load average %s; %s", r, runs, loadavg(), settings)
+		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, d, opt.timeline)
+		if err != nil {
+			return err
+		}
+		abP99[side] = append(abP99[side], lr.ack99)
+		b.say("    commit -> Kafka ack: p50 %.1f ms, p99 %.1f ms, max bucket %s (%.0f events; the writers committed %d of the %d offered)",
+			lr.ack50, lr.ack99, lr.ackMax, lr.n, lr.written, int(float64(rate)*d.Seconds()))
+		b.say("    PostgreSQL side, commit -> Commit message received: p50 %.1f ms, p99 %.1f ms; writers' commit round trip p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+			lr.recv50, lr.recv99, lr.client50, lr.client99, lr.clientMax)
+		b.say("    capture side: %.0f produce requests, p50 %.1f ms, p99 %.1f ms; writers fell at most %.1f ms behind their schedule",
+			lr.reqs, lr.req50, lr.req99, lr.behindMax)
+		b.say("    CPU while writing: %s; capture's longest GC pause of its last ones %.2f ms", lr.cpu, lr.gcMax)
+		b.say("    WAL: %.1f MB (%.0f%% of it full-page images by count: %.0f FPIs / %.0f records), %.0f flushes of %.2f ms on average (0 without track_wal_io_timing), %.0f checkpoints finished during the run%s",
+			lr.walMB, 100*lr.fpi/max(lr.records, 1), lr.fpi, lr.records, lr.syncs, lr.syncMs, lr.checkpoints, lr.cpLines)
+		p50s, p99s = append(p50s, lr.ack50), append(p99s, lr.ack99)
+		recv99s, client99s = append(recv99s, lr.recv99), append(client99s, lr.client99)
+		rates = append(rates, float64(lr.written)/d.Seconds())
+		checkpoints += lr.checkpoints
+	}
+	if err := produceErrors(p.log); err != nil {
+		return err
+	}
+	b.say("  commit -> Kafka ack at %d events/s, %d runs of %s: p99 median %.1f ms (min %.1f, max %.1f), p50 median %.1f ms (goal p99 <= 25 ms); PostgreSQL side p99 median %.1f ms",
+		rate, runs, d, median(p99s), slices.Min(p99s), slices.Max(p99s), median(p50s), median(recv99s))
+	b.result("commit_to_kafka_p50_ms", median(p50s), "%.1f")
+	b.result("commit_to_kafka_p99_ms", median(p99s), "%.1f")
+	b.result("commit_to_kafka_p99_ms_min", slices.Min(p99s), "%.1f")
+	b.result("commit_to_kafka_p99_ms_max", slices.Max(p99s), "%.1f")
+	b.result("commit_to_receive_p99_ms", median(recv99s), "%.1f")
+	b.result("latency_client_commit_p99_ms", median(client99s), "%.1f")
+	b.result("latency_checkpoints", checkpoints, "%.0f")
+	// Below the offered rate, the writers could not keep up and the figure is not at rate.
+	b.result("latency_written_events_per_s", median(rates), "%.0f")
+	if opt.ab != "" {
+		ms := func(xs []float64) string {
+			var s []string
+			for _, x := range xs {
+				s = append(s, fmt.Sprintf("%.1f", x))
+			}
+			return strings.Join(s, ", ")
+		}
+		b.say("  A/B: p99 with the server's settings %s ms (median %.1f); with %s %s ms (median %.1f)",
+			ms(abP99[0]), median(abP99[0]), opt.ab, ms(abP99[1]), median(abP99[1]))
+	}
+	return nil
+}
+
+// latencyOptions are for measuring one cause at a time (docs/CAPTURE.md, "Latency").
+type latencyOptions struct {
+	timeline bool
+	// prefill writes this many backlog transactions first, when the backlog runs are skipped.
+	prefill int
+	// ab is "name=value,..." applied with ALTER SYSTEM on every second run.
+	ab string
+	// checkpointFirst runs CHECKPOINT before each run: the full-page images that follow
+	// every checkpoint then fall inside the run instead of wherever the schedule puts them.
+	checkpointFirst bool
+}
+
+// alterSystem sets (or resets) the settings of spec and reloads the configuration. Only
+// settings that a reload changes are accepted by the server without a restart.
+func (b *bench) alterSystem(ctx context.Context, spec string, set bool) error {
+	for _, kv := range strings.Split(spec, ",") {
+		name, value, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || name == "" {
+			return fmt.Errorf("-latency-ab: %q is not name=value", kv)
+		}
+		stmt := "ALTER SYSTEM RESET " + pgx.Identifier{name}.Sanitize()
+		if set {
+			stmt = "ALTER SYSTEM SET " + pgx.Identifier{name}.Sanitize() + " = '" + strings.ReplaceAll(value, "'", "''") + "'"
+		}
+		if _, err := b.exec(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	_, err := b.exec(ctx, `SELECT pg_reload_conf()`)
+	time.Sleep(200 * time.Millisecond) // the reload reaches every process asynchronously
+	return err
+}
+
+type latencyResult struct {
+	n, ack50, ack99, recv50, recv99, reqs, req50, req99 float64
+	ackMax                                              string
+	client50, client99, clientMax, behindMax            float64
+	walMB, fpi, records, checkpoints                    float64
+	cpLines, cpu                                        string
+	gcMax, syncs, syncMs                                float64
+	written                                             int
+}
+
+func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr string, rate int, d time.Duration, timeline bool) (latencyResult, error) {
+	var lr latencyResult
+	conn, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return lr, err
+	}
+	defer conn.Close(ctx)
+	s0, err := snapshot(ctx, conn, addr)
+	if err != nil {
+		return lr, err
+	}
+	started := time.Now()
+	cpu0 := sampleCPU(p.cmd.Process.Pid)
+	stopTimeline := make(chan struct{})
+	timelineDone := make(chan struct{})
+	recent := &commitLog{}
+	go func() {
+		defer close(timelineDone)
+		b.timeline(ctx, addr, s0, recent, stopTimeline, timeline)
+	}()
+
+	// Four writers, each committing one row every 4/rate seconds on a fixed schedule, offset
+	// from each other by a quarter interval so that the commits are evenly spaced instead of
+	// arriving four at a time. A writer that falls behind (its commit waited) catches up
+	// without sleeping: the offered rate stays the same (open loop), and since the latency is
+	// counted from each transaction's commit time, a late start does not hide a stall.
 	const writers = 4
 	interval := time.Duration(float64(time.Second) * writers / float64(rate))
 	var wg sync.WaitGroup
 	errc := make(chan error, writers)
-	end := time.Now().Add(d)
+	commits := make([][]time.Duration, writers)
+	behind := make([]time.Duration, writers)
+	t0 := time.Now()
+	end := t0.Add(d)
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func() {
@@ -129,46 +290,124 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration) error
 				return
 			}
 			defer c.Close(ctx)
-			next := time.Now()
-			for i := 0; time.Now().Before(end); i++ {
+			next := t0.Add(interval * time.Duration(w) / writers)
+			time.Sleep(time.Until(next))
+			for time.Now().Before(end) {
+				if late := time.Since(next); late > behind[w] {
+					behind[w] = late
+				}
+				ts := time.Now()
 				if _, err := c.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
 					VALUES (gen_random_uuid(), 'order', gen_random_uuid()::text, 'order.created', 1, '{"bench": true}')`); err != nil {
 					errc <- err
 					return
 				}
+				took := time.Since(ts)
+				commits[w] = append(commits[w], took)
+				recent.add(took)
 				next = next.Add(interval)
 				time.Sleep(time.Until(next))
 			}
 		}()
 	}
 	wg.Wait()
+	lr.cpu = sampleCPU(p.cmd.Process.Pid).since(cpu0, time.Since(started).Seconds())
 	close(errc)
 	if err := <-errc; err != nil {
-		return err
+		close(stopTimeline)
+		<-timelineDone
+		return lr, err
 	}
-	target, err = b.lsn(ctx)
+	target, err := b.lsn(ctx)
+	if err == nil {
+		_, err = b.waitConfirmed(ctx, slot, target, p.alive)
+	}
+	close(stopTimeline)
+	<-timelineDone
 	if err != nil {
-		return err
+		return lr, err
 	}
-	if _, err := b.waitConfirmed(ctx, slot, target, p.alive); err != nil {
-		return err
-	}
-	if err := produceErrors(p.log); err != nil {
-		return err
-	}
-	buckets, count, err := histogram(addr, "orderflow_capture_commit_to_ack_seconds")
+	s1, err := snapshot(ctx, conn, addr)
 	if err != nil {
-		return err
+		return lr, err
 	}
-	p50, p99 := quantile(buckets, count, 0.50)*1000, quantile(buckets, count, 0.99)*1000
-	if rb, rc, err := histogram(addr, "orderflow_capture_commit_to_receive_seconds"); err == nil {
-		b.say("  of which commit -> Commit message received: p50 %.1f ms, p99 %.1f ms", quantile(rb, rc, 0.5)*1000, quantile(rb, rc, 0.99)*1000)
+	ack := histDiff(s1.ack, s0.ack)
+	recv := histDiff(s1.recv, s0.recv)
+	req := histDiff(s1.req, s0.req)
+	lr.n = ack.count
+	if lr.n == 0 {
+		return lr, errors.New("no commit-to-ack observations during the run")
 	}
-	if rb, rc, err := histogram(addr, "orderflow_capture_produce_request_seconds"); err == nil {
-		b.say("  produce requests: %.0f, p50 %.1f ms, p99 %.1f ms", rc, quantile(rb, rc, 0.5)*1000, quantile(rb, rc, 0.99)*1000)
+	lr.ack50, lr.ack99 = ack.q(0.5)*1000, ack.q(0.99)*1000
+	lr.ackMax = ack.maxBucket()
+	lr.recv50, lr.recv99 = recv.q(0.5)*1000, recv.q(0.99)*1000
+	lr.reqs, lr.req50, lr.req99 = req.count, req.q(0.5)*1000, req.q(0.99)*1000
+	var all []time.Duration
+	for _, c := range commits {
+		all = append(all, c...)
 	}
-	b.say("  commit -> Kafka ack at %d events/s for %s (%0.f events): p50 %.1f ms, p99 %.1f ms (goal p99 <= 25 ms)", rate, d, count, p50, p99)
-	b.result("commit_to_kafka_p50_ms", p50, "%.1f")
-	b.result("commit_to_kafka_p99_ms", p99, "%.1f")
-	return nil
+	slices.Sort(all)
+	lr.written = len(all)
+	if len(all) > 0 {
+		ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
+		lr.client50, lr.client99, lr.clientMax = ms(0.5), ms(0.99), ms(1)
+	}
+	lr.behindMax = float64(slices.Max(behind)) / 1e6
+	gc, _ := gauge(addr, `go_gc_duration_seconds{quantile="1"}`)
+	lr.gcMax = gc * 1000
+	lr.walMB = (s1.walBytes - s0.walBytes) / 1e6
+	lr.fpi, lr.records = s1.walFPI-s0.walFPI, s1.walRecords-s0.walRecords
+	lr.checkpoints = s1.checkpoints - s0.checkpoints
+	lr.syncs = s1.walSyncs - s0.walSyncs
+	if lr.syncs > 0 {
+		lr.syncMs = (s1.walSyncMs - s0.walSyncMs) / lr.syncs
+	}
+	if lines := checkpointLines(started, time.Now()); len(lines) > 0 {
+		lr.cpLines = "; server log:\n      " + strings.Join(lines, "\n      ")
+	}
+	return lr, nil
+}
+
+// pgSettings prints the settings that decide how a commit reaches a walsender.
+func (b *bench) pgSettings(ctx context.Context) (string, error) {
+	c, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT name || '=' || setting || coalesce(unit, '') FROM pg_settings
+		WHERE name IN ('synchronous_commit', 'max_wal_size', 'checkpoint_timeout', 'checkpoint_completion_target',
+		               'wal_compression', 'wal_writer_delay', 'wal_writer_flush_after', 'full_page_writes',
+		               'wal_sync_method', 'shared_buffers', 'wal_buffers', 'commit_delay')
+		ORDER BY name`)
+	if err != nil {
+		return "", err
+	}
+	s, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return strings.Join(s, " "), err
+}
+
+// commitLog collects the writers' commit round trips for the timeline's current second.
+type commitLog struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (l *commitLog) add(d time.Duration) {
+	l.mu.Lock()
+	l.ds = append(l.ds, d)
+	l.mu.Unlock()
+}
+
+// take returns the p99 and the maximum in ms since the last take.
+func (l *commitLog) take() (p99, maxMs float64) {
+	l.mu.Lock()
+	ds := l.ds
+	l.ds = nil
+	l.mu.Unlock()
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	return float64(ds[int(0.99*float64(len(ds)-1))]) / 1e6, float64(ds[len(ds)-1]) / 1e6
 }
