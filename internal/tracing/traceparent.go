@@ -29,6 +29,9 @@ type TraceParent struct {
 	Flags   byte
 }
 
+// Header is the HTTP header of W3C Trace Context that carries a traceparent.
+const Header = "traceparent"
+
 // FlagSampled is the sampled bit of the trace flags.
 const FlagSampled = 0x01
 
@@ -147,17 +150,24 @@ func ContextWith(ctx context.Context, tp TraceParent) context.Context {
 	return trace.ContextWithRemoteSpanContext(ctx, tp.SpanContext())
 }
 
-// FromContext is the traceparent to send on from ctx: the current OpenTelemetry span when one
-// is recording (SDK on, so the next hop becomes its child), otherwise the traceparent
+// FromContext is the traceparent to send on from ctx: the current OpenTelemetry span's (SDK on,
+// so the next hop becomes its child; sampled or not, its ids are real), otherwise the traceparent
 // ContextWith put there. ok is false when ctx carries neither.
 func FromContext(ctx context.Context) (TraceParent, bool) {
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		if tp, ok := FromSpanContext(span.SpanContext()); ok {
-			return tp, true
-		}
+	if tp, ok := FromSpanContext(trace.SpanContextFromContext(ctx)); ok {
+		return tp, true
 	}
 	tp, ok := ctx.Value(ctxKey{}).(TraceParent)
 	return tp, ok
+}
+
+// StringFromContext is FromContext formatted, or "" when ctx carries no trace: the value a
+// nullable traceparent column or an optional header takes.
+func StringFromContext(ctx context.Context) string {
+	if tp, ok := FromContext(ctx); ok {
+		return tp.String()
+	}
+	return ""
 }
 
 func lowerHexByte(s string) (byte, bool) {
