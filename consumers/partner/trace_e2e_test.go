@@ -32,7 +32,7 @@ type collector struct {
 
 // span is what the test reads of an exported span.
 type span struct {
-	service, name          string
+	service, name         string
 	traceID, id, parentID string // hex
 }
 
