@@ -26,13 +26,25 @@ var tracer = tracing.Tracer("orderflow/api")
 // context still carries the traceparent.
 func (s *Server) traced(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var parent tracing.TraceParent
+		if h := r.Header.Get(tracing.Header); h != "" {
+			parent, _ = tracing.Parse(h)
+		}
+		if !tracing.Enabled() {
+			// No span to make: the request's traceparent (or a new one) is all that travels.
+			if !parent.IsValid() {
+				parent = tracing.New()
+			}
+			w.Header()[HeaderTraceResponse] = []string{parent.String()}
+			next.ServeHTTP(w, r.WithContext(tracing.ContextWith(r.Context(), parent)))
+			return
+		}
 		route := "unmatched"
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if t, err := cr.GetPathTemplate(); err == nil {
 				route = t
 			}
 		}
-		parent, _ := tracing.Parse(r.Header.Get(tracing.Header))
 		ctx, span := tracing.Start(r.Context(), tracer, r.Method+" "+route, parent,
 			trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(attribute.String("http.request.method", methodLabel(r.Method)), attribute.String("http.route", route)))

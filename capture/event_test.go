@@ -198,3 +198,25 @@ func TestDecodeInsertTraceParent(t *testing.T) {
 		}
 	}
 }
+
+// A row without a trace costs nothing more to decode than a row of an outbox without the column:
+// the traceparent is copied only when there is one.
+func TestDecodeInsertWithoutTraceAllocatesNothingMore(t *testing.T) {
+	rels := map[uint32]*relation{
+		7: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}, traceParent: 8},
+		8: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}},
+	}
+	cols := []*string{str("id-1"), str("order"), str("agg-1"), str("order.created"), str("1"), str(`{}`), str("2026-01-02 03:04:05+00")}
+	withNull, without := tuple(7, append(cols, nil)...), tuple(8, cols...)
+	var ev Event
+	allocs := func(data []byte) float64 {
+		return testing.AllocsPerRun(200, func() {
+			if err := decodeInsert(data, rels, &ev); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if a, b := allocs(withNull), allocs(without); a != b {
+		t.Errorf("decoding a row with a NULL traceparent allocates %.0f times, one of an outbox without the column %.0f", a, b)
+	}
+}

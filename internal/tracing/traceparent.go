@@ -101,8 +101,10 @@ func (tp TraceParent) TraceIDString() string { return hex.EncodeToString(tp.Trac
 func New() TraceParent {
 	tp := TraceParent{Flags: FlagSampled}
 	for !tp.IsValid() {
-		_, _ = rand.Read(tp.TraceID[:])
-		_, _ = rand.Read(tp.SpanID[:])
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		copy(tp.TraceID[:], b[:16])
+		copy(tp.SpanID[:], b[16:])
 	}
 	return tp
 }
@@ -141,24 +143,18 @@ func FromSpanContext(sc trace.SpanContext) (TraceParent, bool) {
 	return TraceParent{TraceID: sc.TraceID(), SpanID: sc.SpanID(), Flags: byte(sc.TraceFlags())}, true
 }
 
-type ctxKey struct{}
-
-// ContextWith returns ctx carrying tp, both for FromContext and as OpenTelemetry's remote span
-// context, so a span started from the returned context (SDK on) is tp's child.
+// ContextWith returns ctx carrying tp as OpenTelemetry's remote span context, so a span started
+// from the returned context (SDK on) is tp's child, and FromContext returns tp (SDK off).
 func ContextWith(ctx context.Context, tp TraceParent) context.Context {
-	ctx = context.WithValue(ctx, ctxKey{}, tp)
 	return trace.ContextWithRemoteSpanContext(ctx, tp.SpanContext())
 }
 
-// FromContext is the traceparent to send on from ctx: the current OpenTelemetry span's (SDK on,
-// so the next hop becomes its child; sampled or not, its ids are real), otherwise the traceparent
-// ContextWith put there. ok is false when ctx carries neither.
+// FromContext is the traceparent to send on from ctx: the current span's (SDK on, so the next
+// hop becomes its child; sampled or not, its ids are real), or the traceparent ContextWith put
+// there, which a span of the no-op provider (SDK off) carries on unchanged. ok is false when ctx
+// carries no trace.
 func FromContext(ctx context.Context) (TraceParent, bool) {
-	if tp, ok := FromSpanContext(trace.SpanContextFromContext(ctx)); ok {
-		return tp, true
-	}
-	tp, ok := ctx.Value(ctxKey{}).(TraceParent)
-	return tp, ok
+	return FromSpanContext(trace.SpanContextFromContext(ctx))
 }
 
 // StringFromContext is FromContext formatted, or "" when ctx carries no trace: the value a
