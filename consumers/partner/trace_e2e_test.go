@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"orderflow"
+	"orderflow/internal/cetest"
+	ofkafka "orderflow/internal/kafka"
 	"orderflow/internal/testenv"
 	"orderflow/internal/tracing"
 )
@@ -188,9 +190,14 @@ func TestOneOrderIsOneTrace(t *testing.T) {
 	for typ, want := range wantHeader {
 		var got []string
 		for _, r := range records {
-			if header(r, orderflow.HeaderSubject) == orderID && header(r, orderflow.HeaderEventType) == typ {
-				got = append(got, header(r, orderflow.HeaderTraceParent))
+			if header(r, orderflow.HeaderSubject) != orderID || header(r, orderflow.HeaderEventType) != typ {
+				continue
 			}
+			// Read as a CloudEvents SDK reads it: the distributed tracing extension.
+			ev, err := cetest.Decode(ofkafka.Headers(r.Headers), r.Value)
+			testenv.Must(t, err, "decoding the record with the CloudEvents SDK")
+			tp, _ := ev.Extensions()["traceparent"].(string)
+			got = append(got, tp)
 		}
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("%s records of the order carry ce_traceparent %q, want one with %q", typ, got, want)
