@@ -141,6 +141,9 @@ type WebhookEvent struct {
 	// delivery for gets no second one.
 	Version int
 	Payload []byte
+	// TraceParent is the event's W3C traceparent (its record's ce_traceparent), "" for none:
+	// every attempt to deliver it is a span of that trace.
+	TraceParent string
 }
 
 // IntakeDeadLetter is a record the deliverer's intake gave up on: not a CloudEvent, or refused
@@ -182,6 +185,9 @@ type Delivery struct {
 	ClaimToken     string
 	// RateLimit is the endpoint's deliveries per second; 0 for no limit.
 	RateLimit int
+	// TraceParent is the event's traceparent, "" for none: each attempt is a child span of it
+	// and sends its own as the traceparent header.
+	TraceParent string
 }
 
 // Attempt is the audit record of one POST.

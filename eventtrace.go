@@ -33,6 +33,8 @@ type OutboxRow struct {
 	SchemaVersion int             `json:"schema_version"`
 	Payload       json.RawMessage `json:"payload"`
 	CreatedAt     time.Time       `json:"created_at"`
+	// TraceParent is the W3C traceparent of the request that wrote the row, "" for none.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // RepairRow is a reconcile repair claim.

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"orderflow"
 	"orderflow/consumers/deliver"
 	"orderflow/internal/testenv"
 	"orderflow/webhook"
@@ -134,13 +135,18 @@ func TestDeadLetterReplayThroughTheAdminAPI(t *testing.T) {
 		_, _ = client.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 	})
 	eventID := uuid.NewString()
-	value := `{"specversion":"1.0","id":"` + eventID + `","source":"/orderflow/outbox","type":"order.created","subject":"o-1",` +
-		`"time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","schemaversion":1,"data":{"id":"o-1","version":1}}`
+	// The record as capture writes it, in the CloudEvents binary mode.
+	data := []byte(`{"id":"o-1","version":1}`)
+	var headers []kafka.Header
+	for _, h := range orderflow.AppendBinaryHeaders(nil, &orderflow.CloudEvent{ID: eventID, Source: orderflow.EventSource,
+		Type: orderflow.EventOrderCreated, Subject: "o-1", Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		DataContentType: orderflow.ContentTypeJSON, SchemaVersion: 1, Data: data}) {
+		headers = append(headers, kafka.Header(h))
+	}
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, RequiredAcks: kafka.RequireAll}
 	defer w.Close()
 	for deadline := time.Now().Add(time.Minute); ; {
-		err := w.WriteMessages(ctx, kafka.Message{Key: []byte("o-1"), Value: []byte(value), Headers: []kafka.Header{
-			{Key: "ce_id", Value: []byte(eventID)}, {Key: "ce_type", Value: []byte("order.created")}}})
+		err := w.WriteMessages(ctx, kafka.Message{Key: []byte("o-1"), Value: data, Headers: headers})
 		if err == nil {
 			break
 		}

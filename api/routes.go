@@ -15,7 +15,7 @@ import (
 // routes is the API's whole surface in one place.
 func (s *Server) routes() http.Handler {
 	r := mux.NewRouter()
-	r.Use(s.metrics.instrument)
+	r.Use(s.metrics.instrument, s.traced)
 
 	r.Handle("/healthz", s.handleHealthz()).Methods(http.MethodGet)
 	r.Handle("/readyz", s.handleReadyz()).Methods(http.MethodGet)

@@ -44,6 +44,9 @@ type Event struct {
 	// verbatim.
 	Payload   []byte
 	CreatedAt time.Time
+	// TraceParent is the row's W3C traceparent (docs/TRACING.md), "" when it has none or an
+	// invalid one: it becomes the record's ce_traceparent header.
+	TraceParent string
 }
 
 // CloudEvent is the CloudEvent capture publishes for ev: id = the outbox id, subject = the
@@ -59,6 +62,7 @@ func CloudEvent(ev *Event) *orderflow.CloudEvent {
 		DataContentType: orderflow.ContentTypeJSON,
 		DataSchema:      orderflow.DataSchema(ev.EventType, int(ev.SchemaVersion)),
 		SchemaVersion:   int(ev.SchemaVersion),
+		TraceParent:     ev.TraceParent,
 		Data:            ev.Payload,
 	}
 }
@@ -76,7 +80,8 @@ func newOutEvent(t *txn, pos Position, topic string, ev *Event) *outEvent {
 		txn: t, pos: pos, topic: topic, id: ev.ID, eventType: ev.EventType,
 		key: []byte(ev.AggregateID),
 		// A copy: the replication decoder reuses the payload's buffer for the next message.
-		value:   bytes.Clone(ev.Payload),
-		headers: headers,
+		value:       bytes.Clone(ev.Payload),
+		headers:     headers,
+		traceParent: ev.TraceParent,
 	}
 }

@@ -154,3 +154,69 @@ func TestDecodeInsert(t *testing.T) {
 		}
 	}
 }
+
+// The optional traceparent column becomes the record's ce_traceparent: a valid one travels, an
+// invalid or NULL one is dropped, and a relation without the column (before 00012) decodes as
+// before.
+func TestDecodeInsertTraceParent(t *testing.T) {
+	t.Parallel()
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	rels := map[uint32]*relation{
+		7: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}, traceParent: 8},
+		8: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}},
+	}
+	row := func(relID uint32, trace *string) []byte {
+		return tuple(relID, str("id-1"), str("order"), str("agg-1"), str("order.created"), str("1"), str(`{}`),
+			str("2026-01-02 03:04:05+00"), trace)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"valid", row(7, str(tp)), tp},
+		{"null", row(7, nil), ""},
+		{"upper-case hex", row(7, str("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")), ""},
+		{"garbage", row(7, str("x")), ""},
+		{"relation without the column", row(8, str(tp)), ""},
+	} {
+		var ev Event
+		if err := decodeInsert(c.data, rels, &ev); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if ev.TraceParent != c.want {
+			t.Errorf("%s: traceparent %q, want %q", c.name, ev.TraceParent, c.want)
+		}
+		var hdr string
+		for _, h := range newOutEvent(nil, Position{}, "t", &ev).headers {
+			if h.Key == orderflow.HeaderTraceParent {
+				hdr = string(h.Value)
+			}
+		}
+		if hdr != c.want {
+			t.Errorf("%s: ce_traceparent header %q, want %q", c.name, hdr, c.want)
+		}
+	}
+}
+
+// A row without a trace costs nothing more to decode than a row of an outbox without the column:
+// the traceparent is copied only when there is one.
+func TestDecodeInsertWithoutTraceAllocatesNothingMore(t *testing.T) {
+	rels := map[uint32]*relation{
+		7: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}, traceParent: 8},
+		8: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}},
+	}
+	cols := []*string{str("id-1"), str("order"), str("agg-1"), str("order.created"), str("1"), str(`{}`), str("2026-01-02 03:04:05+00")}
+	withNull, without := tuple(7, append(cols, nil)...), tuple(8, cols...)
+	var ev Event
+	allocs := func(data []byte) float64 {
+		return testing.AllocsPerRun(200, func() {
+			if err := decodeInsert(data, rels, &ev); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if a, b := allocs(withNull), allocs(without); a != b {
+		t.Errorf("decoding a row with a NULL traceparent allocates %.0f times, one of an outbox without the column %.0f", a, b)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"orderflow"
+	"orderflow/internal/tracing"
 )
 
 // FuzzDecodeInsert feeds arbitrary pgoutput Insert messages to capture's own tuple decoder,
@@ -22,7 +23,13 @@ func FuzzDecodeInsert(f *testing.F) {
 	f.Add(append(tuple(7, full[:6]...), 't', 0xff, 0xff, 0xff, 0xff))
 	f.Add([]byte{0, 0, 0, 7, 'N', 0xff, 0xff})
 	f.Add([]byte{})
-	rels := map[uint32]*relation{7: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}}}
+	f.Add(tuple(9, append(full, str("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))...))
+	f.Add(tuple(9, append(full, str("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"))...))
+	// 9 is an outbox with the optional traceparent column (00012) as its eighth.
+	rels := map[uint32]*relation{
+		7: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}},
+		9: {name: "public.outbox", cols: [numCols]int{0, 1, 2, 3, 4, 5, 6}, traceParent: 8},
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ev Event
 		if err := decodeInsert(data, rels, &ev); err != nil {
@@ -39,6 +46,11 @@ func FuzzDecodeInsert(f *testing.F) {
 		got, err := orderflow.DecodeCloudEvent(out)
 		if err != nil {
 			t.Fatalf("the published event does not decode: %v\n%s", err, out)
+		}
+		if ev.TraceParent != "" {
+			if _, err := tracing.Parse(ev.TraceParent); err != nil || got.TraceParent != ev.TraceParent {
+				t.Fatalf("traceparent %q published as %q (%v)", ev.TraceParent, got.TraceParent, err)
+			}
 		}
 		if got.ID != ev.ID || got.Type != ev.EventType || got.Subject != ev.AggregateID {
 			t.Fatalf("decoded id %q type %q subject %q, published %q %q %q", got.ID, got.Type, got.Subject, ev.ID, ev.EventType, ev.AggregateID)

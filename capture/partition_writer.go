@@ -9,6 +9,10 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"orderflow/internal/tracing"
 )
 
 type partitionWriter struct {
@@ -138,6 +142,9 @@ func (s *kafkaSink) write(w *partitionWriter) {
 			s.fail(fmt.Errorf("producing to %s[%d]: %w", w.topic, w.partition, err))
 			break
 		}
+		if tracing.Enabled() {
+			traceProduce(batch, w.topic, w.partition, t0, time.Now())
+		}
 		for _, e := range batch {
 			s.onAck(e)
 		}
@@ -158,4 +165,30 @@ func timedOut(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
 		(errors.As(err, &ne) && ne.Timeout())
+}
+
+var tracer = tracing.Tracer("orderflow/capture")
+
+// traceProduce records, for each event of an acknowledged request that carries a trace, the
+// producer span of that request (sent at start, acknowledged by every replica at end), as a child
+// of the event's traceparent, the span that wrote its outbox row. The record's ce_traceparent is
+// that same outbox span, not this one: the headers were written before the request was, so the
+// consumers' spans are this one's siblings in the trace.
+func traceProduce(batch []*outEvent, topic string, partition int, start, end time.Time) {
+	for _, e := range batch {
+		tp, err := tracing.Parse(e.traceParent)
+		if err != nil {
+			continue
+		}
+		_, span := tracing.Start(context.Background(), tracer, "produce "+topic, tp,
+			trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(start),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.destination.name", topic),
+				attribute.Int("messaging.destination.partition.id", partition),
+				attribute.String("messaging.message.id", e.id),
+				attribute.Int("messaging.batch.message_count", len(batch)),
+				attribute.String("orderflow.pg_lsn", e.pos.LSN.String())))
+		span.End(trace.WithTimestamp(end))
+	}
 }

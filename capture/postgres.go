@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"orderflow/internal/pgconfig"
+	"orderflow/internal/tracing"
 )
 
 // ErrSlotLost means the replication slot was dropped or invalidated after capture had already
@@ -269,12 +270,18 @@ const (
 
 var outboxColumns = [numCols]string{"id", "aggregate_type", "aggregate_id", "event_type", "schema_version", "payload", "created_at"}
 
+// columnTraceParent is the outbox's optional column: nullable, and absent from a table migrated
+// before 00012, whose rows simply carry no trace.
+const columnTraceParent = "traceparent"
+
 // relation maps the outbox columns to their positions in the tuples of one relation version.
 // It is replaced on every Relation message, which is how ALTER TABLE ... ADD COLUMN keeps
 // working mid-stream: pgoutput sends the new shape before the first tuple that uses it.
 type relation struct {
 	name string
 	cols [numCols]int
+	// traceParent is the position of the traceparent column plus one; 0 when there is none.
+	traceParent int
 }
 
 func decodeRelation(data []byte) (*relation, uint32, error) {
@@ -287,6 +294,9 @@ func decodeRelation(data []byte) (*relation, uint32, error) {
 		r.cols[i] = -1
 	}
 	for i, c := range m.Columns {
+		if c.Name == columnTraceParent {
+			r.traceParent = i + 1
+		}
 		for j, name := range outboxColumns {
 			if c.Name == name {
 				r.cols[j] = i
@@ -319,6 +329,7 @@ func decodeInsert(data []byte, rels map[uint32]*relation, ev *Event) error {
 	n := int(binary.BigEndian.Uint16(data[5:]))
 	var vals [numCols][]byte
 	var null [numCols]bool
+	var traceParent []byte
 	off := 7
 	for i := 0; i < n; i++ {
 		if off >= len(data) {
@@ -348,6 +359,9 @@ func decodeInsert(data []byte, rels map[uint32]*relation, ev *Event) error {
 				vals[j], null[j] = v, kind != 't'
 			}
 		}
+		if i+1 == r.traceParent && kind == 't' {
+			traceParent = v
+		}
 	}
 	for j := range vals {
 		if null[j] {
@@ -367,7 +381,22 @@ func decodeInsert(data []byte, rels map[uint32]*relation, ev *Event) error {
 	if ev.CreatedAt, err = parseTimestamptz(vals[colCreatedAt]); err != nil {
 		return fmt.Errorf("outbox row %s: created_at: %w", ev.ID, err)
 	}
+	ev.TraceParent = validTraceParent(traceParent)
 	return nil
+}
+
+// validTraceParent is b as a string when it is a valid traceparent, else "": a malformed value
+// (written by hand into the outbox) is dropped rather than sent on as a header every consumer
+// would have to refuse. Nothing is allocated for a row without one.
+func validTraceParent(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	s := string(b)
+	if _, err := tracing.Parse(s); err != nil {
+		return ""
+	}
+	return s
 }
 
 var timestamptzLayouts = []string{

@@ -202,7 +202,8 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 		}
 	}
 
-	rows, err = tx.Query(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at
+	rows, err = tx.Query(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at,
+		       coalesce(traceparent, '')
 		FROM outbox WHERE created_at >= $1 ORDER BY seq NULLS FIRST, created_at, id`, from)
 	if err != nil {
 		return st, fmt.Errorf("reading outbox rows to re-publish: %w", err)
@@ -215,11 +216,12 @@ func (c *Capture) republish(ctx context.Context, db *pgx.Conn, topics []string, 
 	pos := Position{LSN: start - 1}
 	for rows.Next() {
 		var ev Event
-		var payload string
-		if err := rows.Scan(&ev.ID, &ev.AggregateType, &ev.AggregateID, &ev.EventType, &ev.SchemaVersion, &payload, &ev.CreatedAt); err != nil {
+		var payload, traceParent string
+		if err := rows.Scan(&ev.ID, &ev.AggregateType, &ev.AggregateID, &ev.EventType, &ev.SchemaVersion, &payload, &ev.CreatedAt, &traceParent); err != nil {
 			return st, fmt.Errorf("reading outbox row: %w", err)
 		}
 		ev.Payload = []byte(payload)
+		ev.TraceParent = validTraceParent([]byte(traceParent))
 		ev.CreatedAt = ev.CreatedAt.UTC()
 		topic := orderflow.PrefixedTopic(c.cfg.TopicPrefix, ev.AggregateType)
 		w := windows[topic]

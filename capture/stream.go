@@ -42,6 +42,8 @@ type outEvent struct {
 	value     []byte
 	// headers are the event's ce_ headers (binary mode), without the position headers.
 	headers []kafkago.Header
+	// traceParent is the event's trace, for the produce span (traceProduce).
+	traceParent string
 }
 
 // stream owns the replication connection: only its goroutine reads from or writes to conn.

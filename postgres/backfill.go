@@ -53,7 +53,8 @@ func (db *DB) CountOrdersAfter(ctx context.Context, afterID string) (int64, erro
 // or fulfill commits after it and its newer version reaches consumers last, as in
 // RepublishOrder. The event's time is the transaction's (now()): the time of the occurrence is
 // the order's updated_at, in the data; keeping the outbox time current keeps capture's retention
-// and the pipeline's latency measures meaningful.
+// and the pipeline's latency measures meaningful. The page's events carry ctx's traceparent, if
+// any (the backfill's span for the page).
 func (db *DB) EmitOrderStates(ctx context.Context, afterID string, limit int) (orderflow.StatePage, error) {
 	if afterID == "" {
 		afterID = uuid.Nil.String()
@@ -98,12 +99,12 @@ func (db *DB) EmitOrderStates(ctx context.Context, afterID string, limit int) (o
 		// One statement for the page; the rows go in in id order, so capture publishes them in
 		// the order the page was read.
 		tag, err := tx.Exec(ctx, `
-			INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at)
-			SELECT e.id, $1, e.order_id, e.type, $2, e.payload::jsonb, now()
+			INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at, traceparent)
+			SELECT e.id, $1, e.order_id, e.type, $2, e.payload::jsonb, now(), $7
 			FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS e(id, order_id, type, payload, n)
 			ORDER BY e.n
 			ON CONFLICT (id) DO NOTHING`,
-			orderflow.AggregateOrder, orderflow.OrderSchemaVersion, ids, orderIDs, types, payloads)
+			orderflow.AggregateOrder, orderflow.OrderSchemaVersion, ids, orderIDs, types, payloads, traceParent(ctx))
 		if err != nil {
 			return fmt.Errorf("writing state events: %w", err)
 		}

@@ -26,8 +26,12 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 	times := make([]*time.Time, len(evs))
 	versions := make([]*int32, len(evs))
 	payloads := make([][]byte, len(evs))
+	traces := make([]*string, len(evs))
 	for i, ev := range evs {
 		ids[i], types[i], subjects[i], payloads[i] = ev.ID, ev.Type, ev.Subject, ev.Payload
+		if ev.TraceParent != "" {
+			traces[i] = &evs[i].TraceParent
+		}
 		if !ev.Time.IsZero() {
 			t := ev.Time
 			times[i] = &t
@@ -38,11 +42,12 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 		}
 	}
 	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload)
-		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.version, ev.payload
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[]) AS ev(id, type, subject, time, version, payload)
+		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload, traceparent)
+		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.version, ev.payload, ev.traceparent
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
+		     AS ev(id, type, subject, time, version, payload, traceparent)
 		JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
-		ON CONFLICT DO NOTHING`, ids, types, subjects, times, versions, payloads)
+		ON CONFLICT DO NOTHING`, ids, types, subjects, times, versions, payloads, traces)
 	if err != nil {
 		return 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
 	}
@@ -103,7 +108,8 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 		WHERE d.id = claimed.id AND e.id = d.endpoint_id
 		RETURNING d.id::text, d.event_id, d.event_type, d.endpoint_id::text, e.url, e.secret,
 		          CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
-		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text, coalesce(e.rate_limit, 0)`,
+		          d.payload, d.event_time, d.attempts, d.cycle_started_at, d.claim_token::text, coalesce(e.rate_limit, 0),
+		          coalesce(d.traceparent, '')`,
 		busyIDs, busyN, c.PerEndpoint, c.Limit, c.Lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
@@ -116,7 +122,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 			evTime   *time.Time
 		)
 		err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.URL, &secret, &previous,
-			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken, &d.RateLimit)
+			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken, &d.RateLimit, &d.TraceParent)
 		d.Secrets = []string{secret}
 		if previous != nil {
 			d.Secrets = append(d.Secrets, *previous)

@@ -109,7 +109,7 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 		}
 		out = respond(o, err)
 		if err == nil && event != "" {
-			if err := queueEvent(b, o, event, out.Body); err != nil {
+			if err := queueEvent(b, o, event, out.Body, traceParent(ctx)); err != nil {
 				return err
 			}
 		}
@@ -226,15 +226,16 @@ func sortedQuantities(want map[string]int64) ([]string, []int64) {
 }
 
 // queueEvent adds the outbox row for o's latest change. Its payload is the order exactly as
-// the API returned it, so consumers need no second lookup (PostgreSQL checks it is JSON).
-func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []byte) error {
+// the API returned it, so consumers need no second lookup (PostgreSQL checks it is JSON); its
+// traceparent (nil for none) is the request's span, which the event's trace continues.
+func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []byte, traceparent *string) error {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return fmt.Errorf("making event id: %w", err)
 	}
-	b.Queue(`INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		id, orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt)
+	b.Queue(`INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at, traceparent)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		id, orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt, traceparent)
 	return nil
 }
 

@@ -394,9 +394,9 @@ func (db *DB) repair(ctx context.Context, kind string, read func(pgx.Tx) (fact, 
 		if err != nil {
 			return fmt.Errorf("claiming repair: %w", rejected(err))
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6::jsonb, now()) ON CONFLICT (id) DO NOTHING`,
-			rep.EventID, orderflow.AggregateOrder, f.orderID, f.eventType, f.schema, string(f.payload)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at, traceparent)
+			VALUES ($1, $2, $3, $4, $5, $6::jsonb, now(), $7) ON CONFLICT (id) DO NOTHING`,
+			rep.EventID, orderflow.AggregateOrder, f.orderID, f.eventType, f.schema, string(f.payload), traceParent(ctx)); err != nil {
 			return fmt.Errorf("writing repair event: %w", rejected(err))
 		}
 		rep.Published, rep.State = true, orderflow.RepairState{EventID: rep.EventID, PublishedAt: at.UTC()}

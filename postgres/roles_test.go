@@ -31,6 +31,9 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 		VALUES (gen_random_uuid(), 'c', 'cust', 'EUR', 'pending', 1, 1, now(), now())`
 	const newOutbox = `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload)
 		VALUES (gen_random_uuid(), 'order', 'o', 'order.created', 1, '{}')`
+	// Each writer of a traceparent column (00012, docs/TRACING.md) may write and read it.
+	const tracedOutbox = `INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, traceparent)
+		VALUES (gen_random_uuid(), 'order', 'o', 'order.created', 1, '{}', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')`
 	type check struct {
 		sql     string
 		allowed bool
@@ -38,7 +41,9 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 	cases := map[string][]check{
 		"orderflow_capture": {
 			{`SELECT count(*) FROM outbox`, true},
+			{`SELECT traceparent FROM outbox`, true},
 			{`DELETE FROM outbox`, true},
+			{tracedOutbox, false},
 			{`SELECT pg_logical_emit_message(false, 'orderflow.test', '')`, true},
 			{newOrder, false},
 			{newOutbox, false},
@@ -49,6 +54,8 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 		"orderflow_api": {
 			{newOrder, true},
 			{newOutbox, true},
+			{tracedOutbox, true},
+			{`UPDATE webhook_deliveries SET traceparent = NULL`, true},
 			{`SELECT count(*) FROM order_summary`, true},
 			{`DELETE FROM idempotency_keys`, true},
 			{`SELECT count(*) FROM partner.receipts`, false},
@@ -82,6 +89,10 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 			{`SELECT count(*) FROM api_clients`, false},
 			{`SELECT count(*) FROM partner.receipts`, false},
 			{`DELETE FROM webhook_deliveries`, true},
+			{`INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, payload, traceparent)
+				SELECT 'e', id, 'order.created', 'o', '{}', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' FROM webhook_endpoints`, true},
+			{`SELECT traceparent FROM webhook_deliveries`, true},
+			{tracedOutbox, false},
 			{`DELETE FROM webhook_delivery_attempts`, true},
 			{`DELETE FROM webhook_intake_dead_letters`, true},
 			{`DELETE FROM webhook_endpoints`, false},
@@ -89,6 +100,9 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 		"orderflow_partner": {
 			{`SELECT count(*) FROM partner.receipts`, true},
 			{`INSERT INTO partner.faults (webhook_id, kind) VALUES ('w', 'k')`, true},
+			{`INSERT INTO partner.callbacks (webhook_id, order_id, action, due_at, traceparent)
+				VALUES ('w', 'o', 'fulfill', now(), '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')`, true},
+			{`SELECT traceparent FROM partner.callbacks`, true},
 			{`SELECT count(*) FROM orders`, false},
 			{`SELECT count(*) FROM webhook_endpoints`, false},
 			{`SELECT count(*) FROM outbox`, false},
@@ -97,6 +111,7 @@ func TestEachServiceRoleIsRefusedWhatIsNotItsJob(t *testing.T) {
 			{`SELECT count(*) FROM orders o JOIN order_summary s ON s.order_id = o.id`, true},
 			{`SELECT id FROM orders FOR SHARE`, true},
 			{newOutbox, true},
+			{tracedOutbox, true},
 			{`DELETE FROM orders`, false},
 			{`UPDATE orders SET status = 'cancelled'`, false},
 			{`SELECT count(*) FROM api_clients`, false},

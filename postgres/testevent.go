@@ -31,9 +31,10 @@ func (db *DB) QueueTestEventOnce(ctx context.Context, k *orderflow.IdempotencyKe
 			return respondDelivery(respond, orderflow.DeadLetter{}, orderflow.Errorf(orderflow.ECodeEndpointDisabled, "the endpoint is disabled; enable it before sending a test event"))
 		}
 		var delivery string
-		if err := tx.QueryRow(ctx, `INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, payload)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id::text`,
-			ev.ID, id, ev.Type, ev.Subject, ev.Time, ev.Payload).Scan(&delivery); err != nil {
+		// The admin's request is the test event's trace: its attempts continue it.
+		if err := tx.QueryRow(ctx, `INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, payload, traceparent)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text`,
+			ev.ID, id, ev.Type, ev.Subject, ev.Time, ev.Payload, traceParent(ctx)).Scan(&delivery); err != nil {
 			return orderflow.Response{}, fmt.Errorf("queueing test event: %w", err)
 		}
 		d, err := scanDeadLetter(tx.QueryRow(ctx, selectDeadLetter+` WHERE d.id = $1`, delivery))

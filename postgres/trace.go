@@ -27,8 +27,10 @@ func (db *DB) TraceEvent(ctx context.Context, eventID string) (orderflow.EventTr
 
 	var ob orderflow.OutboxRow
 	var payload string
-	err = db.pool.QueryRow(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at
-		FROM outbox WHERE id = $1`, id).Scan(&ob.ID, &ob.AggregateType, &ob.AggregateID, &ob.EventType, &ob.SchemaVersion, &payload, &ob.CreatedAt)
+	err = db.pool.QueryRow(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at,
+		       coalesce(traceparent, '')
+		FROM outbox WHERE id = $1`, id).Scan(&ob.ID, &ob.AggregateType, &ob.AggregateID, &ob.EventType, &ob.SchemaVersion, &payload, &ob.CreatedAt,
+		&ob.TraceParent)
 	switch {
 	case err == nil:
 		ob.CreatedAt, ob.Payload = ob.CreatedAt.UTC(), []byte(payload)

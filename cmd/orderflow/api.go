@@ -49,6 +49,11 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	log := newLogger(getenv, stderr, "api")
+	stopTracing, err := startTracing(ctx, "api", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	db, err := postgres.Open(ctx, *dbURL, int32(*maxConns))
 	if err != nil {

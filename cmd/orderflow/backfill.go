@@ -37,6 +37,11 @@ func runBackfill(ctx context.Context, args []string, getenv func(string) string,
 	}
 	defer db.Close()
 	cfg := backfill.Config{BatchSize: *batch, Rate: *rate, After: *after, Logger: newLogger(getenv, stderr, "backfill")}
+	stopTracing, err := startTracing(ctx, "backfill", getenv, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	if !*quiet {
 		cfg.Progress = backfill.ProgressPrinter(stderr)
 	}

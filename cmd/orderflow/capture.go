@@ -69,6 +69,11 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		defer pprof.StopCPUProfile()
 	}
 	log := newLogger(getenv, stderr, "capture")
+	stopTracing, err := startTracing(ctx, "capture", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	c, err := capture.New(capture.Config{
 		DatabaseURL:    *dbURL,
 		Slot:           *slot,

@@ -65,6 +65,11 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	log := newLogger(getenv, stderr, "deliver")
+	stopTracing, err := startTracing(ctx, "deliver", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg := deliver.Config{Egress: policy, Kafka: security}
 	if ring == nil {
 		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): only secrets stored in clear can sign")

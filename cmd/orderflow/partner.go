@@ -59,6 +59,11 @@ func runPartner(ctx context.Context, args []string, getenv func(string) string, 
 		unknownRE = re
 	}
 	log := newLogger(getenv, stderr, "partner")
+	stopTracing, err := startTracing(ctx, "partner", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	p, err := partner.New(ctx, partner.Config{
 		DatabaseURL:  *dbURL,
 		Secrets:      splitList(*secrets),

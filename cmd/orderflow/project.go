@@ -48,6 +48,11 @@ func runProject(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	log := newLogger(getenv, stderr, "project")
+	stopTracing, err := startTracing(ctx, "project", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	db, err := postgres.Open(ctx, *dbURL, 4)
 	if err != nil {
 		return err

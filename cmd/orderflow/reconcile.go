@@ -45,6 +45,11 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		return err
 	}
 	log := newLogger(getenv, stderr, "reconcile")
+	stopTracing, err := startTracing(ctx, "reconcile", getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	db, err := postgres.Open(ctx, *dbURL, 2)
 	if err != nil {
 		return err

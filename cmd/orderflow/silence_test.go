@@ -161,11 +161,10 @@ func TestSilentNetworkIsNoticedByEveryService(t *testing.T) {
 	produce := func(n int) {
 		t.Helper()
 		for range n {
-			id, b := orderEvent(t)
+			id, key, b, headers := orderEvent(t)
 			_, err := direct.Produce(ctx, &kafkago.ProduceRequest{
 				Topic: topic, Partition: len(events) % 3, RequiredAcks: kafkago.RequireAll,
-				Records: kafkago.NewRecordReader(kafkago.Record{Key: kafkago.NewBytes([]byte(id)), Value: kafkago.NewBytes(b),
-					Headers: []kafkago.Header{{Key: orderflow.HeaderEventID, Value: []byte(id)}, {Key: orderflow.HeaderEventType, Value: []byte(orderflow.EventOrderCreated)}}}),
+				Records: kafkago.NewRecordReader(kafkago.Record{Key: kafkago.NewBytes(key), Value: kafkago.NewBytes(b), Headers: headers}),
 			})
 			testenv.Must(t, err, "producing")
 			events = append(events, id)
@@ -262,15 +261,20 @@ func TestSilentNetworkIsNoticedByEveryService(t *testing.T) {
 	}
 }
 
-// orderEvent is an order.created event as capture writes it.
-func orderEvent(t *testing.T) (string, []byte) {
+// orderEvent is an order.created event as capture writes it, in the CloudEvents binary mode:
+// its id, the record's key (the order id), value (the order) and headers.
+func orderEvent(t *testing.T) (id string, key, value []byte, headers []kafkago.Header) {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	o := orderflow.Order{ID: uuid.NewString(), CustomerID: "silent", Currency: "EUR", Status: orderflow.StatusPending,
 		Items: []orderflow.Item{{SKU: "SILENT-1", Quantity: 1, UnitPriceCents: 100}}, TotalCents: 100, Version: 1, CreatedAt: now, UpdatedAt: now}
 	data, err := json.Marshal(o)
 	testenv.Must(t, err, "encoding order")
-	id := uuid.NewString()
-	return id, orderflow.AppendCloudEvent(nil, &orderflow.CloudEvent{ID: id, Source: orderflow.EventSource, Type: orderflow.EventOrderCreated,
-		Subject: o.ID, Time: now, DataContentType: "application/json", SchemaVersion: 1, Data: data})
+	id = uuid.NewString()
+	for _, h := range orderflow.AppendBinaryHeaders(nil, &orderflow.CloudEvent{ID: id, Source: orderflow.EventSource, Type: orderflow.EventOrderCreated,
+		Subject: o.ID, Time: now, DataContentType: orderflow.ContentTypeJSON, DataSchema: orderflow.DataSchema(orderflow.EventOrderCreated, 1),
+		SchemaVersion: 1, Data: data}) {
+		headers = append(headers, kafkago.Header(h))
+	}
+	return id, []byte(o.ID), data, headers
 }

@@ -16,6 +16,7 @@ import (
 	"orderflow"
 	"orderflow/internal/eventtrace"
 	"orderflow/internal/testenv"
+	"orderflow/internal/tracing"
 	"orderflow/postgres"
 	"orderflow/webhook"
 )
@@ -25,7 +26,7 @@ import (
 func recordOf(t *testing.T, ob orderflow.OutboxRow, seq int, legacy bool) kafkago.Message {
 	t.Helper()
 	ev := orderflow.CloudEvent{SpecVersion: "1.0", ID: ob.ID, Source: orderflow.EventSource, Type: ob.EventType, Subject: ob.AggregateID,
-		Time: ob.CreatedAt, DataContentType: orderflow.ContentTypeJSON, SchemaVersion: ob.SchemaVersion, Data: ob.Payload}
+		Time: ob.CreatedAt, DataContentType: orderflow.ContentTypeJSON, SchemaVersion: ob.SchemaVersion, TraceParent: ob.TraceParent, Data: ob.Payload}
 	pos := []kafkago.Header{{Key: orderflow.HeaderLSN, Value: []byte("0/1A2B3C4")}, {Key: orderflow.HeaderSeq, Value: []byte{byte('0' + seq)}}}
 	if legacy {
 		return kafkago.Message{Key: []byte(ob.AggregateID), Value: orderflow.AppendCloudEvent(nil, &ev), Headers: append([]kafkago.Header{
@@ -66,16 +67,19 @@ func TestTraceFindsAnEventInEveryStage(t *testing.T) {
 	testenv.Must(t, err, "creating order")
 	var order orderflow.Order
 	testenv.Must(t, json.Unmarshal(r.Body, &order), "decoding order")
-	_, err = db.ChangeOrder(ctx, orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("g")}, order.ID, orderflow.ActionFulfill, "", respond)
+	// The fulfill is made under a traceparent, as the API's request span: trace names its trace.
+	tp := tracing.New()
+	_, err = db.ChangeOrder(tracing.ContextWith(ctx, tp), orderflow.AnyClient, orderflow.IdempotencyKey{ClientID: "t", Key: uuid.NewString(), Fingerprint: []byte("g")}, order.ID, orderflow.ActionFulfill, "", respond)
 	testenv.Must(t, err, "fulfilling")
-	rows, err := conn.Query(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at
+	rows, err := conn.Query(ctx, `SELECT id::text, aggregate_type, aggregate_id, event_type, schema_version, payload::text, created_at,
+		       coalesce(traceparent, '')
 		FROM outbox WHERE aggregate_id = $1 ORDER BY created_at`, order.ID)
 	testenv.Must(t, err, "reading outbox")
 	var obs []orderflow.OutboxRow
 	for rows.Next() {
 		var ob orderflow.OutboxRow
 		var payload string
-		testenv.Must(t, rows.Scan(&ob.ID, &ob.AggregateType, &ob.AggregateID, &ob.EventType, &ob.SchemaVersion, &payload, &ob.CreatedAt), "scanning")
+		testenv.Must(t, rows.Scan(&ob.ID, &ob.AggregateType, &ob.AggregateID, &ob.EventType, &ob.SchemaVersion, &payload, &ob.CreatedAt, &ob.TraceParent), "scanning")
 		ob.Payload = []byte(payload)
 		obs = append(obs, ob)
 	}
@@ -83,6 +87,9 @@ func TestTraceFindsAnEventInEveryStage(t *testing.T) {
 		t.Fatalf("%d outbox rows, want created and fulfilled", len(obs))
 	}
 	created, fulfilled := obs[0], obs[1]
+	if created.TraceParent != "" || fulfilled.TraceParent != tp.String() {
+		t.Fatalf("outbox traceparents %q and %q, want none and %s", created.TraceParent, fulfilled.TraceParent, tp)
+	}
 
 	// The topic: the created event in the old structured form, the fulfilled one in binary
 	// mode, other orders' records around and after them in every partition.
@@ -145,8 +152,9 @@ func TestTraceFindsAnEventInEveryStage(t *testing.T) {
 	for _, want := range []string{
 		"event " + fulfilled.ID + ": order.fulfilled of order " + order.ID + " at version 2\n",
 		"outbox      written ",
+		", trace " + tp.TraceIDString() + "\nkafka ",
 		"kafka       " + topic + " partition ",
-		", binary record, pg_lsn 0/1A2B3C4 pg_seq 0, produced ",
+		", binary record, pg_lsn 0/1A2B3C4 pg_seq 0, trace " + tp.TraceIDString() + ", produced ",
 		"read model  version 2 fulfilled, projected ",
 		": this event produced the row (orders: version 2 fulfilled)\n",
 		"deliveries  endpoint " + ep.ID + " https://partner.example/hook: succeeded ",

@@ -19,7 +19,12 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"orderflow"
+	"orderflow/internal/tracing"
 )
 
 // Defaults for Config.
@@ -102,7 +107,7 @@ func (b *Backfill) Run(ctx context.Context) (Progress, error) {
 	}
 	p.Total = total
 	for {
-		page, err := b.store.EmitOrderStates(ctx, p.LastOrderID, b.cfg.BatchSize)
+		page, err := b.emitPage(ctx, p.LastOrderID)
 		if err != nil {
 			return p, fmt.Errorf("backfill after order %q: %w", p.LastOrderID, err)
 		}
@@ -164,4 +169,20 @@ func ProgressPrinter(w io.Writer) func(Progress) {
 		fmt.Fprintf(w, "backfill: %d/%d orders (%d%%), %d events written, %d already in the outbox, %.0f orders/s, last order %s\n",
 			p.Scanned, p.Total, 100*p.Scanned/max(p.Total, 1), p.Emitted, p.Existing, rate, p.LastOrderID)
 	}
+}
+
+var tracer = tracing.Tracer("orderflow/backfill")
+
+// emitPage writes one page of states in a trace of its own: its events carry the page's span
+// as their traceparent, so what they cause downstream can be found from the backfill run.
+func (b *Backfill) emitPage(ctx context.Context, after string) (orderflow.StatePage, error) {
+	ctx, span := tracing.Start(ctx, tracer, "backfill page", tracing.TraceParent{},
+		trace.WithAttributes(attribute.String("orderflow.after_order_id", after)))
+	defer span.End()
+	page, err := b.store.EmitOrderStates(ctx, after, b.cfg.BatchSize)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.SetAttributes(attribute.Int("orderflow.emitted", page.Emitted))
+	return page, err
 }

@@ -14,10 +14,42 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"orderflow"
 	"orderflow/internal/egress"
+	"orderflow/internal/tracing"
 	"orderflow/webhook"
 )
+
+var tracer = tracing.Tracer("orderflow/deliver")
+
+// endAttemptSpan ends an attempt's span with what came back.
+func endAttemptSpan(span trace.Span, r response) {
+	if span.IsRecording() {
+		if r.status != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", r.status))
+		}
+		span.SetAttributes(attribute.String("orderflow.outcome", r.outcome()))
+		if r.err != nil {
+			span.SetStatus(codes.Error, r.err.Error())
+		} else if r.status >= 300 {
+			span.SetStatus(codes.Error, "HTTP "+strconv.Itoa(r.status))
+		}
+	}
+	span.End()
+}
+
+// validTraceParent is s when it is a valid traceparent, else "": a delivery never keeps a value
+// it would refuse to send.
+func validTraceParent(s string) string {
+	if _, err := tracing.Parse(s); err != nil {
+		return ""
+	}
+	return s
+}
 
 // start runs attempts in one goroutine, which holds one of the endpoint's slots (counted by
 // the caller): after each attempt it goes on with the endpoint's next queued delivery, if
@@ -59,8 +91,18 @@ func (s *sender) attempt(ctx, sendCtx context.Context, d orderflow.Delivery) (or
 		return orderflow.DeliveryReport{}, false
 	}
 	start := s.now()
-	r := s.post(sendCtx, d, start)
+	// Each attempt is a client span of the event's trace (a new trace when the event carries
+	// none), and the partner receives it as the request's traceparent.
+	parent, _ := tracing.Parse(d.TraceParent)
+	spanCtx, span := tracing.Start(sendCtx, tracer, "deliver "+d.EventType, parent,
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("orderflow.webhook_id", d.EventID),
+			attribute.String("orderflow.endpoint_id", d.EndpointID),
+			attribute.String("orderflow.delivery_id", d.ID),
+			attribute.Int("orderflow.attempt", d.Attempts+1)))
+	r := s.post(spanCtx, d, start)
 	latency := s.now().Sub(start)
+	endAttemptSpan(span, r)
 	if ctx.Err() != nil && r.err != nil {
 		if err := s.store.ReleaseClaim(context.WithoutCancel(ctx), d); err != nil {
 			s.log.Warn("releasing delivery claim", "delivery_id", d.ID, "err", err)
@@ -105,6 +147,10 @@ func (s *sender) post(ctx context.Context, d orderflow.Delivery, now time.Time) 
 	req.Header.Set(webhook.HeaderID, d.EventID)
 	req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
 	req.Header.Set(webhook.HeaderSignature, sig)
+	// Not signed, like every header but the three above: a trace id decides nothing.
+	if tp, ok := tracing.FromContext(ctx); ok {
+		req.Header.Set(tracing.Header, tp.String())
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

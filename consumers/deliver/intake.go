@@ -84,8 +84,11 @@ func (in *intake) run(ctx context.Context) error {
 			// The webhook body is the whole event in structured JSON, as partners expect,
 			// whichever mode the record used: for an old structured record these are the
 			// record's own bytes.
+			// It carries the record's traceparent as its extension attribute, and the delivery
+			// keeps it so that every attempt continues the event's trace (docs/TRACING.md).
 			recs = append(recs, record{msg: m, ev: orderflow.WebhookEvent{ID: ev.ID, Type: ev.Type, Subject: ev.Subject,
-				Time: ev.Time, Version: orderflow.FactVersion(ev), Payload: orderflow.AppendCloudEvent(nil, ev)}})
+				Time: ev.Time, Version: orderflow.FactVersion(ev), Payload: orderflow.AppendCloudEvent(nil, ev),
+				TraceParent: validTraceParent(ev.TraceParent)}})
 		}
 		refused, err := in.enqueue(ctx, recs)
 		if err != nil {

@@ -12,8 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"orderflow"
 	"orderflow/internal/backoff"
+	"orderflow/internal/tracing"
 )
 
 // callbackBatch is how many callbacks are claimed and made concurrently; at the benchmark's
@@ -36,6 +41,8 @@ type callback struct {
 	// cycleStarted is when the callback was first due, or replayed: the retry horizon counts
 	// from it.
 	cycleStarted time.Time
+	// traceParent is the span of the webhook request that scheduled the callback, "" for none.
+	traceParent string
 }
 
 // answer is what one call to the API came back with.
@@ -102,7 +109,8 @@ func (p *Partner) claimCallbacks(ctx context.Context, n int) ([]callback, error)
 			ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
 		UPDATE partner.callbacks c SET due_at = now() + make_interval(secs => $2), attempts = c.attempts + 1
 		FROM due WHERE c.webhook_id = due.webhook_id
-		RETURNING c.webhook_id, c.order_id, c.action, coalesce(c.reason, ''), c.attempts, c.cycle_started_at`,
+		RETURNING c.webhook_id, c.order_id, c.action, coalesce(c.reason, ''), c.attempts, c.cycle_started_at,
+		          coalesce(c.traceparent, '')`,
 		n, (p.cfg.CallbackTimeout + 5*time.Second).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claiming callbacks: %w", err)
@@ -111,7 +119,7 @@ func (p *Partner) claimCallbacks(ctx context.Context, n int) ([]callback, error)
 	var out []callback
 	for rows.Next() {
 		var c callback
-		if err := rows.Scan(&c.webhookID, &c.orderID, &c.action, &c.reason, &c.attempts, &c.cycleStarted); err != nil {
+		if err := rows.Scan(&c.webhookID, &c.orderID, &c.action, &c.reason, &c.attempts, &c.cycleStarted, &c.traceParent); err != nil {
 			return nil, fmt.Errorf("reading callback: %w", err)
 		}
 		out = append(out, c)
@@ -200,6 +208,26 @@ func (p *Partner) callBack(ctx context.Context, c callback) {
 }
 
 func (p *Partner) callAPI(ctx context.Context, c callback) answer {
+	// A client span of the webhook's trace; the API continues it from the traceparent header, so
+	// its handler span, and the event the call emits, are in the order's trace.
+	parent, _ := tracing.Parse(c.traceParent)
+	ctx, span := tracing.Start(ctx, tracer, "callback "+c.action, parent, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("orderflow.order_id", c.orderID), attribute.String("orderflow.webhook_id", c.webhookID),
+			attribute.Int("orderflow.attempt", c.attempts)))
+	a := p.doCallAPI(ctx, c)
+	if a.status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", a.status))
+	}
+	if a.err != nil {
+		span.SetStatus(codes.Error, a.err.Error())
+	} else if a.status >= 500 {
+		span.SetStatus(codes.Error, "HTTP "+strconv.Itoa(a.status))
+	}
+	span.End()
+	return a
+}
+
+func (p *Partner) doCallAPI(ctx context.Context, c callback) answer {
 	var body io.Reader
 	if c.action == "cancel" {
 		b, err := json.Marshal(map[string]string{"reason": c.reason})
@@ -218,6 +246,9 @@ func (p *Partner) callAPI(ctx context.Context, c callback) answer {
 	}
 	req.Header.Set("Authorization", "Bearer "+p.cfg.APIKey)
 	req.Header.Set("Idempotency-Key", c.webhookID)
+	if tp, ok := tracing.FromContext(ctx); ok {
+		req.Header.Set(tracing.Header, tp.String())
+	}
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return answer{err: fmt.Errorf("calling %s: %w", c.action, err)}

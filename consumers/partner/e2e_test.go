@@ -3,6 +3,7 @@ package partner_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"orderflow"
 	"orderflow/internal/testenv"
+	"orderflow/internal/tracing"
 )
 
 // proc is one real orderflow process.
@@ -139,11 +141,25 @@ func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	e.stock("UNKNOWN-Z", 10)
 	const n = 20
 	ids := map[string]orderflow.Status{}
+	// The first order is sent with a traceparent: with tracing export off (no OTEL_ variable
+	// here) the traceparent still travels, unchanged, to every hop (docs/TRACING.md).
+	sent := tracing.New()
+	var traced string
 	create := func(from, to int) {
 		for i := from; i < to; i++ {
 			want, items := orderflow.StatusFulfilled, []orderflow.Item{{SKU: "SKU-A", Quantity: 1, UnitPriceCents: 700}}
 			if i%5 == 4 {
 				want, items = orderflow.StatusCancelled, append(items, orderflow.Item{SKU: "UNKNOWN-Z", Quantity: 1, UnitPriceCents: 10})
+			}
+			if i == 0 {
+				b, _ := json.Marshal(map[string]any{"customer_id": "cust-traced", "currency": "EUR", "items": items})
+				status, m := e.call(http.MethodPost, "/v1/orders", clientKey, string(b), "Idempotency-Key", "e2e-0", tracing.Header, sent.String())
+				if status != http.StatusCreated {
+					t.Fatalf("creating order: %d %v", status, m)
+				}
+				traced = m["id"].(string)
+				ids[traced] = want
+				continue
 			}
 			ids[e.order(fmt.Sprint("e2e-", i), items...)] = want
 		}
@@ -173,6 +189,30 @@ func TestOrdersTravelToThePartnerAndBackThroughTheRealBinaries(t *testing.T) {
 	}
 	if r := e.count(`SELECT coalesce(sum(reserved), 0)::bigint FROM inventory`); r != 0 {
 		t.Fatalf("%d units still reserved after every order ended", r)
+	}
+	// The traced order: its events, its record, its delivery and the partner's callback (hence
+	// the fulfill call, whose event carries it again) all hold the client's traceparent.
+	for _, q := range []string{
+		`SELECT traceparent FROM outbox WHERE aggregate_id = $1 AND event_type = 'order.created'`,
+		`SELECT traceparent FROM outbox WHERE aggregate_id = $1 AND event_type = 'order.fulfilled'`,
+		`SELECT traceparent FROM webhook_deliveries WHERE subject = $1`,
+		`SELECT traceparent FROM partner.callbacks WHERE order_id = $1`,
+	} {
+		var got *string
+		testenv.Must(t, e.sql.QueryRow(context.Background(), q, traced).Scan(&got), q)
+		if got == nil || *got != sent.String() {
+			t.Errorf("%s: %v, want %s", q, got, sent)
+		}
+	}
+	var onTopic []string
+	for _, r := range topicRecords(t, e.brokers, prefix+".order", 3) {
+		if header(r, orderflow.HeaderSubject) == traced {
+			onTopic = append(onTopic, header(r, orderflow.HeaderEventType)+" "+header(r, orderflow.HeaderTraceParent))
+		}
+	}
+	sort.Strings(onTopic)
+	if want := []string{"order.created " + sent.String(), "order.fulfilled " + sent.String()}; fmt.Sprint(onTopic) != fmt.Sprint(want) {
+		t.Errorf("the traced order's records carry %q, want %q", onTopic, want)
 	}
 	// Commit (event time) to partner receipt, reported for the record, not asserted.
 	rows, err := e.sql.Query(context.Background(), `SELECT extract(epoch FROM received_at - event_time) * 1000 FROM partner.receipts`)

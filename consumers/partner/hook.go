@@ -13,11 +13,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"orderflow"
 	"orderflow/internal/httpserver"
+	"orderflow/internal/tracing"
 	"orderflow/webhook"
 )
+
+var tracer = tracing.Tracer("orderflow/partner")
 
 const maxBody = 1 << 20
 
@@ -50,7 +56,20 @@ type hookAnswer struct {
 func (p *Partner) handleHook() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		status := p.serveHook(w, r)
+		// The partner continues the webhook request's trace (a new one when it carries no valid
+		// traceparent); the callback it schedules keeps this span, so the API call it makes
+		// later is in the same trace.
+		parent, _ := tracing.Parse(r.Header.Get(tracing.Header))
+		ctx, span := tracing.Start(r.Context(), tracer, "POST /partner-hook", parent,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+				attribute.String("http.request.method", http.MethodPost), attribute.String("http.route", "/partner-hook"),
+				attribute.String("orderflow.webhook_id", safeID(r.Header.Get(webhook.HeaderID)))))
+		status := p.serveHook(w, r.WithContext(ctx))
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 || status == 0 {
+			span.SetStatus(codes.Error, "HTTP "+fmt.Sprint(status))
+		}
+		span.End()
 		p.m.hookDuration.WithLabelValues(fmt.Sprint(status)).Observe(time.Since(start).Seconds())
 	})
 }
@@ -191,9 +210,10 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 		} else {
 			action, reason := p.decide(o)
 			ans.Action = action
-			if _, err := tx.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at)
-				VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))`,
-				id, o.ID, action, nullable(orderflow.StorableText(reason, orderflow.MaxReasonLength)), p.cfg.FulfillDelay.Seconds()); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at, traceparent)
+				VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)`,
+				id, o.ID, action, nullable(orderflow.StorableText(reason, orderflow.MaxReasonLength)), p.cfg.FulfillDelay.Seconds(),
+				nullable(tracing.StringFromContext(ctx))); err != nil {
 				return ans, fmt.Errorf("scheduling callback: %w", err)
 			}
 		}

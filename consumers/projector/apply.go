@@ -8,8 +8,13 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"orderflow"
 	"orderflow/internal/backoff"
+	"orderflow/internal/kafka"
+	"orderflow/internal/tracing"
 )
 
 // decoded is one message after decoding: a summary to apply, or nothing (skipped), or dead.
@@ -17,6 +22,9 @@ type decoded struct {
 	msg     kafkago.Message
 	summary *orderflow.Summary
 	evTime  time.Time
+	// trace and decodedAt are set only with tracing on (traceApplied).
+	trace     tracing.TraceParent
+	decodedAt time.Time
 }
 
 // process decodes and applies one batch. Poison events are dead-lettered before the batch's
@@ -146,6 +154,9 @@ func (p *Projector) recordDead(work, ctx context.Context, d orderflow.ProjectorD
 
 func (p *Projector) observe(items []decoded, applied []bool) {
 	now := time.Now()
+	if tracing.Enabled() {
+		traceApplied(items, applied, now)
+	}
 	for i, ok := range applied {
 		if ok {
 			p.metrics.events.WithLabelValues(outcomeApplied).Inc()
@@ -171,7 +182,12 @@ func (p *Projector) decodeWithRetries(ctx context.Context, m kafkago.Message) (d
 		var evTime time.Time
 		s, evTime, err = decodeSummary(m.Headers, m.Value)
 		if err == nil {
-			return decoded{msg: m, summary: s, evTime: evTime}, nil
+			d := decoded{msg: m, summary: s, evTime: evTime}
+			if tracing.Enabled() {
+				d.trace, _ = tracing.Parse(kafka.Header(m.Headers, orderflow.HeaderTraceParent))
+				d.decodedAt = time.Now()
+			}
+			return d, nil
 		}
 		var unknown *unknownTypeError
 		if errors.As(err, &unknown) {
@@ -190,4 +206,35 @@ func (p *Projector) decodeWithRetries(ctx context.Context, m kafkago.Message) (d
 		}
 	}
 	return decoded{}, err
+}
+
+var tracer = tracing.Tracer("orderflow/projector")
+
+// traceApplied records the projection of each event that carries a trace: a consumer span from
+// its decoding to the commit of its batch, a child of the record's ce_traceparent, saying whether
+// the read model took it or already had a newer version.
+func traceApplied(items []decoded, applied []bool, end time.Time) {
+	for i, ok := range applied {
+		it := items[i]
+		if !it.trace.IsValid() {
+			continue
+		}
+		outcome := outcomeApplied
+		if !ok {
+			outcome = outcomeStale
+		}
+		s := it.summary
+		_, span := tracing.Start(context.Background(), tracer, "project "+s.LastEventType, it.trace,
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(it.decodedAt),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.destination.name", it.msg.Topic),
+				attribute.Int("messaging.destination.partition.id", it.msg.Partition),
+				attribute.Int64("messaging.kafka.offset", it.msg.Offset),
+				attribute.String("messaging.message.id", s.LastEventID),
+				attribute.String("orderflow.order_id", s.OrderID),
+				attribute.Int("orderflow.order_version", s.Version),
+				attribute.String("orderflow.outcome", outcome)))
+		span.End(trace.WithTimestamp(end))
+	}
 }

@@ -5,8 +5,37 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"orderflow"
+	"orderflow/internal/tracing"
 )
+
+var tracer = tracing.Tracer("orderflow/reconcile")
+
+// repair publishes one finding's repair in a trace of its own: the repair event carries the
+// span as its traceparent, so its way through capture, the read model and the webhooks is one
+// trace that starts at reconcile.
+func (x *run) repair(ctx context.Context, f *finding, summary bool) (orderflow.Repair, error) {
+	ctx, span := tracing.Start(ctx, tracer, "reconcile repair", tracing.TraceParent{}, trace.WithAttributes(
+		attribute.String("orderflow.order_id", f.OrderID), attribute.String("orderflow.finding", string(f.Kind))))
+	defer span.End()
+	var (
+		res orderflow.Repair
+		err error
+	)
+	if summary {
+		res, err = x.r.store.RepairOrder(ctx, f.OrderID, string(f.Kind))
+	} else {
+		res, err = x.r.store.RepairEvent(ctx, f.EventID, string(f.Kind))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return res, err
+}
 
 // settle decides, and with --fix does, what becomes of one finding's repair.
 func (x *run) settle(ctx context.Context, f *finding) {
@@ -42,15 +71,7 @@ func (x *run) settle(ctx context.Context, f *finding) {
 		x.r.metrics.repairs.WithLabelValues(RepairSkipped).Inc()
 		return
 	}
-	var (
-		res orderflow.Repair
-		err error
-	)
-	if summary {
-		res, err = x.r.store.RepairOrder(ctx, f.OrderID, string(f.Kind))
-	} else {
-		res, err = x.r.store.RepairEvent(ctx, f.EventID, string(f.Kind))
-	}
+	res, err := x.repair(ctx, f, summary)
 	switch {
 	case err != nil:
 		f.Repair = RepairFailed

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"orderflow"
+	"orderflow/internal/tracing"
 )
 
 // WriteJSON writes the report as one JSON object.
@@ -38,7 +39,7 @@ func WriteText(w io.Writer, r *Report) error {
 	b.WriteString(head + "\n")
 
 	if ob := r.Outbox; ob != nil {
-		line("outbox", "written %s, schema version %d", stamp(ob.CreatedAt), ob.SchemaVersion)
+		line("outbox", "written %s, schema version %d%s", stamp(ob.CreatedAt), ob.SchemaVersion, traceOf(ob.TraceParent))
 	} else {
 		line("outbox", "no row: deleted by capture's retention (-retention, 7 days by default), or never written to this database")
 	}
@@ -51,6 +52,7 @@ func WriteText(w io.Writer, r *Report) error {
 		if lsn, ok := k.Headers[orderflow.HeaderLSN]; ok {
 			pos = fmt.Sprintf(", pg_lsn %s pg_seq %s", lsn, k.Headers[orderflow.HeaderSeq])
 		}
+		pos += traceOf(k.Headers[orderflow.HeaderTraceParent])
 		line("kafka", "%s partition %d offset %d, %s record%s, produced %s", k.Topic, k.Partition, k.Offset, k.Mode, pos, stamp(k.Timestamp))
 	} else {
 		line("kafka", "%s", r.Search)
@@ -161,3 +163,13 @@ func plural(n int) string {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// traceOf names the trace of a traceparent, the id to search a tracing backend for
+// (docs/TRACING.md), or is empty when there is none.
+func traceOf(traceparent string) string {
+	tp, err := tracing.Parse(traceparent)
+	if err != nil {
+		return ""
+	}
+	return ", trace " + tp.TraceIDString()
+}

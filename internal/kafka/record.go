@@ -22,3 +22,13 @@ func Headers(hs []kafkago.Header) []orderflow.Header {
 func DecodeMessage(m *kafkago.Message) (*orderflow.CloudEvent, error) {
 	return orderflow.DecodeRecord(Headers(m.Headers), m.Value)
 }
+
+// Header is the value of the first header named key, "" when there is none.
+func Header(hs []kafkago.Header, key string) string {
+	for _, h := range hs {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}

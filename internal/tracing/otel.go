@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -12,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Setup installs the OpenTelemetry SDK for serviceName, exporting spans over OTLP/HTTP, when the
@@ -63,5 +65,38 @@ func Setup(ctx context.Context, serviceName string, getenv func(string) string) 
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	return tp.Shutdown, nil
+	enabled.Store(true)
+	return func(ctx context.Context) error {
+		enabled.Store(false)
+		return tp.Shutdown(ctx)
+	}, nil
 }
+
+// enabled is whether Setup installed an exporting provider.
+var enabled atomic.Bool
+
+// Enabled reports whether spans are exported. Hot paths (capture's produce loop, the projector's
+// batches) ask it before making a span at all, so that with tracing off they pay one atomic load
+// and allocate nothing.
+func Enabled() bool { return enabled.Load() }
+
+// Start starts the span name with tracer as the child of tp, or of a new trace when tp is not
+// valid (absent or malformed upstream). With the SDK off it returns OpenTelemetry's non-recording
+// span, and the returned context still carries a traceparent (tp, or a new one) for FromContext,
+// so what is sent on continues the same trace either way.
+func Start(ctx context.Context, tracer trace.Tracer, name string, tp TraceParent, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	switch {
+	case tp.IsValid():
+		ctx = ContextWith(ctx, tp)
+	case !Enabled():
+		ctx = ContextWith(ctx, New())
+	default:
+		// The SDK makes a root span, whose ids are the new trace's.
+		ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	}
+	return tracer.Start(ctx, name, opts...)
+}
+
+// Tracer is the OpenTelemetry tracer of one orderflow component, such as "orderflow/capture".
+// It follows the global provider, so a tracer taken before Setup exports once Setup ran.
+func Tracer(component string) trace.Tracer { return otel.Tracer(component) }

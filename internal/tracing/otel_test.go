@@ -145,3 +145,30 @@ func TestSetupExportsSpansToTheCollector(t *testing.T) {
 		t.Fatal("the span never reached the collector")
 	}
 }
+
+// With the SDK off, Start passes a valid traceparent on unchanged and starts a new trace for an
+// invalid one, so every hop still sends one; nothing is recorded. Not parallel: it reads the
+// global provider.
+func TestStartWithTheSDKOff(t *testing.T) {
+	if Enabled() {
+		t.Fatal("tracing enabled without Setup")
+	}
+	tr := Tracer("orderflow/test")
+	in := New()
+	ctx, span := Start(context.Background(), tr, "work", in)
+	if got, ok := FromContext(ctx); !ok || got != in || span.IsRecording() {
+		t.Errorf("Start(valid) carries %v (%v), recording %v; want %v unchanged, not recording", got, ok, span.IsRecording(), in)
+	}
+	span.End()
+	ctx, span = Start(context.Background(), tr, "work", TraceParent{})
+	if got, ok := FromContext(ctx); !ok || !got.IsValid() || got.TraceID == in.TraceID {
+		t.Errorf("Start(invalid) carries %v (%v), want a new trace", got, ok)
+	}
+	span.End()
+	if _, ok := FromContext(context.Background()); ok {
+		t.Error("FromContext of an empty context found a trace")
+	}
+	if s := StringFromContext(context.Background()); s != "" {
+		t.Errorf("StringFromContext of an empty context = %q", s)
+	}
+}

@@ -29,6 +29,9 @@ type TraceParent struct {
 	Flags   byte
 }
 
+// Header is the HTTP header of W3C Trace Context that carries a traceparent.
+const Header = "traceparent"
+
 // FlagSampled is the sampled bit of the trace flags.
 const FlagSampled = 0x01
 
@@ -98,8 +101,10 @@ func (tp TraceParent) TraceIDString() string { return hex.EncodeToString(tp.Trac
 func New() TraceParent {
 	tp := TraceParent{Flags: FlagSampled}
 	for !tp.IsValid() {
-		_, _ = rand.Read(tp.TraceID[:])
-		_, _ = rand.Read(tp.SpanID[:])
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		copy(tp.TraceID[:], b[:16])
+		copy(tp.SpanID[:], b[16:])
 	}
 	return tp
 }
@@ -138,26 +143,27 @@ func FromSpanContext(sc trace.SpanContext) (TraceParent, bool) {
 	return TraceParent{TraceID: sc.TraceID(), SpanID: sc.SpanID(), Flags: byte(sc.TraceFlags())}, true
 }
 
-type ctxKey struct{}
-
-// ContextWith returns ctx carrying tp, both for FromContext and as OpenTelemetry's remote span
-// context, so a span started from the returned context (SDK on) is tp's child.
+// ContextWith returns ctx carrying tp as OpenTelemetry's remote span context, so a span started
+// from the returned context (SDK on) is tp's child, and FromContext returns tp (SDK off).
 func ContextWith(ctx context.Context, tp TraceParent) context.Context {
-	ctx = context.WithValue(ctx, ctxKey{}, tp)
 	return trace.ContextWithRemoteSpanContext(ctx, tp.SpanContext())
 }
 
-// FromContext is the traceparent to send on from ctx: the current OpenTelemetry span when one
-// is recording (SDK on, so the next hop becomes its child), otherwise the traceparent
-// ContextWith put there. ok is false when ctx carries neither.
+// FromContext is the traceparent to send on from ctx: the current span's (SDK on, so the next
+// hop becomes its child; sampled or not, its ids are real), or the traceparent ContextWith put
+// there, which a span of the no-op provider (SDK off) carries on unchanged. ok is false when ctx
+// carries no trace.
 func FromContext(ctx context.Context) (TraceParent, bool) {
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		if tp, ok := FromSpanContext(span.SpanContext()); ok {
-			return tp, true
-		}
+	return FromSpanContext(trace.SpanContextFromContext(ctx))
+}
+
+// StringFromContext is FromContext formatted, or "" when ctx carries no trace: the value a
+// nullable traceparent column or an optional header takes.
+func StringFromContext(ctx context.Context) string {
+	if tp, ok := FromContext(ctx); ok {
+		return tp.String()
 	}
-	tp, ok := ctx.Value(ctxKey{}).(TraceParent)
-	return tp, ok
+	return ""
 }
 
 func lowerHexByte(s string) (byte, bool) {
