@@ -8,12 +8,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +38,8 @@ type APILoad struct {
 	Progress func(done int64, elapsed time.Duration)
 }
 
-// LoadResult is what a load run measured.
+// LoadResult is what a load run measured. Requests and the latencies are of the accepted
+// (201) requests; Errors counts every other answer or failure, refusals included.
 type LoadResult struct {
 	Requests  int64   `json:"requests"`
 	Errors    int64   `json:"errors"`
@@ -45,7 +48,19 @@ type LoadResult struct {
 	P50Ms     float64 `json:"p50_ms"`
 	P99Ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
+	// Refused are the errors that were the server shedding load on purpose: 503 or 429 with
+	// Retry-After. RefusedP99Ms is how long a refusal took to come back.
+	Refused      int64   `json:"refused"`
+	RefusedPerS  float64 `json:"refused_per_s"`
+	RefusedP99Ms float64 `json:"refused_p99_ms"`
+	// OfferedPerS is the rate asked for in open loop (0 in closed loop).
+	OfferedPerS float64 `json:"offered_per_s"`
 }
+
+// errRefused is an answer 503 or 429 with Retry-After: load shed by the server.
+type errRefused struct{ status int }
+
+func (e errRefused) Error() string { return fmt.Sprintf("refused with status %d", e.status) }
 
 // Run drives the load and returns what was measured after the warm-up.
 func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
@@ -68,6 +83,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
+		refusals  []time.Duration
 		errs      int64
 		firstErr  error
 		done      atomic.Int64
@@ -87,6 +103,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			}
 		}()
 	}
+	url, auth := l.URL+"/v1/orders", "Bearer "+l.Key
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Add(1)
@@ -94,6 +111,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			defer wg.Done()
 			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			local := make([]time.Duration, 0, 1<<14)
+			var localRefused []time.Duration
 			var localErrs int64
 			var localFirst error
 			for i := 0; ctx.Err() == nil; i++ {
@@ -106,15 +124,25 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 				} else if !t0.Before(end) {
 					break
 				}
-				body := fmt.Sprintf(`{"customer_id":"cust-%d","currency":"EUR","items":[{"sku":"SKU-%d","quantity":1,"unit_price_cents":1250}]}`,
-					rng.IntN(100000), 1+rng.IntN(l.SKUs))
-				err := post(ctx, client, l.URL+"/v1/orders", l.Key, fmt.Sprintf("bench-%s-%d-%d", runID, w, i), body)
+				// A new buffer each time: the transport may still be sending the last one when
+				// the server answered early (a shed request is answered before its body is read).
+				body := append(make([]byte, 0, 128), `{"customer_id":"cust-`...)
+				body = strconv.AppendInt(body, int64(rng.IntN(100000)), 10)
+				body = append(body, `","currency":"EUR","items":[{"sku":"SKU-`...)
+				body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
+				body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
+				err := post(ctx, client, url, auth, fmt.Sprintf("bench-%s-%d-%d", runID, w, i), body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
 				}
 				if err != nil {
 					localErrs++
+					var refused errRefused
+					if errors.As(err, &refused) {
+						localRefused = append(localRefused, d)
+						continue
+					}
 					if localFirst == nil {
 						localFirst = err
 					}
@@ -125,6 +153,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			}
 			mu.Lock()
 			latencies = append(latencies, local...)
+			refusals = append(refusals, localRefused...)
 			errs += localErrs
 			if firstErr == nil {
 				firstErr = localFirst
@@ -154,32 +183,44 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	}
 	// An open-loop run whose server fell behind finishes after its schedule: the rate it
 	// achieved is over the time it really took.
-	res := summarize(latencies, max(l.Duration, time.Since(measureFrom)))
+	over := max(l.Duration, time.Since(measureFrom))
+	res := summarize(latencies, over)
 	res.Errors = errs
+	refused := summarize(refusals, over)
+	res.Refused, res.RefusedPerS, res.RefusedP99Ms = refused.Requests, refused.PerSecond, refused.P99Ms
+	res.OfferedPerS = l.Rate
 	if errs > 0 && len(latencies) == 0 {
 		return res, fmt.Errorf("every request failed, first: %w", firstErr)
 	}
 	return res, nil
 }
 
-func post(ctx context.Context, c *http.Client, url, key, idemKey, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
+func post(ctx context.Context, c *http.Client, url, auth, idemKey string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", idemKey)
+	// Set directly: the names are canonical already.
+	req.Header["Authorization"] = []string{auth}
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Idempotency-Key"] = []string{idemKey}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusCreated:
+		// Read to the end so the connection is reused.
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	case (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) &&
+		resp.Header.Get("Retry-After") != "":
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return errRefused{status: resp.StatusCode}
 	}
-	return nil
+	b, _ := io.ReadAll(resp.Body)
+	return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
 }
 
 func summarize(lat []time.Duration, over time.Duration) LoadResult {
