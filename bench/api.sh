@@ -57,16 +57,9 @@ pg_ticks() {
 	done
 	echo "$t"
 }
-# settle N: wait until PostgreSQL has at most N children again: a client's backends are
-# reaped, and their CPU time reaches the postmaster's count, a moment after the client exits.
-settle() {
-	local i
-	for i in $(seq 1 100); do
-		[ "$(pgrep -c -P "$PG_PID")" -le "$1" ] && break
-		sleep 0.05
-	done
-	sleep 0.2
-}
+# A client's backends are reaped, and their CPU time added to the postmaster's, a moment
+# after the client exits: PostgreSQL's count is read a second later (on both sides alike).
+settle() { sleep 1; }
 proc_ticks() { local f; read -r -a f <"/proc/$1/stat"; echo $((f[13] + f[14])); }
 child_ticks() { local f; read -r -a f <"/proc/$$/stat"; echo $((f[15] + f[16])); }
 orders() { psql_bench -Atc "SELECT count(*) FROM orders"; }
@@ -82,8 +75,11 @@ api_pid=$!
 trap 'kill $api_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
+# The load generator runs on one P (GOMAXPROCS=1): it only waits on sockets, and a second P
+# spinning for work costs CPU (about a tenth of the generator's, measured) that PostgreSQL and
+# the API need.
 load() { # load ARGS...: one run of the load generator, its JSON on stdout
-	bin/orderflow bench api -api-url "http://127.0.0.1:$PORT" -api-key "$KEY" -warmup 3s -skus "$SKUS" "$@"
+	GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} bin/orderflow bench api -api-url "http://127.0.0.1:$PORT" -api-key "$KEY" -warmup 3s -skus "$SKUS" "$@"
 }
 field() { printf '%s' "$1" | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p"; }
 
@@ -92,11 +88,11 @@ api_cpu=() api_cpu_pg=() api_cpu_srv=() api_cpu_cli=() pg_cpu=() pg_cpu_pg=() pg
 for r in $(seq 1 "$ROUNDS"); do
 	fresh
 	log "api: round $r/$ROUNDS, API ($C clients, ${D}s)   $(uptime)"
-	kids=$(pgrep -c -P "$PG_PID")
 	p0=$(pg_ticks) s0=$(proc_ticks "$api_pid") c0=$(child_ticks)
 	j=$(load -concurrency "$C" -duration "${D}s")
-	settle "$kids"
-	p1=$(pg_ticks) s1=$(proc_ticks "$api_pid") c1=$(child_ticks)
+	s1=$(proc_ticks "$api_pid") c1=$(child_ticks)
+	settle
+	p1=$(pg_ticks)
 	n=$(orders)
 	api_rates+=("$(field "$j" per_second)") api_p50s+=("$(field "$j" p50_ms)") api_p99s+=("$(field "$j" p99_ms)")
 	api_errs=$((api_errs + $(field "$j" errors)))
@@ -105,12 +101,12 @@ for r in $(seq 1 "$ROUNDS"); do
 
 	fresh
 	log "api: round $r/$ROUNDS, pgbench -M prepared -c $C -j 2 -T $D, the same transaction   $(uptime)"
-	kids=$(pgrep -c -P "$PG_PID")
 	p0=$(pg_ticks) c0=$(child_ticks)
 	pg_out=$("$PGBIN/pgbench" -n -M prepared -c "$C" -j 2 -T "$D" -D skus="$SKUS" -f bench/sql/create_order.pgbench "$BENCH_URL" 2>&1) ||
 		{ log "$pg_out"; exit 1; }
-	settle "$kids"
-	p1=$(pg_ticks) c1=$(child_ticks)
+	c1=$(child_ticks)
+	settle
+	p1=$(pg_ticks)
 	n=$(orders)
 	pg_tpss+=("$(printf '%s\n' "$pg_out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)")
 	pg_cpu_pg+=("$(per_order $((p1 - p0)) "$n")") pg_cpu_cli+=("$(per_order $((c1 - c0)) "$n")")

@@ -4,13 +4,11 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
@@ -67,11 +65,8 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 || l.SKUs < 1 {
 		return LoadResult{}, fmt.Errorf("api load needs concurrency, duration and skus above zero")
 	}
-	client := &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			MaxIdleConns: l.Concurrency * 2, MaxIdleConnsPerHost: l.Concurrency * 2, IdleConnTimeout: time.Minute,
-		},
+	if _, err := newHTTPConn(l.URL); err != nil {
+		return LoadResult{}, err
 	}
 	prefix := make([]byte, 6)
 	_, _ = rand.Read(prefix)
@@ -103,13 +98,17 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			}
 		}()
 	}
-	url, auth := l.URL+"/v1/orders", "Bearer "+l.Key
+	auth := "Bearer " + l.Key
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			conn, _ := newHTTPConn(l.URL) // checked above
+			defer conn.close()
+			headers := []string{"Authorization", auth, "Content-Type", "application/json", "Idempotency-Key", ""}
+			body := make([]byte, 0, 128)
 			local := make([]time.Duration, 0, 1<<14)
 			var localRefused []time.Duration
 			var localErrs int64
@@ -124,14 +123,13 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 				} else if !t0.Before(end) {
 					break
 				}
-				// A new buffer each time: the transport may still be sending the last one when
-				// the server answered early (a shed request is answered before its body is read).
-				body := append(make([]byte, 0, 128), `{"customer_id":"cust-`...)
+				body = append(body[:0], `{"customer_id":"cust-`...)
 				body = strconv.AppendInt(body, int64(rng.IntN(100000)), 10)
 				body = append(body, `","currency":"EUR","items":[{"sku":"SKU-`...)
 				body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
 				body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
-				err := post(ctx, client, url, auth, fmt.Sprintf("bench-%s-%d-%d", runID, w, i), body)
+				headers[5] = fmt.Sprintf("bench-%s-%d-%d", runID, w, i)
+				err := post(ctx, conn, headers, body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
@@ -195,32 +193,18 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	return res, nil
 }
 
-func post(ctx context.Context, c *http.Client, url, auth, idemKey string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	// Set directly: the names are canonical already.
-	req.Header["Authorization"] = []string{auth}
-	req.Header["Content-Type"] = []string{"application/json"}
-	req.Header["Idempotency-Key"] = []string{idemKey}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
+// post creates one order; a refusal by the server (503 or 429 with Retry-After) is errRefused.
+func post(ctx context.Context, c *httpConn, headers []string, body []byte) error {
+	resp, err := c.post(ctx, "/v1/orders", headers, body)
 	switch {
-	case resp.StatusCode == http.StatusCreated:
-		// Read to the end so the connection is reused.
-		_, _ = io.Copy(io.Discard, resp.Body)
+	case err != nil:
+		return err
+	case resp.status == http.StatusCreated:
 		return nil
-	case (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) &&
-		resp.Header.Get("Retry-After") != "":
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return errRefused{status: resp.StatusCode}
+	case (resp.status == http.StatusServiceUnavailable || resp.status == http.StatusTooManyRequests) && resp.retryAfter:
+		return errRefused{status: resp.status}
 	}
-	b, _ := io.ReadAll(resp.Body)
-	return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+	return fmt.Errorf("status %d: %.200s", resp.status, resp.body)
 }
 
 func summarize(lat []time.Duration, over time.Duration) LoadResult {

@@ -243,7 +243,7 @@ func queueOrder(b *pgx.Batch, clientID string, o *orderflow.Order) {
 	}
 	b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at, customer_tier)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
-		o.ID, clientID, o.CustomerID, o.Currency, o.Status, o.TotalCents, o.Version, o.CreatedAt, o.CustomerTier)
+		o.ID, clientID, o.CustomerID, o.Currency, string(o.Status), o.TotalCents, o.Version, o.CreatedAt, o.CustomerTier)
 	b.Queue(`INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
 		SELECT $1, t.line, t.sku, t.qty, t.price
 		FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
@@ -321,7 +321,8 @@ func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []by
 	}
 	b.Queue(`INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		id, orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt)
+		// The bytes, not uuid.UUID: pgx encodes a driver.Valuer through its text form.
+		[16]byte(id), orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt)
 	return nil
 }
 
