@@ -9,11 +9,13 @@ import (
 
 // Defaults of the admission limit (WithAdmission). The queue is short on purpose: past its
 // capacity the API answers 503 at once instead of queueing, so the requests it accepts keep
-// the latency they have below capacity (docs/API.md, "Overload").
+// the latency they have below capacity (docs/API.md, "Overload"). 32 queued behind 20 in
+// flight is about one more round of requests (a few milliseconds each when the database
+// keeps up), and 50 ms is several of those rounds.
 const (
 	DefaultMaxInFlight  = 20
-	DefaultMaxQueued    = 64
-	DefaultQueueTimeout = 100 * time.Millisecond
+	DefaultMaxQueued    = 32
+	DefaultQueueTimeout = 50 * time.Millisecond
 	// overloadRetryAfter is the Retry-After of a shed request, in seconds: an overload
 	// lasts longer than a queue timeout, so coming back at once would only be shed again.
 	overloadRetryAfter = 1

@@ -67,7 +67,7 @@ per_order() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN { printf "%.3f", (n > 
 
 # The API as the bench runs it: per-client rate limit far above what one client sends here
 # (this section measures capacity; the 429 per client has tests of its own), admission at its
-# defaults (as many in flight as connections, 64 queued, 100 ms queue timeout).
+# defaults (as many in flight as connections, 32 queued, 50 ms queue timeout).
 : >"$APILOG"
 bin/orderflow api -database-url "$BENCH_URL" -http-addr "127.0.0.1:$PORT" -ops-addr "127.0.0.1:$OPS_PORT" \
 	-db-max-conns $((C + 4)) -rate-limit 1000000 -rate-burst 1000000 >>"$APILOG" 2>&1 &
@@ -75,11 +75,12 @@ api_pid=$!
 trap 'kill $api_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
-# The load generator runs on one P (GOMAXPROCS=1): it only waits on sockets, and a second P
-# spinning for work costs CPU (about a tenth of the generator's, measured) that PostgreSQL and
-# the API need.
+# Closed loop, the load generator runs on one P (GOMAXPROCS=1): it only waits on sockets, and
+# a second P spinning for work costs CPU (about a tenth of the generator's, measured) that
+# PostgreSQL and the API need. Open loop it keeps every P: with thousands of connections it
+# must keep up with its schedule, and how late it sent is reported.
 load() { # load ARGS...: one run of the load generator, its JSON on stdout
-	GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} bin/orderflow bench api -api-url "http://127.0.0.1:$PORT" -api-key "$KEY" -warmup 3s -skus "$SKUS" "$@"
+	bin/orderflow bench api -api-url "http://127.0.0.1:$PORT" -api-key "$KEY" -warmup 3s -skus "$SKUS" "$@"
 }
 field() { printf '%s' "$1" | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p"; }
 
@@ -89,7 +90,7 @@ for r in $(seq 1 "$ROUNDS"); do
 	fresh
 	log "api: round $r/$ROUNDS, API ($C clients, ${D}s)   $(uptime)"
 	p0=$(pg_ticks) s0=$(proc_ticks "$api_pid") c0=$(child_ticks)
-	j=$(load -concurrency "$C" -duration "${D}s")
+	j=$(GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} load -concurrency "$C" -duration "${D}s")
 	s1=$(proc_ticks "$api_pid") c1=$(child_ticks)
 	settle
 	p1=$(pg_ticks)
@@ -132,9 +133,31 @@ sat=$(awk -v r="$api_rate" 'BEGIN { s = 2 * r; if (s < 2000) s = 2000; printf "%
 fresh
 log "api: open loop at $low orders/s (below the knee)   $(uptime)"
 knee=$(load -rate "$low" -concurrency 512 -duration "${D}s")
+# The API's own view of the saturating run: its request-duration histogram of POST
+# /v1/orders before and after, per status (201 accepted, 503 shed); p99 to the bucket.
+metrics_orders() {
+	curl -fsS "http://127.0.0.1:$OPS_PORT/metrics" | grep '^orderflow_api_request_duration_seconds_[a-z]*{method="POST",route="/v1/orders"' || true
+}
+server_view() { # server_view BEFORE AFTER STATUS: "count mean_ms p99_bucket_ms"
+	awk -v st="status=\"$3\"" '
+		NR == FNR { before[$1] = $2; next }
+		index($1, st) == 0 { next }
+		{ d = $2 - before[$1] }
+		/_count/ { n = d } /_sum/ { sum = d }
+		/_bucket/ { le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le); les[++k] = le; cum[le] = d }
+		END {
+			p = "inf"
+			for (i = 1; i <= k; i++) if (n > 0 && cum[les[i]] >= 0.99 * n) { p = (les[i] == "+Inf" ? "inf" : les[i] * 1000); break }
+			printf "%d %.1f %s\n", n, (n > 0 ? sum / n * 1000 : 0), p
+		}' "$1" "$2"
+}
 fresh
 log "api: open loop at $sat orders/s (saturating)   $(uptime)"
+metrics_orders >"$ROOT/.local/log/bench-api-metrics.before"
 over=$(load -rate "$sat" -concurrency 2048 -duration "${D}s")
+metrics_orders >"$ROOT/.local/log/bench-api-metrics.after"
+read -r srv_acc_n srv_acc_mean srv_acc_p99 < <(server_view "$ROOT/.local/log/bench-api-metrics.before" "$ROOT/.local/log/bench-api-metrics.after" 201)
+read -r srv_shed_n srv_shed_mean srv_shed_p99 < <(server_view "$ROOT/.local/log/bench-api-metrics.before" "$ROOT/.local/log/bench-api-metrics.after" 503)
 knee_p99=$(field "$knee" p99_ms)
 over_p99=$(field "$over" p99_ms)
 over_p99_ratio=$(awk -v o="$over_p99" -v k="$knee_p99" 'BEGIN { printf "%.2f", (k > 0 ? o / k : 0) }')
@@ -158,6 +181,8 @@ log "  CPU per order, pgbench side / API side: $cpu_ratio (the ratio a saturated
 log "  open loop $low/s: accepted $(field "$knee" per_second)/s, p99 $knee_p99 ms, refused $(field "$knee" refused)"
 log "  open loop $sat/s: accepted $(field "$over" per_second)/s, refused $(field "$over" refused_per_s)/s (answered in p99 $(field "$over" refused_p99_ms) ms), accepted p99 $over_p99 ms, max $(field "$over" max_ms) ms"
 log "  accepted p99 at $sat/s vs at $low/s: ${over_p99_ratio}x   goal <= 10x; shed by the API: $shed; failed (not refusals): $over_failed"
+log "  the generator sent late by p99 $(field "$knee" send_lag_p99_ms) ms at $low/s, $(field "$over" send_lag_p99_ms) ms (max $(field "$over" send_lag_max_ms)) at $sat/s"
+log "  the API's own view at $sat/s: $srv_acc_n accepted in mean $srv_acc_mean ms (p99 <= $srv_acc_p99 ms), $srv_shed_n shed in mean $srv_shed_mean ms (p99 <= $srv_shed_p99 ms)"
 if [ "$api_errs" -gt 0 ] || [ "$knee_failed" -gt 0 ] || [ "$over_failed" -gt 0 ] || [ "$log_errors" -gt 0 ]; then
 	log "  FAILED: $api_errs closed-loop errors, $knee_failed + $over_failed open-loop failures, $log_errors ERROR lines in $APILOG"
 fi
@@ -192,3 +217,6 @@ echo "RESULT api_overload_accepted_max_ms $(field "$over" max_ms)"
 echo "RESULT api_overload_refused_p99_ms $(field "$over" refused_p99_ms)"
 echo "RESULT api_overload_p99_vs_knee $over_p99_ratio"
 echo "RESULT api_overload_failed $over_failed"
+echo "RESULT api_overload_send_lag_p99_ms $(field "$over" send_lag_p99_ms)"
+echo "RESULT api_overload_server_accepted_mean_ms $srv_acc_mean"
+echo "RESULT api_overload_server_shed_mean_ms $srv_shed_mean"

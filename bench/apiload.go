@@ -51,8 +51,13 @@ type LoadResult struct {
 	Refused      int64   `json:"refused"`
 	RefusedPerS  float64 `json:"refused_per_s"`
 	RefusedP99Ms float64 `json:"refused_p99_ms"`
-	// OfferedPerS is the rate asked for in open loop (0 in closed loop).
-	OfferedPerS float64 `json:"offered_per_s"`
+	// OfferedPerS is the rate asked for in open loop (0 in closed loop). SendLagP99Ms is how
+	// late the generator itself sent its requests after their scheduled time: the part of the
+	// latencies above that the server is not to blame for (a generator short of CPU or of
+	// connections).
+	OfferedPerS  float64 `json:"offered_per_s"`
+	SendLagP99Ms float64 `json:"send_lag_p99_ms"`
+	SendLagMaxMs float64 `json:"send_lag_max_ms"`
 }
 
 // errRefused is an answer 503 or 429 with Retry-After: load shed by the server.
@@ -79,6 +84,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 		mu        sync.Mutex
 		latencies []time.Duration
 		refusals  []time.Duration
+		lags      []time.Duration
 		errs      int64
 		firstErr  error
 		done      atomic.Int64
@@ -110,7 +116,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			headers := []string{"Authorization", auth, "Content-Type", "application/json", "Idempotency-Key", ""}
 			body := make([]byte, 0, 128)
 			local := make([]time.Duration, 0, 1<<14)
-			var localRefused []time.Duration
+			var localRefused, localLags []time.Duration
 			var localErrs int64
 			var localFirst error
 			for i := 0; ctx.Err() == nil; i++ {
@@ -129,10 +135,14 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 				body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
 				body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
 				headers[5] = fmt.Sprintf("bench-%s-%d-%d", runID, w, i)
+				lag := time.Since(t0)
 				err := post(ctx, conn, headers, body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
+				}
+				if tickets != nil {
+					localLags = append(localLags, lag)
 				}
 				if err != nil {
 					localErrs++
@@ -152,6 +162,7 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			mu.Lock()
 			latencies = append(latencies, local...)
 			refusals = append(refusals, localRefused...)
+			lags = append(lags, localLags...)
 			errs += localErrs
 			if firstErr == nil {
 				firstErr = localFirst
@@ -187,6 +198,8 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	refused := summarize(refusals, over)
 	res.Refused, res.RefusedPerS, res.RefusedP99Ms = refused.Requests, refused.PerSecond, refused.P99Ms
 	res.OfferedPerS = l.Rate
+	lag := summarize(lags, over)
+	res.SendLagP99Ms, res.SendLagMaxMs = lag.P99Ms, lag.MaxMs
 	if errs > 0 && len(latencies) == 0 {
 		return res, fmt.Errorf("every request failed, first: %w", firstErr)
 	}
