@@ -46,7 +46,10 @@ type env struct {
 	doc *openapitest.Document
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the API on a fresh database. Its admission limit is far above what any test
+// sends at once, so a slow shared machine never sheds a test's burst (shed_test.go sets its
+// own); opts come after the defaults and override them.
+func newEnv(t *testing.T, opts ...api.Option) *env {
 	t.Helper()
 	dsn := testenv.NewDatabase(t)
 	ctx := context.Background()
@@ -62,7 +65,8 @@ func newEnv(t *testing.T) *env {
 		[]byte(clientKey), []byte(otherKey), []byte(fulfillerKey), []byte(adminKey))
 	testenv.Must(t, err, "seeding api clients")
 	ring := newRing(t)
-	a := api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), api.WithSecrets(ring), api.WithEgress(loopbackOnly(t)))
+	opts = append([]api.Option{api.WithSecrets(ring), api.WithEgress(loopbackOnly(t)), api.WithAdmission(10_000, 0, 0)}, opts...)
+	a := api.New(db, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	return &env{t: t, url: srv.URL, db: db, sql: c, ring: ring, api: a, dsn: dsn, doc: mustDocument(t)}

@@ -18,6 +18,7 @@ type metrics struct {
 	stockConflicts prometheus.Counter
 	transitions    *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
+	shed           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,12 +47,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "orderflow_api_rate_limited_total", Help: "Requests answered 429: a client over its rate (client), an address sending unknown keys (auth_failures).",
 		}, []string{"reason"}),
 	}
+	m.shed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderflow_api_shed_total", Help: "Requests answered 503 overloaded without being run: the admission queue was full (queue_full) or the wait for a slot passed the queue timeout (queue_timeout).",
+	}, []string{"reason"})
 	for _, r := range []string{"client", "auth_failures"} {
 		m.rateLimited.WithLabelValues(r)
 	}
-	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions, m.rateLimited,
+	for _, r := range []string{shedQueueFull, shedQueueTimeout} {
+		m.shed.WithLabelValues(r)
+	}
+	reg.MustRegister(m.duration, m.ordersCreated, m.replays, m.keyConflicts, m.stockConflicts, m.transitions, m.rateLimited, m.shed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// registerAdmission exposes how full the admission limit is.
+func registerAdmission(reg prometheus.Registerer, a *admission) {
+	if a == nil {
+		return
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "orderflow_api_requests_in_flight", Help: "Requests holding an admission slot (at most -max-in-flight).",
+		}, func() float64 { return float64(len(a.slots)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "orderflow_api_requests_queued", Help: "Requests waiting for an admission slot (at most -max-queued).",
+		}, func() float64 { return float64(a.queued.Load()) }),
+	)
 }
 
 type statusRecorder struct {

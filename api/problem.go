@@ -31,6 +31,8 @@ const (
 	codeSecretsUnavailable = "webhook-secrets-unavailable"
 	// codeRateLimited: the client (or, before authentication, the address) is over its rate.
 	codeRateLimited = "rate-limited"
+	// codeOverloaded: the API is at capacity and shed the request before doing anything.
+	codeOverloaded = "overloaded"
 )
 
 // urlRefusedCodes are the problem types of webhook URLs the egress policy refuses, one per
@@ -127,6 +129,8 @@ func problemStatus(code string) (int, string) {
 		return http.StatusServiceUnavailable, "Webhook secrets cannot be stored"
 	case codeRateLimited:
 		return http.StatusTooManyRequests, "Too many requests"
+	case codeOverloaded:
+		return http.StatusServiceUnavailable, "Server overloaded"
 	default:
 		if isURLRefusedCode(code) {
 			return http.StatusUnprocessableEntity, "Webhook endpoint URL refused"
@@ -164,7 +168,9 @@ func (p Problem) encode() []byte {
 }
 
 func writeProblem(w http.ResponseWriter, log *slog.Logger, p Problem) {
-	if p.Status >= 500 {
+	// A shed request is no failure of the server's: it is counted (orderflow_api_shed_total)
+	// and not logged, which under overload would cost what the API lacks.
+	if p.Status >= 500 && p.Type != ProblemTypeBase+codeOverloaded {
 		log.Error("request failed", "type", p.Type, "instance", p.Instance)
 	}
 	w.Header().Set("Content-Type", "application/problem+json")

@@ -26,6 +26,8 @@ func (s *Server) routes() http.Handler {
 
 	v1 := r.PathPrefix("/v1").Subrouter()
 	v1.Use(s.requireClient)
+	// After authentication, so a client over its rate is answered 429 without taking a slot.
+	v1.Use(s.admit)
 	client := s.allow(orderflow.RoleClient)
 	changer := s.allow(orderflow.RoleClient, orderflow.RoleFulfiller)
 	admin := s.allow(orderflow.RoleAdmin)

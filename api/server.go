@@ -53,6 +53,8 @@ type Server struct {
 	blocked     *negcache.Cache
 	lookupSlots chan struct{}
 	flights     singleflight.Group
+	// admission bounds the requests working at once (shed.go); nil is no bound.
+	admission *admission
 }
 
 // Option configures a Server.
@@ -115,10 +117,12 @@ func New(store orderStore, log *slog.Logger, opts ...Option) *Server {
 		blocked:     negcache.New(lookupBlock, maxUnknownKeys, nil),
 		lookups:     mustLimiter(DefaultKeyLookupRate, DefaultKeyLookupBurst),
 		lookupSlots: make(chan struct{}, maxKeyLookups),
+		admission:   newAdmission(DefaultMaxInFlight, DefaultMaxQueued, DefaultQueueTimeout),
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	registerAdmission(reg, s.admission)
 	s.handler = s.routes()
 	return s
 }

@@ -4,16 +4,16 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"io"
 	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +36,8 @@ type APILoad struct {
 	Progress func(done int64, elapsed time.Duration)
 }
 
-// LoadResult is what a load run measured.
+// LoadResult is what a load run measured. Requests and the latencies are of the accepted
+// (201) requests; Errors counts every other answer or failure, refusals included.
 type LoadResult struct {
 	Requests  int64   `json:"requests"`
 	Errors    int64   `json:"errors"`
@@ -45,18 +46,32 @@ type LoadResult struct {
 	P50Ms     float64 `json:"p50_ms"`
 	P99Ms     float64 `json:"p99_ms"`
 	MaxMs     float64 `json:"max_ms"`
+	// Refused are the errors that were the server shedding load on purpose: 503 or 429 with
+	// Retry-After. RefusedP99Ms is how long a refusal took to come back.
+	Refused      int64   `json:"refused"`
+	RefusedPerS  float64 `json:"refused_per_s"`
+	RefusedP99Ms float64 `json:"refused_p99_ms"`
+	// OfferedPerS is the rate asked for in open loop (0 in closed loop). SendLagP99Ms is how
+	// late the generator itself sent its requests after their scheduled time: the part of the
+	// latencies above that the server is not to blame for (a generator short of CPU or of
+	// connections).
+	OfferedPerS  float64 `json:"offered_per_s"`
+	SendLagP99Ms float64 `json:"send_lag_p99_ms"`
+	SendLagMaxMs float64 `json:"send_lag_max_ms"`
 }
+
+// errRefused is an answer 503 or 429 with Retry-After: load shed by the server.
+type errRefused struct{ status int }
+
+func (e errRefused) Error() string { return fmt.Sprintf("refused with status %d", e.status) }
 
 // Run drives the load and returns what was measured after the warm-up.
 func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 || l.SKUs < 1 {
 		return LoadResult{}, fmt.Errorf("api load needs concurrency, duration and skus above zero")
 	}
-	client := &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			MaxIdleConns: l.Concurrency * 2, MaxIdleConnsPerHost: l.Concurrency * 2, IdleConnTimeout: time.Minute,
-		},
+	if _, err := newHTTPConn(l.URL); err != nil {
+		return LoadResult{}, err
 	}
 	prefix := make([]byte, 6)
 	_, _ = rand.Read(prefix)
@@ -68,6 +83,8 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
+		refusals  []time.Duration
+		lags      []time.Duration
 		errs      int64
 		firstErr  error
 		done      atomic.Int64
@@ -87,13 +104,19 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			}
 		}()
 	}
+	auth := "Bearer " + l.Key
 	var wg sync.WaitGroup
 	for w := range l.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			conn, _ := newHTTPConn(l.URL) // checked above
+			defer conn.close()
+			headers := []string{"Authorization", auth, "Content-Type", "application/json", "Idempotency-Key", ""}
+			body := make([]byte, 0, 128)
 			local := make([]time.Duration, 0, 1<<14)
+			var localRefused, localLags []time.Duration
 			var localErrs int64
 			var localFirst error
 			for i := 0; ctx.Err() == nil; i++ {
@@ -106,15 +129,28 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 				} else if !t0.Before(end) {
 					break
 				}
-				body := fmt.Sprintf(`{"customer_id":"cust-%d","currency":"EUR","items":[{"sku":"SKU-%d","quantity":1,"unit_price_cents":1250}]}`,
-					rng.IntN(100000), 1+rng.IntN(l.SKUs))
-				err := post(ctx, client, l.URL+"/v1/orders", l.Key, fmt.Sprintf("bench-%s-%d-%d", runID, w, i), body)
+				body = append(body[:0], `{"customer_id":"cust-`...)
+				body = strconv.AppendInt(body, int64(rng.IntN(100000)), 10)
+				body = append(body, `","currency":"EUR","items":[{"sku":"SKU-`...)
+				body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
+				body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
+				headers[5] = fmt.Sprintf("bench-%s-%d-%d", runID, w, i)
+				lag := time.Since(t0)
+				err := post(ctx, conn, headers, body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
 				}
+				if tickets != nil {
+					localLags = append(localLags, lag)
+				}
 				if err != nil {
 					localErrs++
+					var refused errRefused
+					if errors.As(err, &refused) {
+						localRefused = append(localRefused, d)
+						continue
+					}
 					if localFirst == nil {
 						localFirst = err
 					}
@@ -125,6 +161,8 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 			}
 			mu.Lock()
 			latencies = append(latencies, local...)
+			refusals = append(refusals, localRefused...)
+			lags = append(lags, localLags...)
 			errs += localErrs
 			if firstErr == nil {
 				firstErr = localFirst
@@ -154,32 +192,32 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	}
 	// An open-loop run whose server fell behind finishes after its schedule: the rate it
 	// achieved is over the time it really took.
-	res := summarize(latencies, max(l.Duration, time.Since(measureFrom)))
+	over := max(l.Duration, time.Since(measureFrom))
+	res := summarize(latencies, over)
 	res.Errors = errs
+	refused := summarize(refusals, over)
+	res.Refused, res.RefusedPerS, res.RefusedP99Ms = refused.Requests, refused.PerSecond, refused.P99Ms
+	res.OfferedPerS = l.Rate
+	lag := summarize(lags, over)
+	res.SendLagP99Ms, res.SendLagMaxMs = lag.P99Ms, lag.MaxMs
 	if errs > 0 && len(latencies) == 0 {
 		return res, fmt.Errorf("every request failed, first: %w", firstErr)
 	}
 	return res, nil
 }
 
-func post(ctx context.Context, c *http.Client, url, key, idemKey, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
-	if err != nil {
+// post creates one order; a refusal by the server (503 or 429 with Retry-After) is errRefused.
+func post(ctx context.Context, c *httpConn, headers []string, body []byte) error {
+	resp, err := c.post(ctx, "/v1/orders", headers, body)
+	switch {
+	case err != nil:
 		return err
+	case resp.status == http.StatusCreated:
+		return nil
+	case (resp.status == http.StatusServiceUnavailable || resp.status == http.StatusTooManyRequests) && resp.retryAfter:
+		return errRefused{status: resp.status}
 	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", idemKey)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
-	}
-	return nil
+	return fmt.Errorf("status %d: %.200s", resp.status, resp.body)
 }
 
 func summarize(lat []time.Duration, over time.Duration) LoadResult {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"orderflow"
 )
@@ -131,36 +132,122 @@ func (db *DB) idempotent(ctx context.Context, k orderflow.IdempotencyKey, respon
 // CreateOrder reserves the stock of every item, writes the order, its items and its
 // order.created outbox row, and stores the response under the idempotency key: all in one
 // transaction, so either all of it happened (and will reach Kafka) or none of it did.
+//
+// The usual order, a new key and enough stock, takes one round trip (createOrderPipelined).
+// Anything else, a key seen before or a short SKU, rolls that attempt back whole and goes the
+// step-by-step way (createOrderStepwise), which replays, refuses or, if the stock came back
+// in between, creates the order.
 func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error) {
+	o, err := db.newOrder(n)
+	if err != nil {
+		return orderflow.Response{}, err
+	}
+	resp := respond(o, nil)
+	err = db.createOrderPipelined(ctx, k, n, o, resp)
+	if err == nil {
+		return resp, nil
+	}
+	if !takeStepwise(err) {
+		return orderflow.Response{}, err
+	}
+	return db.createOrderStepwise(ctx, k, n, respond)
+}
+
+// sqlstateShortStock is what reserve_stock raises when a SKU is short or unknown
+// (sql/migrations/00013_reserve_stock.sql).
+const sqlstateShortStock = "OF409"
+
+// takeStepwise tells the failures of the one-round-trip attempt that the step-by-step
+// transaction resolves: the key exists (a replay, a reuse, an expired key, or a concurrent
+// request with the same key that has just committed), a SKU is short, or a deadlock (which
+// the stepwise transaction retries).
+func takeStepwise(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch {
+	case pgErr.Code == "23505" && pgErr.ConstraintName == "idempotency_keys_pkey",
+		pgErr.Code == sqlstateShortStock:
+		return true
+	}
+	return retryable(err)
+}
+
+// createOrderPipelined writes a new order in one round trip: the statements below go as one
+// pipeline with a single Sync, which PostgreSQL runs as one implicit transaction, committed at
+// the Sync if every statement succeeded and rolled back whole otherwise. The key is inserted
+// first and already answered: a concurrent request with the same key waits on its primary key
+// until this one ends, then fails with a unique violation and replays stepwise. reserve_stock
+// fails the transaction when a SKU is short, so no order is written without its stock and
+// nothing of a refused order stays.
+func (db *DB) createOrderPipelined(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, o *orderflow.Order, resp orderflow.Response) error {
+	var loc *string
+	if resp.Location != "" {
+		loc = &resp.Location
+	}
+	skus, qtys := sortedQuantities(n.Quantities())
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO idempotency_keys (client_id, key, fingerprint, state, response_status, response_body, location, expires_at)
+		VALUES ($1, $2, $3, 'done', $4, $5, $6, now() + make_interval(secs => $7))`,
+		k.ClientID, k.Key, k.Fingerprint, resp.Status, resp.Body, loc, db.KeyTTL.Seconds())
+	b.Queue(`SELECT reserve_stock($1, $2)`, skus, qtys)
+	queueOrder(b, k.ClientID, o)
+	if err := queueEvent(b, o, orderflow.EventOrderCreated, resp.Body, traceParent(ctx)); err != nil {
+		return err
+	}
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("writing order: %w", err)
+	}
+	return nil
+}
+
+// createOrderStepwise is CreateOrder one statement at a time in an explicit transaction: the
+// claim finds a used key and replays it, reserve names the short SKUs, and the refusal is
+// stored under the key.
+func (db *DB) createOrderStepwise(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, respond orderflow.Responder) (orderflow.Response, error) {
 	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, string, error) {
 		if err := reserve(ctx, tx, n.Quantities()); err != nil {
 			return nil, "", err
 		}
-		id, err := uuid.NewV7()
+		o, err := db.newOrder(n)
 		if err != nil {
-			return nil, "", fmt.Errorf("making order id: %w", err)
+			return nil, "", err
 		}
-		now := db.timestamp()
-		o := &orderflow.Order{
-			ID: id.String(), CustomerID: n.CustomerID, Currency: n.Currency,
-			Status: orderflow.StatusPending, Items: n.Items, TotalCents: n.Total(),
-			Version: 1, CreatedAt: now, UpdatedAt: now, CustomerTier: n.Tier(),
-		}
-		skus := make([]string, len(n.Items))
-		qtys := make([]int64, len(n.Items))
-		prices := make([]int64, len(n.Items))
-		for i, it := range n.Items {
-			skus[i], qtys[i], prices[i] = it.SKU, it.Quantity, it.UnitPriceCents
-		}
-		b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at, customer_tier)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
-			o.ID, k.ClientID, o.CustomerID, o.Currency, o.Status, o.TotalCents, o.Version, now, o.CustomerTier)
-		b.Queue(`INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
-			SELECT $1, t.line, t.sku, t.qty, t.price
-			FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
-			o.ID, skus, qtys, prices)
+		queueOrder(b, k.ClientID, o)
 		return o, orderflow.EventOrderCreated, nil
 	})
+}
+
+// newOrder is the order n becomes, with a new time-ordered id.
+func (db *DB) newOrder(n orderflow.NewOrder) (*orderflow.Order, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("making order id: %w", err)
+	}
+	now := db.timestamp()
+	return &orderflow.Order{
+		ID: id.String(), CustomerID: n.CustomerID, Currency: n.Currency,
+		Status: orderflow.StatusPending, Items: n.Items, TotalCents: n.Total(),
+		Version: 1, CreatedAt: now, UpdatedAt: now, CustomerTier: n.Tier(),
+	}, nil
+}
+
+// queueOrder adds the inserts of a new order and its items.
+func queueOrder(b *pgx.Batch, clientID string, o *orderflow.Order) {
+	skus := make([]string, len(o.Items))
+	qtys := make([]int64, len(o.Items))
+	prices := make([]int64, len(o.Items))
+	for i, it := range o.Items {
+		skus[i], qtys[i], prices[i] = it.SKU, it.Quantity, it.UnitPriceCents
+	}
+	b.Queue(`INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at, customer_tier)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)`,
+		o.ID, clientID, o.CustomerID, o.Currency, string(o.Status), o.TotalCents, o.Version, o.CreatedAt, o.CustomerTier)
+	b.Queue(`INSERT INTO order_items (order_id, line, sku, quantity, unit_price_cents)
+		SELECT $1, t.line, t.sku, t.qty, t.price
+		FROM unnest($2::text[], $3::int[], $4::bigint[]) WITH ORDINALITY AS t(sku, qty, price, line)`,
+		o.ID, skus, qtys, prices)
 }
 
 // reserve moves the wanted quantities from available to reserved. The condition
@@ -235,7 +322,8 @@ func queueEvent(b *pgx.Batch, o *orderflow.Order, eventType string, payload []by
 	}
 	b.Queue(`INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type, schema_version, payload, created_at, traceparent)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		id, orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt, traceparent)
+		// The bytes, not uuid.UUID: pgx encodes a driver.Valuer through its text form.
+		[16]byte(id), orderflow.AggregateOrder, o.ID, eventType, orderflow.OrderSchemaVersion, payload, o.UpdatedAt, traceparent)
 	return nil
 }
 

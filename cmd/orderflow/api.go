@@ -28,6 +28,9 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	burst := fs.Int("rate-burst", env.Int("API_RATE_BURST", api.DefaultRateBurst), "requests a client may make at once after a pause (env API_RATE_BURST)")
 	lookupRate := fs.Float64("key-lookup-rate", env.Float("API_KEY_LOOKUP_RATE", api.DefaultKeyLookupRate), "unknown API keys one address may have looked up per second; 0 for no limit (env API_KEY_LOOKUP_RATE)")
 	lookupBurst := fs.Int("key-lookup-burst", env.Int("API_KEY_LOOKUP_BURST", api.DefaultKeyLookupBurst), "unknown API keys one address may have looked up at once (env API_KEY_LOOKUP_BURST)")
+	maxInFlight := fs.Int("max-in-flight", env.Int("API_MAX_IN_FLIGHT", 0), "requests that may work against the database at once; 0 for as many as -db-max-conns, negative for no limit (env API_MAX_IN_FLIGHT)")
+	maxQueued := fs.Int("max-queued", env.Int("API_MAX_QUEUED", api.DefaultMaxQueued), "requests that may wait for one of those slots; beyond it they are answered 503 at once (env API_MAX_QUEUED)")
+	queueTimeout := fs.Duration("queue-timeout", env.Duration("API_QUEUE_TIMEOUT", api.DefaultQueueTimeout), "how long a request may wait for a slot before it is answered 503 (env API_QUEUE_TIMEOUT)")
 	if err := env.err(); err != nil {
 		return err
 	}
@@ -36,6 +39,14 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	if *rate < 0 || *burst < 1 || *lookupRate < 0 || *lookupBurst < 1 {
 		return fmt.Errorf("%w: rate limits must not be negative and bursts must be at least 1", errUsage)
+	}
+	if *maxQueued < 0 || *queueTimeout < 0 {
+		return fmt.Errorf("%w: -max-queued and -queue-timeout must not be negative", errUsage)
+	}
+	if *maxInFlight == 0 {
+		// One request holds one connection at a time: more in flight than connections would
+		// only queue in the pool, where no timeout sheds them.
+		*maxInFlight = *maxConns
 	}
 	if err := requireFlag("database-url", *dbURL, "DATABASE_URL"); err != nil {
 		return err
@@ -61,7 +72,8 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	defer db.Close()
 	db.KeyTTL = *keyTTL
-	opts := []api.Option{api.WithEgress(policy), api.WithRateLimit(*rate, *burst), api.WithKeyLookupLimit(*lookupRate, *lookupBurst)}
+	opts := []api.Option{api.WithEgress(policy), api.WithRateLimit(*rate, *burst), api.WithKeyLookupLimit(*lookupRate, *lookupBurst),
+		api.WithAdmission(*maxInFlight, *maxQueued, *queueTimeout)}
 	if ring == nil {
 		log.Warn("no webhook key ring (WEBHOOK_KEYRING or WEBHOOK_KEYRING_FILE): endpoints cannot be registered nor secrets rotated")
 	} else {
