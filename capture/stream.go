@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
 )
@@ -41,7 +40,7 @@ type outEvent struct {
 	key       []byte
 	value     []byte
 	// headers are the event's ce_ headers (binary mode), without the position headers.
-	headers []kafkago.Header
+	headers []orderflow.Header
 }
 
 // stream owns the replication connection: only its goroutine reads from or writes to conn.

@@ -22,12 +22,16 @@ func (b *bench) drainWithCapture(ctx context.Context, slot, target string, disca
 		args = append(args, "-cpuprofile", filepath.Join(prof, slot+".pprof"))
 	}
 	logPath := filepath.Join(os.TempDir(), "ofbench-"+slot+".log")
+	w := b.watchCPU(ctx, slot)
 	t0 := time.Now()
 	p, err = start(b.bin, args, []string{"DATABASE_URL=" + b.dsn, "KAFKA_BROKERS=" + b.brokers, "LOG_LEVEL=info"}, logPath)
 	if err != nil {
+		w.end()
 		return 0, 0, nil, "", err
 	}
+	w.setReader(p.cmd.Process.Pid)
 	t1, err := b.waitConfirmed(ctx, slot, target, p.alive)
+	p.cpu = w.end()
 	if err != nil {
 		p.stop()
 		return 0, 0, nil, "", fmt.Errorf("%w (log %s)", err, logPath)

@@ -38,13 +38,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	latencyFor := fs.Duration("latency-duration", 20*time.Second, "length of the latency run (0 to skip)")
 	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
 	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
+	rounds := fs.Int("rounds", 3, "drains of the compared backlog by each of capture and pg_recvlogical, alternating")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	b := &bench{
 		bin: *bin, adminURL: os.Getenv("DATABASE_URL"), brokers: os.Getenv("KAFKA_BROKERS"), log: stderr,
-		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes,
+		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes, rounds: *rounds,
 	}
 	if b.adminURL == "" || b.brokers == "" {
 		return errors.New("DATABASE_URL and KAFKA_BROKERS must be set (eval \"$(deploy/local/stack.sh env)\")")

@@ -12,7 +12,7 @@ import (
 // bench is one run: the binary under test, its own database and topic prefix, and the results.
 type bench struct {
 	bin, adminURL, dsn, dbName, brokers, prefix string
-	maxItems, itemBytes                         int
+	maxItems, itemBytes, rounds                 int
 	log                                         io.Writer
 	results                                     [][2]string
 }
