@@ -16,7 +16,7 @@ import (
 
 // ack is called by the sink, from its writer goroutines, once Kafka acknowledged ev.
 func (c *Capture) ack(ev *outEvent) {
-	c.metrics.produced.WithLabelValues(ev.eventType).Inc()
+	c.metrics.producedOf(ev.eventType).Inc()
 	c.metrics.commitToAck.Observe(time.Since(ev.txn.commitTime).Seconds())
 	ev.txn.pending.Add(-1)
 }
@@ -49,6 +49,8 @@ type stream struct {
 	conn *pgconn.PgConn
 	sink eventSink
 	rels map[uint32]*relation
+	// topicNames caches topicOf.
+	topicNames map[string]string
 
 	cur *txn // between Begin and Commit
 	seq uint32
@@ -227,7 +229,7 @@ func (s *stream) handleInsert(ctx context.Context, data []byte) error {
 	}
 	pos := Position{LSN: s.cur.commitLSN, Seq: s.seq}
 	s.seq++
-	oe := newOutEvent(s.cur, pos, orderflow.PrefixedTopic(s.c.cfg.TopicPrefix, ev.AggregateType), ev)
+	oe := newOutEvent(s.cur, pos, s.topicOf(ev.AggregateType), ev)
 	// Count the event before the sink sees it: its ack may come before publish returns.
 	s.cur.pending.Add(1)
 	for {
@@ -256,6 +258,19 @@ func (s *stream) handleInsert(ctx context.Context, data []byte) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// topicOf is the topic of an aggregate type, remembered: the name is built once, not per event.
+func (s *stream) topicOf(aggregateType string) string {
+	t, ok := s.topicNames[aggregateType]
+	if !ok {
+		if s.topicNames == nil {
+			s.topicNames = map[string]string{}
+		}
+		t = orderflow.PrefixedTopic(s.c.cfg.TopicPrefix, aggregateType)
+		s.topicNames[aggregateType] = t
+	}
+	return t
 }
 
 // advance moves the confirmable position over the leading transactions that are committed and

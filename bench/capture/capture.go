@@ -24,7 +24,11 @@ func (b *bench) drainWithCapture(ctx context.Context, slot, target string, disca
 	logPath := filepath.Join(os.TempDir(), "ofbench-"+slot+".log")
 	w := b.watchCPU(ctx, slot)
 	t0 := time.Now()
-	p, err = start(b.bin, args, []string{"DATABASE_URL=" + b.dsn, "KAFKA_BROKERS=" + b.brokers, "LOG_LEVEL=info"}, logPath)
+	bin := b.bin
+	if b.useBase {
+		bin = b.baseBin
+	}
+	p, err = start(bin, args, []string{"DATABASE_URL=" + b.dsn, "KAFKA_BROKERS=" + b.brokers, "LOG_LEVEL=info"}, logPath)
 	if err != nil {
 		w.end()
 		return 0, 0, nil, "", err

@@ -40,12 +40,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
 	rounds := fs.Int("rounds", 3, "drains of the compared backlog by each of capture and pg_recvlogical, alternating")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
+	baseBin := fs.String("baseline-bin", "", "another orderflow binary (e.g. built from main) drained in every round too, for a before/after in one run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	b := &bench{
 		bin: *bin, adminURL: os.Getenv("DATABASE_URL"), brokers: os.Getenv("KAFKA_BROKERS"), log: stderr,
-		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes, rounds: *rounds,
+		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes, rounds: *rounds, baseBin: *baseBin,
 	}
 	if b.adminURL == "" || b.brokers == "" {
 		return errors.New("DATABASE_URL and KAFKA_BROKERS must be set (eval \"$(deploy/local/stack.sh env)\")")

@@ -12,6 +12,8 @@ import (
 // bench is one run: the binary under test, its own database and topic prefix, and the results.
 type bench struct {
 	bin, adminURL, dsn, dbName, brokers, prefix string
+	baseBin                                     string // drained in every round too, when set
+	useBase                                     bool   // drainWithCapture runs baseBin
 	maxItems, itemBytes, rounds                 int
 	log                                         io.Writer
 	results                                     [][2]string

@@ -22,14 +22,17 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	if compare {
 		rounds = max(b.rounds, 1)
 	}
-	var capSlots, recvSlots []string
+	var capSlots, recvSlots, baseSlots []string
 	for r := 1; r <= rounds; r++ {
 		capSlots = append(capSlots, roundSlot("cap_"+name, r, rounds))
 		if compare {
 			recvSlots = append(recvSlots, roundSlot("recv_"+name, r, rounds))
+			if b.baseBin != "" {
+				baseSlots = append(baseSlots, roundSlot("base_"+name, r, rounds))
+			}
 		}
 	}
-	slots := append(append([]string{}, capSlots...), recvSlots...)
+	slots := append(append(append([]string{}, capSlots...), recvSlots...), baseSlots...)
 	if compare {
 		slots = append(slots, "discard_"+name)
 	}
@@ -83,7 +86,32 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		recvRates, recvCPU = append(recvRates, rate), append(recvCPU, use)
 		return nil
 	}
+	var baseRates []float64
+	drainBase := func(r int) error {
+		b.say("  [round %d/%d] load average before the baseline binary: %s", r+1, rounds, loadavg())
+		b.useBase = true
+		secs, _, cp, caddr, err := b.drainWithCapture(ctx, baseSlots[r], target, false, true)
+		b.useBase = false
+		if err != nil {
+			return err
+		}
+		rate := float64(n) / secs
+		extra := ""
+		if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
+			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each)", rc, float64(n)/max(rc, 1))
+		}
+		cp.stop()
+		b.say("  %-44s %8.0f events/s  %6.2fs", "baseline capture ("+b.baseBin+")", rate, secs)
+		b.say("      %s%s", cp.cpu.per(n), extra)
+		baseRates = append(baseRates, rate)
+		return nil
+	}
 	for r := 0; r < rounds; r++ {
+		if b.baseBin != "" {
+			if err := drainBase(r); err != nil {
+				return err
+			}
+		}
 		first, second := drainCapture, drainRecv
 		if r%2 == 1 {
 			first, second = drainRecv, drainCapture
@@ -120,6 +148,10 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture -discard (decode only)", dRate, dSecs, dRSS)
 	b.say("  capture        median %8.0f events/s (min-max %.0f-%.0f) over %d rounds", capRate, minOf(capRates), maxOf(capRates), rounds)
 	b.say("  pg_recvlogical median %8.0f events/s (min-max %.0f-%.0f)", recvRate, minOf(recvRates), maxOf(recvRates))
+	if len(baseRates) > 0 {
+		b.say("  baseline       median %8.0f events/s (min-max %.0f-%.0f); median ratio baseline / pg_recvlogical %.2f",
+			median(baseRates), minOf(baseRates), maxOf(baseRates), median(baseRates)/recvRate)
+	}
 	b.say("  ratio capture / pg_recvlogical: median %.2f (min-max %.2f-%.2f; goal >= 1.0); decode-only / pg_recvlogical median: %.2f",
 		median(ratios), minOf(ratios), maxOf(ratios), dRate/recvRate)
 	cu, ru := medianUse(capCPU), medianUse(recvCPU)
