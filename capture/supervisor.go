@@ -155,7 +155,7 @@ func (c *Capture) session(ctx context.Context) error {
 		return err
 	}
 
-	conn, err := connectReplication(ctx, c.cfg.DatabaseURL)
+	conn, err := connectReplication(ctx, c.cfg.DatabaseURL, &c.behind)
 	if err != nil {
 		return err
 	}

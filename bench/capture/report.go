@@ -13,6 +13,8 @@ import (
 type bench struct {
 	bin, adminURL, dsn, dbName, brokers, prefix string
 	baseBin                                     string // drained in every round too, when set
+	runID                                       string // in the backlog runs' slot names
+	recvAll                                     bool   // pg_recvlogical drains the capture-only backlogs too
 	useBase                                     bool   // drainWithCapture runs baseBin
 	maxItems, itemBytes, rounds                 int
 	log                                         io.Writer

@@ -24,17 +24,17 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	}
 	var capSlots, recvSlots, baseSlots []string
 	for r := 1; r <= rounds; r++ {
-		capSlots = append(capSlots, roundSlot("cap_"+name, r, rounds))
-		if compare {
-			recvSlots = append(recvSlots, roundSlot("recv_"+name, r, rounds))
+		capSlots = append(capSlots, b.slotName(roundSlot("cap_"+name, r, rounds)))
+		if compare || b.recvAll {
+			recvSlots = append(recvSlots, b.slotName(roundSlot("recv_"+name, r, rounds)))
 			if b.baseBin != "" {
-				baseSlots = append(baseSlots, roundSlot("base_"+name, r, rounds))
+				baseSlots = append(baseSlots, b.slotName(roundSlot("base_"+name, r, rounds)))
 			}
 		}
 	}
 	slots := append(append(append([]string{}, capSlots...), recvSlots...), baseSlots...)
 	if compare {
-		slots = append(slots, "discard_"+name)
+		slots = append(slots, b.slotName("discard_"+name))
 	}
 	if err := b.createSlots(ctx, slots...); err != nil {
 		return err
@@ -117,8 +117,10 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 			first, second = drainRecv, drainCapture
 		}
 		if !compare {
-			second = nil
-			first = drainCapture
+			first, second = drainCapture, nil
+			if b.recvAll {
+				second = drainRecv
+			}
 		}
 		if err := first(r); err != nil {
 			return err
@@ -128,18 +130,23 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 				return err
 			}
 		}
-		if compare {
+		if len(recvRates) > r {
 			ratios = append(ratios, capRates[r]/recvRates[r])
 		}
 	}
 	capRate := median(capRates)
 	if !compare {
+		if len(ratios) > 0 {
+			b.say("  ratio capture / pg_recvlogical on this backlog: %.2f", ratios[0])
+			b.result("capture_vs_recvlogical_ratio_"+sizeKey(n), ratios[0], "%.2f")
+			b.result("recvlogical_events_per_s_"+sizeKey(n), recvRates[0], "%.0f")
+		}
 		b.result("capture_events_per_s_"+sizeKey(n), capRate, "%.0f")
 		b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
 		return nil
 	}
 	b.say("  [discard] load average before decode-only: %s", loadavg())
-	dSecs, dRSS, _, _, err := b.drainWithCapture(ctx, "discard_"+name, target, true, false)
+	dSecs, dRSS, _, _, err := b.drainWithCapture(ctx, b.slotName("discard_"+name), target, true, false)
 	if err != nil {
 		return err
 	}
@@ -186,6 +193,10 @@ func roundSlot(base string, r, rounds int) string {
 	}
 	return fmt.Sprintf("%s_%d", base, r)
 }
+
+// slotName makes a slot name unique to this run: slots are per cluster, not per database,
+// and two runs on one stack must not collide.
+func (b *bench) slotName(base string) string { return base + "_" + b.runID }
 
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
