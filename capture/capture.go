@@ -151,9 +151,6 @@ type Capture struct {
 	// Both are owned by the stream loop's goroutine.
 	unanswered    time.Time
 	produceFailed bool
-	// behind: the stream is catching up on a backlog (the last transaction it began
-	// committed over catchUpAge ago). Set by the stream, read by its connection's reader.
-	behind atomic.Bool
 }
 
 // New checks cfg and returns a daemon ready to Run.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -217,40 +216,9 @@ func closeConn(c interface{ Close(context.Context) error }) {
 // replicationReadBuffer is the replication connection's read buffer.
 const replicationReadBuffer = 256 << 10
 
-// napReader lets a backlog pile up on the replication socket before reading it. The walsender
-// sends every message as soon as it is decoded, so a reader that keeps up reads one message
-// (about 1 KB) per read syscall and is woken by the poller for each: the profile of a backlog
-// drain had capture spending a quarter of its CPU in those reads and as much again in
-// epoll and futex wake-ups, CPU a two-core machine takes from the walsender itself. While
-// capture catches up (the events it reads committed over catchUpAge ago, so their latency
-// is lost already), a read that follows a short one first naps readNap: the walsender keeps
-// decoding into the socket's buffer meanwhile, and the next read takes all of it. A live
-// stream never naps.
-type napReader struct {
-	r      io.Reader
-	behind *atomic.Bool
-	last   int // bytes the previous read returned
-}
-
-const (
-	readNap = 500 * time.Microsecond
-	// napBelow: a read that returned less than this found the socket nearly empty.
-	napBelow = 64 << 10
-)
-
-func (n *napReader) Read(p []byte) (int, error) {
-	if n.last < napBelow && n.behind.Load() {
-		time.Sleep(readNap)
-	}
-	k, err := n.r.Read(p)
-	n.last = k
-	return k, err
-}
-
 // connectReplication opens a logical replication connection. The session prints timestamps
 // in UTC ISO form so that created_at parses the same way whatever the server's TimeZone.
-// behind, if not nil, says capture is catching up on a backlog: reads then nap (napReader).
-func connectReplication(ctx context.Context, dsn string, behind *atomic.Bool) (*pgconn.PgConn, error) {
+func connectReplication(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	cfg, err := pgconfig.PgConn(dsn)
 	if err != nil {
 		return nil, err
@@ -265,9 +233,6 @@ func connectReplication(ctx context.Context, dsn string, behind *atomic.Bool) (*
 	// everything the walsender has queued on the socket, not six messages of a backlog (the
 	// profile of a drain showed capture's biggest cost in read syscalls).
 	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
-		if behind != nil {
-			r = &napReader{r: r, behind: behind}
-		}
 		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replicationReadBuffer), w)
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)

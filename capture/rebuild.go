@@ -78,7 +78,7 @@ type rebuildStats struct {
 func (c *Capture) rebuildSlot(ctx context.Context, db *pgx.Conn, topics []string, why string) error {
 	c.log.Warn("replication slot lost; rebuilding it from the outbox table", "slot", c.cfg.Slot, "why", why)
 	began := time.Now()
-	conn, err := connectReplication(ctx, c.cfg.DatabaseURL, nil)
+	conn, err := connectReplication(ctx, c.cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}

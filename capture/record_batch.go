@@ -45,9 +45,12 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// emptyHeader is the size field and batch header before raw fills them in.
+var emptyHeader [sizeField + batchOverhead]byte
+
 // reset starts an empty batch whose records carry the time now.
 func (b *recordBatch) reset(now time.Time) {
-	b.buf = append(b.buf[:0], make([]byte, sizeField+batchOverhead)...)
+	b.buf = append(b.buf[:0], emptyHeader[:]...)
 	b.n = 0
 	b.ts = now.UnixMilli()
 }

@@ -200,9 +200,6 @@ func (s *stream) handleMessage(ctx context.Context, data []byte) error {
 		if err := m.Decode(data[1:]); err != nil {
 			return fmt.Errorf("decoding begin: %w", err)
 		}
-		if behind := s.now.Sub(m.CommitTime) > catchUpAge; behind != s.c.behind.Load() {
-			s.c.behind.Store(behind)
-		}
 		t := &txn{commitLSN: m.FinalLSN, commitTime: m.CommitTime}
 		t.pending.Store(1)
 		s.cur, s.seq = t, 0

@@ -155,7 +155,7 @@ func (c *Capture) session(ctx context.Context) error {
 		return err
 	}
 
-	conn, err := connectReplication(ctx, c.cfg.DatabaseURL, &c.behind)
+	conn, err := connectReplication(ctx, c.cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
