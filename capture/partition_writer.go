@@ -126,9 +126,8 @@ func (s *kafkaSink) write(w *partitionWriter) {
 			select {
 			case <-linger.C:
 			case <-s.failC:
-				if !linger.Stop() {
-					<-linger.C
-				}
+				// Since Go 1.23 a stopped or reset timer never delivers a stale tick.
+				linger.Stop()
 			}
 		}
 		if s.aborted.Load() || s.err() != nil {
