@@ -108,6 +108,9 @@ func (c *Config) defaults() error {
 		// with 10 ms, ~85 per request at ~27k/s, on par with pg_recvlogical.
 		c.Kafka.Linger = 5 * time.Millisecond
 	}
+	if c.Kafka.CatchUpLinger == 0 {
+		c.Kafka.CatchUpLinger = 20 * time.Millisecond
+	}
 	if c.StatusInterval <= 0 || c.StatusInterval > 10*time.Second {
 		c.StatusInterval = 10 * time.Second
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	kafkago "github.com/segmentio/kafka-go"
 
 	"orderflow"
 )
@@ -69,13 +68,9 @@ func CloudEvent(ev *Event) *orderflow.CloudEvent {
 
 // newOutEvent is ev ready for the sink, in the CloudEvents Kafka binding's binary mode
 // (docs/DATA.md): the key is the aggregate id, the value the payload, the attributes ce_
-// headers; newRecord adds pg_lsn and pg_seq.
+// headers; recordBatch.add adds pg_lsn and pg_seq.
 func newOutEvent(t *txn, pos Position, topic string, ev *Event) *outEvent {
-	hs := orderflow.AppendBinaryHeaders(make([]orderflow.Header, 0, 10), CloudEvent(ev))
-	headers := make([]kafkago.Header, len(hs))
-	for i, h := range hs {
-		headers[i] = kafkago.Header(h)
-	}
+	headers := orderflow.AppendBinaryHeaders(make([]orderflow.Header, 0, 10), CloudEvent(ev))
 	return &outEvent{
 		txn: t, pos: pos, topic: topic, id: ev.ID, eventType: ev.EventType,
 		key: []byte(ev.AggregateID),

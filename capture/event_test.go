@@ -220,3 +220,29 @@ func TestDecodeInsertWithoutTraceAllocatesNothingMore(t *testing.T) {
 		t.Errorf("decoding a row with a NULL traceparent allocates %.0f times, one of an outbox without the column %.0f", a, b)
 	}
 }
+
+// The fast path for the session's own form gives what the layouts give, and leaves every
+// other form (and impossible dates) to them.
+func TestParseUTCTimestamptzAgreesWithTheLayouts(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
+		"2026-01-02 03:04:05+00", "2026-01-02 03:04:05.1+00", "2026-01-02 03:04:05.123456+00",
+		"2026-01-02 03:04:05.123456789+00", "2024-02-29 23:59:59.999999+00", "0001-01-01 00:00:00+00",
+		"9999-12-31 23:59:59.5+00",
+	} {
+		fast, ok := parseUTCTimestamptz([]byte(s))
+		slow, err := time.Parse(timestamptzLayouts[0], s)
+		if !ok || err != nil || !fast.Equal(slow) || fast.Location() != time.UTC {
+			t.Errorf("%q: fast %v (%v), layouts %v (%v)", s, fast, ok, slow, err)
+		}
+	}
+	for _, s := range []string{
+		"2026-01-02 05:04:05.123456+02", "2026-02-30 03:04:05+00", "2026-13-02 03:04:05+00",
+		"2026-01-02 24:04:05+00", "2026-01-02 03:04:05.+00", "2026-01-02 03:04:05.1234567890+00",
+		"12026-01-02 03:04:05+00", "2026-01-02 03:04:05+00 BC", "2026-01-02T03:04:05+00", "2026-0a-02 03:04:05+00",
+	} {
+		if got, ok := parseUTCTimestamptz([]byte(s)); ok {
+			t.Errorf("%q: fast path took it as %v", s, got)
+		}
+	}
+}

@@ -33,6 +33,10 @@ type KafkaConfig struct {
 	// Linger is how long a writer waits for more events before sending a batch that is not
 	// full (Kafka's linger.ms). Negative disables it.
 	Linger time.Duration
+	// CatchUpLinger is how long a writer waits for more events while capture catches up on
+	// a backlog (its events committed over a second ago), to send fewer, fuller requests.
+	// Negative disables it.
+	CatchUpLinger time.Duration
 	// TopicMaxMessageBytes, if positive, is the max.message.bytes of topics capture creates,
 	// and the limit capture assumes when it cannot read a topic's from the broker.
 	TopicMaxMessageBytes int

@@ -1,13 +1,18 @@
 package capture
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 type metrics struct {
-	registry       *prometheus.Registry
-	produced       *prometheus.CounterVec
+	registry *prometheus.Registry
+	produced *prometheus.CounterVec
+	// producedByType caches produced's children: looking a label value up hashes it, and
+	// every acknowledged event counts.
+	producedByType sync.Map // event type -> prometheus.Counter
 	skipped        prometheus.Counter
 	confirmedLSN   prometheus.Gauge
 	slotLag        prometheus.Gauge
@@ -152,4 +157,14 @@ func newMetrics() *metrics {
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
 		m.produceErrors, m.oversized, m.reconnects, m.active, m.streamingSince, m.inflightTxns)
 	return m
+}
+
+// producedOf is the produced counter of an event type.
+func (m *metrics) producedOf(eventType string) prometheus.Counter {
+	if c, ok := m.producedByType.Load(eventType); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.produced.WithLabelValues(eventType)
+	m.producedByType.Store(eventType, c)
+	return c
 }

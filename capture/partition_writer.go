@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
@@ -26,11 +28,20 @@ type partitionWriter struct {
 // lingerMin is how many queued events make a writer linger (see write).
 const lingerMin = 4
 
+// catchUpAge is how old an event's commit must be for its request to count as catching up
+// on a backlog (see write). Far above the commit-to-receive time of a capture that keeps up
+// (milliseconds, a few hundred under heavy load), so a live stream never lingers for it.
+const catchUpAge = time.Second
+
+func catchingUp(ev *outEvent, now time.Time) bool {
+	return ev.txn != nil && now.Sub(ev.txn.commitTime) > catchUpAge
+}
+
 // write is a partition's only producer: one request in flight, in queue order, and nothing
 // more after a failure (see the type comment for why that makes the dedupe exact).
 func (s *kafkaSink) write(w *partitionWriter) {
 	batch := make([]*outEvent, 0, s.cfg.MaxBatch)
-	records := make([]kafkago.Record, 0, s.cfg.MaxBatch)
+	var rb recordBatch
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	// next is an event taken from the queue that did not fit the previous request: it heads
@@ -46,33 +57,33 @@ func (s *kafkaSink) write(w *partitionWriter) {
 			}
 		}
 		now := time.Now()
-		records = append(records[:0], newRecord(ev, now))
-		size := batchOverhead + recordBound(&records[0])
-		if size > w.maxBytes {
+		rb.reset(now)
+		rb.add(ev)
+		if size := rb.size(); size > w.maxBytes {
 			s.metrics.oversized.Inc()
 			s.log.Error("event is larger than the topic accepts; capture stops before it and retries (docs/CAPTURE.md)",
 				"event_id", ev.id, "topic", w.topic, "partition", w.partition, "lsn", ev.pos.LSN.String(),
 				"record_bytes", size, "max_message_bytes", w.maxBytes)
-			s.fail(fmt.Errorf("%w: event %s on %s[%d] needs up to %d bytes, the topic accepts %d: raise the topic's max.message.bytes",
+			s.fail(fmt.Errorf("%w: event %s on %s[%d] needs %d bytes, the topic accepts %d: raise the topic's max.message.bytes",
 				ErrEventTooLarge, ev.id, w.topic, w.partition, size, w.maxBytes))
 			break
 		}
 		batch = append(batch[:0], ev)
 		// add takes e into the request when the request stays within the broker's limit,
-		// and otherwise keeps it for the next request.
+		// and otherwise keeps it for the next request. The batch's size is exact (the
+		// encoder is capture's own), so requests fill up to the limit.
 		add := func(e *outEvent) bool {
-			rec := newRecord(e, now)
-			n := recordBound(&rec)
-			if size+n > w.maxBytes {
+			m := rb.mark()
+			rb.add(e)
+			if rb.size() > w.maxBytes {
+				rb.undo(m)
 				next = e
 				return false
 			}
 			batch = append(batch, e)
-			records = append(records, rec)
-			size += n
 			return true
 		}
-		lingering, decided := false, false
+		lingered := false
 	fill:
 		for len(batch) < s.cfg.MaxBatch {
 			select {
@@ -88,27 +99,40 @@ func (s *kafkaSink) write(w *partitionWriter) {
 			// single-event transactions otherwise becomes thousands of tiny requests a
 			// second, and on a small machine the broker's per-request work starves the
 			// walsender we read from. A trickle of events still goes out at once.
-			if !decided {
-				decided = true
-				if s.cfg.Linger > 0 && len(batch) >= lingerMin {
-					linger.Reset(s.cfg.Linger)
-					lingering = true
-				}
-			}
-			if !lingering {
+			//
+			// A request whose first event committed more than catchUpAge ago is catching
+			// up on a backlog: its latency is lost already, and what matters is that the
+			// backlog drains at the walsender's speed. Then the writer lingers longer
+			// (CatchUpLinger), whatever the queue held: with one request in flight per
+			// partition, a request per partition per produce round trip is otherwise what a
+			// backlog becomes (measured: 2 to 8 events per request, the broker spending
+			// 57 us of CPU per event, the walsender starved), and the broker's CPU per
+			// request, not per byte, is what a two-core machine runs out of.
+			if lingered {
 				break
 			}
-			select {
-			case e, ok := <-w.queue:
-				if !ok || !add(e) {
-					break fill
-				}
-			case <-linger.C:
-				lingering = false
+			lingered = true
+			var d time.Duration
+			if s.cfg.CatchUpLinger > 0 && catchingUp(ev, now) {
+				d = s.cfg.CatchUpLinger
+			} else if s.cfg.Linger > 0 && len(batch) >= lingerMin {
+				d = s.cfg.Linger
 			}
-		}
-		if lingering && !linger.Stop() {
-			<-linger.C
+			if d <= 0 {
+				break
+			}
+			// Sleep, then take what queued up meanwhile (the loop goes on), rather than
+			// wait on the queue: that woke this goroutine once per event, and the profile
+			// of a drain showed the hand-offs (futex, netpoll) costing more CPU than
+			// encoding. The queue holds seconds' worth of events at the walsender's speed,
+			// so the reader does not block on it meanwhile.
+			linger.Reset(d)
+			select {
+			case <-linger.C:
+			case <-s.failC:
+				// Since Go 1.23 a stopped or reset timer never delivers a stale tick.
+				linger.Stop()
+			}
 		}
 		if s.aborted.Load() || s.err() != nil {
 			break
@@ -117,9 +141,10 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		// abandoned, so that the next session's read of the last record sees its outcome.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		t0 := time.Now()
-		resp, err := s.client.Produce(ctx, &kafkago.ProduceRequest{
+		raw := bytes.NewReader(rb.raw())
+		resp, err := s.client.RawProduce(ctx, &kafkago.RawProduceRequest{
 			Topic: w.topic, Partition: w.partition, RequiredAcks: kafkago.RequireAll,
-			Records: kafkago.NewRecordReader(records...),
+			RawRecords: protocol.RawRecordSet{Reader: raw},
 		})
 		cancel()
 		s.metrics.produceSeconds.Observe(time.Since(t0).Seconds())

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,16 +20,36 @@ func (b *bench) drainWithCapture(ctx context.Context, slot, target string, disca
 	if discard {
 		args = append(args, "-discard")
 	}
-	if prof := os.Getenv("CAPTURE_BENCH_CPUPROFILE_DIR"); prof != "" {
+	prof := os.Getenv("CAPTURE_BENCH_CPUPROFILE_DIR")
+	pprofAddr := ""
+	if prof != "" {
 		args = append(args, "-cpuprofile", filepath.Join(prof, slot+".pprof"))
+		if !b.useBase { // a baseline binary may predate -pprof-addr
+			pprofAddr = freePort()
+			args = append(args, "-pprof-addr", pprofAddr)
+		}
 	}
 	logPath := filepath.Join(os.TempDir(), "ofbench-"+slot+".log")
+	w := b.watchCPU(ctx, slot)
 	t0 := time.Now()
-	p, err = start(b.bin, args, []string{"DATABASE_URL=" + b.dsn, "KAFKA_BROKERS=" + b.brokers, "LOG_LEVEL=info"}, logPath)
+	bin := b.bin
+	if b.useBase {
+		bin = b.baseBin
+	}
+	p, err = start(bin, args, []string{"DATABASE_URL=" + b.dsn, "KAFKA_BROKERS=" + b.brokers, "LOG_LEVEL=info"}, logPath)
 	if err != nil {
+		w.end()
 		return 0, 0, nil, "", err
 	}
+	w.setReader(p.cmd.Process.Pid)
 	t1, err := b.waitConfirmed(ctx, slot, target, p.alive)
+	p.cpu = w.end()
+	if err == nil && pprofAddr != "" {
+		// Allocations since the start, i.e. over the whole drain.
+		if err := fetchProfile("http://"+pprofAddr+"/debug/pprof/allocs", filepath.Join(prof, slot+".allocs.pprof")); err != nil {
+			b.say("  (no allocation profile: %v)", err)
+		}
+	}
 	if err != nil {
 		p.stop()
 		return 0, 0, nil, "", fmt.Errorf("%w (log %s)", err, logPath)
@@ -64,4 +86,25 @@ func produceErrors(logPath string) error {
 	}
 	return fmt.Errorf("FAILED: capture logged %d produce errors during a measured drain, the figure is not valid (log %s); first: %s",
 		len(bad), logPath, bad[0])
+}
+
+// fetchProfile saves the profile at url to path.
+func fetchProfile(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -1,8 +1,11 @@
 // Command capture-bench measures orderflow capture against pg_recvlogical on the same machine,
-// in the same run: two slots created together, one backlog of single-event transactions,
-// drained once by `orderflow capture` (acks=all, LSN confirmed) and once by pg_recvlogical
-// (pgoutput to /dev/null). It also measures decode-only mode (no Kafka), peak RSS for a
-// backlog and for one big transaction, and commit-to-Kafka-ack latency at a steady rate.
+// in the same run: slots created together before one backlog of single-event transactions,
+// drained -rounds times each by `orderflow capture` (acks=all, LSN confirmed) and by
+// pg_recvlogical (pgoutput to /dev/null), alternating, with the load average before each side
+// and the CPU per event of capture, the broker and the walsender; medians and min-max. It also
+// measures decode-only mode (no Kafka), peak RSS for a backlog and for one big transaction,
+// and commit-to-Kafka-ack latency at a steady rate. -baseline-bin drains a second binary in
+// every round too, for a before/after in one run.
 //
 // It prints "RESULT key value" lines on stdout for bench/run.sh and a table on stderr.
 package main
@@ -44,13 +47,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&lopt.checkpointFirst, "latency-checkpoint-first", false, "CHECKPOINT before each latency run, so the full-page images after a checkpoint fall inside it")
 	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
 	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")
+	rounds := fs.Int("rounds", 3, "drains of the compared backlog by each of capture and pg_recvlogical, alternating")
+	recvAll := fs.Bool("recvlogical-all", false, "drain the 100k and 2m backlogs with pg_recvlogical too (once), to tell a slowdown of capture from one of the walsender")
 	bin := fs.String("bin", "bin/orderflow", "orderflow binary")
+	baseBin := fs.String("baseline-bin", "", "another orderflow binary (e.g. built from main) drained in every round too, for a before/after in one run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	b := &bench{
 		bin: *bin, adminURL: os.Getenv("DATABASE_URL"), brokers: os.Getenv("KAFKA_BROKERS"), log: stderr,
-		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes,
+		prefix: "ofbench_" + randHex(4), maxItems: *maxItems, itemBytes: *itemBytes, rounds: *rounds, baseBin: *baseBin, runID: randHex(3), recvAll: *recvAll,
 	}
 	if b.adminURL == "" || b.brokers == "" {
 		return errors.New("DATABASE_URL and KAFKA_BROKERS must be set (eval \"$(deploy/local/stack.sh env)\")")

@@ -18,6 +18,7 @@ type proc struct {
 	err  error
 	peak int64  // VmHWM in kB, sampled
 	log  string // where its output goes
+	cpu  cpuUse // what a drain cost, set by drainWithCapture
 }
 
 func start(name string, args []string, env []string, logPath string) (*proc, error) {

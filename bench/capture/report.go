@@ -12,7 +12,11 @@ import (
 // bench is one run: the binary under test, its own database and topic prefix, and the results.
 type bench struct {
 	bin, adminURL, dsn, dbName, brokers, prefix string
-	maxItems, itemBytes                         int
+	baseBin                                     string // drained in every round too, when set
+	runID                                       string // in the backlog runs' slot names
+	recvAll                                     bool   // pg_recvlogical drains the capture-only backlogs too
+	useBase                                     bool   // drainWithCapture runs baseBin
+	maxItems, itemBytes, rounds                 int
 	log                                         io.Writer
 	results                                     [][2]string
 }

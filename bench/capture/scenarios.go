@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -12,10 +13,30 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// backlogRun writes one backlog of n single-event transactions and drains it. With compare,
+// capture and pg_recvlogical each drain it b.rounds times, alternating which side goes first
+// (ABBA), every drain from its own slot created before the backlog was written: both sides
+// read exactly the same WAL, and a load that comes and goes on the shared machine hits both.
+// The figures are medians with the spread (min-max); the ratio is the median of each round's
+// ratio, whose two drains ran back to back.
 func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool) error {
-	slots := []string{"cap_" + name}
+	rounds := 1
 	if compare {
-		slots = append(slots, "recv_"+name, "discard_"+name)
+		rounds = max(b.rounds, 1)
+	}
+	var capSlots, recvSlots, baseSlots []string
+	for r := 1; r <= rounds; r++ {
+		capSlots = append(capSlots, b.slotName(roundSlot("cap_"+name, r, rounds)))
+		if compare || b.recvAll {
+			recvSlots = append(recvSlots, b.slotName(roundSlot("recv_"+name, r, rounds)))
+			if b.baseBin != "" {
+				baseSlots = append(baseSlots, b.slotName(roundSlot("base_"+name, r, rounds)))
+			}
+		}
+	}
+	slots := append(append(append([]string{}, capSlots...), recvSlots...), baseSlots...)
+	if compare {
+		slots = append(slots, b.slotName("discard_"+name))
 	}
 	if err := b.createSlots(ctx, slots...); err != nil {
 		return err
@@ -32,45 +53,183 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	if err != nil {
 		return err
 	}
-	b.say("  wrote %d transactions (payload %.0f bytes on average) in %.1fs; draining to %s", n, avg, time.Since(t0).Seconds(), target)
+	b.say("  wrote %d transactions (payload %.0f bytes on average) in %.1fs; draining to %s, %d round(s)", n, avg, time.Since(t0).Seconds(), target, rounds)
 
-	capSecs, capRSS, cp, caddr, err := b.drainWithCapture(ctx, slots[0], target, false, true)
-	if err != nil {
-		return err
+	var capRates, recvRates, ratios []float64
+	var capRSS float64
+	var capCPU, recvCPU []cpuUse
+	drainCapture := func(r int) error {
+		b.say("  [round %d/%d] load average before capture: %s", r+1, rounds, loadavg())
+		secs, rss, cp, caddr, err := b.drainWithCapture(ctx, capSlots[r], target, false, true)
+		if err != nil {
+			return err
+		}
+		rate := float64(n) / secs
+		extra := ""
+		if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
+			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each), streaming %.2fs after start", rc, float64(n)/max(rc, 1), startupSecs(caddr))
+		}
+		cp.stop()
+		b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", rate, secs, rss)
+		b.say("      %s%s", cp.cpu.per(n), extra)
+		capRates, capCPU = append(capRates, rate), append(capCPU, cp.cpu)
+		capRSS = max(capRSS, rss)
+		return nil
 	}
-	if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
-		b.say("  (%d events in %.0f produce requests; streaming began %.2fs after start)", n, rc, startupSecs(caddr))
+	drainRecv := func(r int) error {
+		b.say("  [round %d/%d] load average before pg_recvlogical: %s", r+1, rounds, loadavg())
+		secs, use, err := b.drainWithRecvlogical(ctx, recvSlots[r], target)
+		if err != nil {
+			return err
+		}
+		rate := float64(n) / secs
+		b.say("  %-44s %8.0f events/s  %6.2fs", "pg_recvlogical (pgoutput to /dev/null)", rate, secs)
+		b.say("      %s", use.per(n))
+		recvRates, recvCPU = append(recvRates, rate), append(recvCPU, use)
+		return nil
 	}
-	cp.stop()
-	capRate := float64(n) / capSecs
-	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", capRate, capSecs, capRSS)
+	var baseRates []float64
+	drainBase := func(r int) error {
+		b.say("  [round %d/%d] load average before the baseline binary: %s", r+1, rounds, loadavg())
+		b.useBase = true
+		secs, _, cp, caddr, err := b.drainWithCapture(ctx, baseSlots[r], target, false, true)
+		b.useBase = false
+		if err != nil {
+			return err
+		}
+		rate := float64(n) / secs
+		extra := ""
+		if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
+			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each)", rc, float64(n)/max(rc, 1))
+		}
+		cp.stop()
+		b.say("  %-44s %8.0f events/s  %6.2fs", "baseline capture ("+b.baseBin+")", rate, secs)
+		b.say("      %s%s", cp.cpu.per(n), extra)
+		baseRates = append(baseRates, rate)
+		return nil
+	}
+	for r := 0; r < rounds; r++ {
+		if b.baseBin != "" {
+			if err := drainBase(r); err != nil {
+				return err
+			}
+		}
+		first, second := drainCapture, drainRecv
+		if r%2 == 1 {
+			first, second = drainRecv, drainCapture
+		}
+		if !compare {
+			first, second = drainCapture, nil
+			if b.recvAll {
+				second = drainRecv
+			}
+		}
+		if err := first(r); err != nil {
+			return err
+		}
+		if second != nil {
+			if err := second(r); err != nil {
+				return err
+			}
+		}
+		if len(recvRates) > r {
+			ratios = append(ratios, capRates[r]/recvRates[r])
+		}
+	}
+	capRate := median(capRates)
 	if !compare {
+		if len(ratios) > 0 {
+			b.say("  ratio capture / pg_recvlogical on this backlog: %.2f", ratios[0])
+			b.result("capture_vs_recvlogical_ratio_"+sizeKey(n), ratios[0], "%.2f")
+			b.result("recvlogical_events_per_s_"+sizeKey(n), recvRates[0], "%.0f")
+		}
 		b.result("capture_events_per_s_"+sizeKey(n), capRate, "%.0f")
 		b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
 		return nil
 	}
-	recvSecs, err := b.drainWithRecvlogical(ctx, slots[1], target)
-	if err != nil {
-		return err
-	}
-	recvRate := float64(n) / recvSecs
-	b.say("  %-44s %8.0f events/s  %6.2fs", "pg_recvlogical (pgoutput to /dev/null)", recvRate, recvSecs)
-	dSecs, dRSS, _, _, err := b.drainWithCapture(ctx, slots[2], target, true, false)
+	b.say("  [discard] load average before decode-only: %s", loadavg())
+	dSecs, dRSS, _, _, err := b.drainWithCapture(ctx, b.slotName("discard_"+name), target, true, false)
 	if err != nil {
 		return err
 	}
 	dRate := float64(n) / dSecs
+	recvRate := median(recvRates)
 	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture -discard (decode only)", dRate, dSecs, dRSS)
-	b.say("  ratio capture / pg_recvlogical: %.2f   (goal >= 1.0); decode-only / pg_recvlogical: %.2f", capRate/recvRate, dRate/recvRate)
+	b.say("  capture        median %8.0f events/s (min-max %.0f-%.0f) over %d rounds", capRate, minOf(capRates), maxOf(capRates), rounds)
+	b.say("  pg_recvlogical median %8.0f events/s (min-max %.0f-%.0f)", recvRate, minOf(recvRates), maxOf(recvRates))
+	if len(baseRates) > 0 {
+		b.say("  baseline       median %8.0f events/s (min-max %.0f-%.0f); median ratio baseline / pg_recvlogical %.2f",
+			median(baseRates), minOf(baseRates), maxOf(baseRates), median(baseRates)/recvRate)
+	}
+	b.say("  ratio capture / pg_recvlogical: median %.2f (min-max %.2f-%.2f; goal >= 1.0); decode-only / pg_recvlogical median: %.2f",
+		median(ratios), minOf(ratios), maxOf(ratios), dRate/recvRate)
+	cu, ru := medianUse(capCPU), medianUse(recvCPU)
+	b.say("  median CPU per event: capture %.1f us + broker %.1f us + walsender %.1f us; pg_recvlogical %.1f us + walsender %.1f us",
+		cu.reader*1e6/float64(n), cu.kafka*1e6/float64(n), cu.walsender*1e6/float64(n), ru.reader*1e6/float64(n), ru.walsender*1e6/float64(n))
 	b.result("capture_events_per_s", capRate, "%.0f")
+	b.result("capture_events_per_s_min", minOf(capRates), "%.0f")
+	b.result("capture_events_per_s_max", maxOf(capRates), "%.0f")
 	b.result("recvlogical_events_per_s", recvRate, "%.0f")
+	b.result("recvlogical_events_per_s_min", minOf(recvRates), "%.0f")
+	b.result("recvlogical_events_per_s_max", maxOf(recvRates), "%.0f")
 	b.result("capture_discard_events_per_s", dRate, "%.0f")
-	b.result("capture_vs_recvlogical_ratio", capRate/recvRate, "%.2f")
+	b.result("capture_vs_recvlogical_ratio", median(ratios), "%.2f")
+	b.result("capture_vs_recvlogical_ratio_min", minOf(ratios), "%.2f")
+	b.result("capture_vs_recvlogical_ratio_max", maxOf(ratios), "%.2f")
+	b.result("capture_vs_recvlogical_rounds", float64(rounds), "%.0f")
+	b.result("capture_cpu_us_per_event", cu.reader*1e6/float64(n), "%.1f")
+	b.result("capture_broker_cpu_us_per_event", cu.kafka*1e6/float64(n), "%.1f")
+	b.result("capture_walsender_cpu_us_per_event", cu.walsender*1e6/float64(n), "%.1f")
+	b.result("recvlogical_walsender_cpu_us_per_event", ru.walsender*1e6/float64(n), "%.1f")
 	b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
 	if n != 100_000 {
 		b.result("capture_backlog_events", float64(n), "%.0f")
 	}
 	return nil
+}
+
+// roundSlot names round r's slot; a single round keeps the plain name.
+func roundSlot(base string, r, rounds int) string {
+	if rounds == 1 {
+		return base
+	}
+	return fmt.Sprintf("%s_%d", base, r)
+}
+
+// slotName makes a slot name unique to this run: slots are per cluster, not per database,
+// and two runs on one stack must not collide.
+func (b *bench) slotName(base string) string { return base + "_" + b.runID }
+
+func minOf(xs []float64) float64 {
+	m := math.Inf(1)
+	for _, x := range xs {
+		m = math.Min(m, x)
+	}
+	return m
+}
+
+func maxOf(xs []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range xs {
+		m = math.Max(m, x)
+	}
+	return m
+}
+
+// medianUse is the median of each part's CPU over the rounds.
+func medianUse(us []cpuUse) cpuUse {
+	pick := func(f func(cpuUse) float64) float64 {
+		xs := make([]float64, len(us))
+		for i, u := range us {
+			xs[i] = f(u)
+		}
+		return median(xs)
+	}
+	return cpuUse{
+		walsender: pick(func(u cpuUse) float64 { return u.walsender }),
+		kafka:     pick(func(u cpuUse) float64 { return u.kafka }),
+		reader:    pick(func(u cpuUse) float64 { return u.reader }),
+	}
 }
 
 func (b *bench) bigTxnRun(ctx context.Context, n int) error {
