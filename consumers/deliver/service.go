@@ -45,12 +45,14 @@ type Config struct {
 	Poll        time.Duration // how often the sender looks for due retries; default 250ms
 	// Lease is how long a claim lasts beyond the attempt timeout before another deliverer
 	// may take the delivery over; default 30s.
-	Lease       time.Duration
-	StatsEvery  time.Duration // gauges refresh; default 5s
-	MaxBatch    int           // records per intake transaction; default 500
-	Logger      *slog.Logger
-	HTTPClient  *http.Client // default: no redirects, pooled per endpoint, dialing through Egress
-	RandomDelay func(n int64) int64
+	Lease      time.Duration
+	StatsEvery time.Duration // gauges refresh; default 5s
+	MaxBatch   int           // records per intake transaction; default 500
+	// CommitInterval is how often the intake's offsets are committed to Kafka; default 100ms.
+	CommitInterval time.Duration
+	Logger         *slog.Logger
+	HTTPClient     *http.Client // default: no redirects, pooled per endpoint, dialing through Egress
+	RandomDelay    func(n int64) int64
 	// Egress says which endpoints may be reached besides public https ones; the zero Policy
 	// allows those only. It is checked on the URL and on every address dialed, so a name that
 	// resolves to a private address at send time (DNS rebinding) is refused then.
@@ -102,6 +104,8 @@ type Service struct {
 	// deliverer runs either way (the sender needs no Kafka, the intake waits for both).
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
+	// assigned counts the partitions the group gave this deliverer's intake.
+	assigned kafka.Assignment
 }
 
 // New prepares a deliverer; Run starts it.
@@ -140,6 +144,9 @@ func New(cfg Config, store Store) (*Service, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 500
 	}
+	if cfg.CommitInterval <= 0 {
+		cfg.CommitInterval = 100 * time.Millisecond
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -170,16 +177,24 @@ func New(cfg Config, store Store) (*Service, error) {
 	m := newMetrics(reg, s.dependencyUp)
 	em := newEndpointMetrics(reg)
 	reader := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:        cfg.Brokers,
-		Dialer:         cfg.Kafka.OnDialer(kafka.NewDialer("orderflow-deliver", cfg.Dial)),
-		GroupID:        cfg.GroupID,
-		Topic:          cfg.Topic,
-		MinBytes:       1,
-		MaxBytes:       10 << 20,
-		MaxWait:        250 * time.Millisecond,
-		StartOffset:    kafkago.FirstOffset,
-		CommitInterval: 0, // synchronous: CommitMessages returns once the broker has the offsets
-		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
+		Brokers:          cfg.Brokers,
+		Dialer:           cfg.Kafka.OnDialer(kafka.NewDialer("orderflow-deliver", cfg.Dial)),
+		GroupID:          cfg.GroupID,
+		Topic:            cfg.Topic,
+		MinBytes:         1,
+		MaxBytes:         10 << 20,
+		MaxWait:          kafka.ReaderMaxWait,
+		JoinGroupBackoff: kafka.JoinGroupBackoff,
+		StartOffset:      kafkago.FirstOffset,
+		// Offsets are committed in the background every CommitInterval (and on every
+		// rebalance and on Close). Only offsets of records whose deliveries are already in
+		// PostgreSQL are handed to CommitMessages, so a crash can only replay records, which
+		// the (event id, endpoint id) key absorbs; a synchronous commit per batch put a broker
+		// round trip between one intake transaction and the next.
+		CommitInterval: cfg.CommitInterval,
+		// Readiness waits for the first assignment.
+		Logger:      s.assigned.Logger(nil),
+		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
 	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: kafka.RequestTimeout,
@@ -255,7 +270,8 @@ func (s *Service) dependencyUp(dep string) bool {
 	return s.dbOK.Load()
 }
 
-// Handler serves /healthz, /readyz (PostgreSQL and Kafka answer) and /metrics.
+// Handler serves /healthz, /readyz (PostgreSQL and Kafka answer, the intake holds partitions)
+// and /metrics.
 func (s *Service) Handler() http.Handler {
 	return httpserver.OpsHandler(s.reg, func(ctx context.Context) error {
 		// /readyz says what is away, not the driver's error, which may name hosts and users.
@@ -267,6 +283,10 @@ func (s *Service) Handler() http.Handler {
 		}
 		if s.probe.Err() != nil {
 			return errors.New("kafka unavailable")
+		}
+		// Until the group gives the intake partitions, a new event waits for the join.
+		if s.assigned.Partitions() == 0 {
+			return errors.New("no partitions assigned yet (joining the consumer group)")
 		}
 		return nil
 	}, nil)
