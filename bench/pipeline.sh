@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 RATES=${PIPELINE_RATES:-2000 150}
-KNEE_RATES=${PIPELINE_KNEE_RATES:-250 500 750 1000 1250 1500}
+KNEE_RATES=${PIPELINE_KNEE_RATES-250 500 750 1000 1250 1500}
 D=${PIPELINE_DURATION:-20}
 KD=${PIPELINE_KNEE_DURATION:-12}
 GOAL_KAFKA=25 GOAL_SUMMARY=100 GOAL_PARTNER=250
@@ -94,7 +94,7 @@ stage_means() { # stage_means BEFORE AFTER: "name=mean (count)" per histogram
 	join <(sort <<<"$1") <(sort <<<"$2") | awk '{
 		n = $1; sub(/^orderflow_/, "", n); c = $5 - $3; s = $4 - $2
 		if (c <= 0) next
-		if (n ~ /_seconds$/) { sub(/_seconds$/, "", n); printf "%s=%.1fms(n=%d) ", n, s / c * 1000, c }
+		if (n ~ /_seconds/) { sub(/_seconds/, "", n); printf "%s=%.1fms(n=%d) ", n, s / c * 1000, c }
 		else printf "%s=%.1f(n=%d) ", n, s / c, c }'
 }
 

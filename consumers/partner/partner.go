@@ -118,8 +118,9 @@ type Config struct {
 // DefaultMaxConns is the partner's default pool size. Every webhook holds a connection for its
 // receipt's statement and every callback for its outcome's: pgx's own default (4 on two
 // cores) made webhooks queue behind each other and behind callbacks long before PostgreSQL
-// was busy.
-const DefaultMaxConns = 16
+// was busy. It matches the deliverer's default slots per endpoint, so a deliverer at full
+// concurrency never waits for the pool.
+const DefaultMaxConns = 32
 
 // Defaults of the callback retries.
 const (
