@@ -13,50 +13,23 @@ import (
 	"orderflow/internal/testenv"
 )
 
-// greedy is a group balancer that gives every partition to the member that announced itself
-// with the user data "blocker". It registers under the name of kafka-go's default ("range"),
-// so the projector's reader agrees to the protocol, and as the group's leader it decides the
-// assignment of both.
-type greedy struct{}
-
-func (greedy) ProtocolName() string      { return "range" }
-func (greedy) UserData() ([]byte, error) { return []byte("blocker"), nil }
-func (greedy) AssignGroups(members []kafka.GroupMember, partitions []kafka.Partition) kafka.GroupMemberAssignments {
-	out := kafka.GroupMemberAssignments{}
-	for _, m := range members {
-		out[m.ID] = map[string][]int{}
-		if string(m.UserData) != "blocker" {
-			continue
-		}
-		for _, p := range partitions {
-			out[m.ID][p.Topic] = append(out[m.ID][p.Topic], p.ID)
-		}
-	}
-	return out
-}
-
 // A projector that reaches PostgreSQL and Kafka but holds no partition is not consuming: an
-// order committed now would wait for a rebalance. /readyz must say so until the group gives
-// it partitions ('make up' waits for /readyz before its first order).
+// order committed now would wait for the group's join. /readyz must say so until the group
+// gives it partitions ('make up' waits for /readyz before its first order).
 func TestNotReadyUntilPartitionsAreAssigned(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 1)
-	// Another member of the group joins first, leads it, and keeps the only partition.
-	var held ikafka.Assignment
-	blocker := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: e.brokers, GroupID: e.group, Topic: e.topic, GroupBalancers: []kafka.GroupBalancer{greedy{}},
-		HeartbeatInterval: 500 * time.Millisecond, SessionTimeout: 6 * time.Second, RebalanceTimeout: 6 * time.Second,
-		JoinGroupBackoff: ikafka.JoinGroupBackoff, Logger: held.Logger(nil),
-	})
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			_ = blocker.Close()
-		}
-	})
-	waitFor(t, "the blocker to hold the partition", 60*time.Second, func() (bool, error) { return held.Partitions() == 1, nil })
+	e := newEnv(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A silent member holds the group: the projector's join starts a rebalance that cannot
+	// complete while the member neither rejoins nor leaves.
+	hold, err := ikafka.HoldGroup(ctx, e.client, e.group, e.topic, 2*time.Minute)
+	testenv.Must(t, err, "holding the group")
 
 	r := start(t, e.config(), mustOpenDB(t, e.dsn))
+	// Cleanups run last first: the hold goes before the consumer is stopped, whose Close would
+	// otherwise wait for the held rebalance if the test fails before releasing it.
+	t.Cleanup(func() { _ = hold.Release(context.Background()) })
 	srv := httptest.NewServer(r.p.Handler())
 	t.Cleanup(srv.Close)
 	ready := func() (bool, error) {
@@ -67,30 +40,23 @@ func TestNotReadyUntilPartitionsAreAssigned(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, nil
 	}
-	// The projector is in the group (a second member, the group stable again) and reaches
-	// both dependencies, but the leader gave it nothing.
-	waitFor(t, "the projector to join the group with nothing assigned", 60*time.Second, func() (bool, error) {
+	waitFor(t, "the projector joining, and reaching Kafka and PostgreSQL", 60*time.Second, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		resp, err := e.client.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{e.group}})
 		if err != nil || len(resp.Groups) != 1 {
 			return false, err
 		}
-		g := resp.Groups[0]
-		return g.GroupState == "Stable" && len(g.Members) == 2 && r.p.dbOK.Load() && r.p.kafkaOK.Load(), nil
+		return resp.Groups[0].GroupState == "PreparingRebalance" && r.p.dbOK.Load() && r.p.kafkaOK.Load(), nil
 	})
-	if held.Partitions() != 1 {
-		t.Fatalf("the blocker holds %d partitions, want 1: the test did not set up what it means to", held.Partitions())
-	}
 	if ok, err := ready(); err != nil || ok {
 		t.Fatalf("/readyz answered ready (err %v) while the projector holds no partition", err)
 	}
 
-	// The blocker leaves: the group gives the partition to the projector, which is then ready.
-	closed = true
-	testenv.Must(t, blocker.Close(), "closing the blocker")
-	waitFor(t, "/readyz once the projector holds the partition", 60*time.Second, ready)
-	if n := r.p.assigned.Partitions(); n != 1 {
-		t.Errorf("the projector holds %d partitions, want 1", n)
+	// The silent member leaves: the rebalance completes, the partitions go to the projector.
+	testenv.Must(t, hold.Release(ctx), "releasing the group")
+	waitFor(t, "/readyz once the projector holds partitions", 60*time.Second, ready)
+	if n := r.p.assigned.Partitions(); n != 2 {
+		t.Errorf("the projector holds %d partitions, want 2", n)
 	}
 }
