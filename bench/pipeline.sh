@@ -1,49 +1,144 @@
 #!/usr/bin/env bash
-# End-to-end latency at a steady rate through the real API and every service of 'make up':
-# commit -> Kafka ack (capture's histogram), commit -> summary (order_summary), commit ->
-# partner receipt (partner.receipts). Prints "RESULT key value" lines for bench/run.sh.
+# End-to-end latency through the real API and every service of 'make up': commit -> Kafka ack
+# (capture's histogram), commit -> summary (order_summary), commit -> partner receipt
+# (partner.receipts). Prints "RESULT key value" lines for bench/run.sh.
 #   PIPELINE_RATES="2000 150"  orders/s offered (open loop), one run each; the first run's figures
-#   carry the contract's key names, later ones get an _at_<rate> suffix.  PIPELINE_DURATION=20
+#     carry the contract's key names, later ones get an _at_<rate> suffix.  PIPELINE_DURATION=20
+#   PIPELINE_KNEE_RATES="250 500 750 1000 1250 1500"  the knee sweep, ascending, after those;
+#     PIPELINE_KNEE_DURATION=12 seconds each. The sweep stops after two rates in a row that the
+#     pipeline cannot carry (achieved < 97% of offered, or queues still draining after the load).
+# The knee (RESULT pipeline_knee_orders_per_s) is the highest rate measured, in either list, at
+# which the pipeline carried the offered rate, held every p99 goal (commit -> Kafka <= 25 ms,
+# -> summary <= 100 ms, -> partner <= 250 ms) and no service logged an error in the window.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 RATES=${PIPELINE_RATES:-2000 150}
+KNEE_RATES=${PIPELINE_KNEE_RATES-250 500 750 1000 1250 1500}
 D=${PIPELINE_DURATION:-20}
+KD=${PIPELINE_KNEE_DURATION:-12}
+GOAL_KAFKA=25 GOAL_SUMMARY=100 GOAL_PARTNER=250
+DRAIN_MAX=${PIPELINE_DRAIN_MAX:-3}
 log() { printf '%s\n' "$*" >&2; }
 
 deploy/local/stack.sh up >"$ROOT/.local/log/bench-pipeline-up.log" 2>&1 ||
 	{ tail -n 20 "$ROOT/.local/log/bench-pipeline-up.log" >&2; exit 1; }
 # shellcheck source=/dev/null
 . .local/env
+mkdir -p "$ROOT/.local/bench"
 PSQL=(psql -X -q -tA -v ON_ERROR_STOP=1 "$DATABASE_URL")
+SERVICES=$(deploy/local/stack.sh services)
+
+# The demo at the end of 'make up' timed its order from the API's 201 to the partner's receipt;
+# only meaningful as a start-up figure when this 'make up' started the consumers.
+first=$(sed -n 's/.*first order: 201 -> partner receipt in \([0-9]*\) ms.*/\1/p' "$ROOT/.local/log/bench-pipeline-up.log" | tail -n1)
+echo "RESULT pipeline_first_order_to_partner_ms ${first:-null}"
+grep -q 'deliver: ready on' "$ROOT/.local/log/bench-pipeline-up.log" ||
+	log "pipeline: the services were already running: pipeline_first_order_to_partner_ms is not a start-up figure"
+
 "${PSQL[@]}" -c "INSERT INTO inventory (sku, stock) SELECT 'SKU-' || g, 1000000000 FROM generate_series(1, 1000) g
 	ON CONFLICT (sku) DO UPDATE SET stock = greatest(inventory.stock, 1000000000)"
-measure() { # measure RATE SUFFIX
-	local RATE=$1 sfx=$2
+
+# Log lines of each service from a byte offset on: what it said during a measured window.
+log_mark() { local s; for s in $SERVICES; do printf '%s %s\n' "$s" "$(stat -c %s ".local/log/$s.log" 2>/dev/null || echo 0)"; done; }
+log_count() { # log_count MARKS LEVEL: "service=n ..." for services that logged LEVEL since MARKS
+	local s off n out=""
+	while read -r s off; do
+		n=$(tail -c +"$((off + 1))" ".local/log/$s.log" 2>/dev/null | grep -c "\"level\":\"$2\"" || true)
+		[ "${n:-0}" -gt 0 ] && out+="${out:+ }$s=$n"
+	done <<<"$1"
+	printf '%s' "$out"
+}
+
+# CPU ticks (user + system, cumulative) per part of the stack: each service, Kafka, and
+# PostgreSQL with all its backends. The difference over a window, against the window's length,
+# says who eats the two cores at a given rate.
+cpu_ticks() {
+	local s pid pg
+	for s in $SERVICES kafka; do
+		pid=$(head -n1 ".local/run/$s.pid" 2>/dev/null) || continue
+		printf '%s %s\n' "$s" "$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+	done
+	pg=$(head -n1 .local/run/postgres.pid 2>/dev/null) || return 0
+	printf 'postgres %s\n' "$( (echo "$pg"; pgrep -P "$pg") | while read -r pid; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done | awk '{ n += $1 } END { print n + 0 }')"
+}
+cpu_share() { # cpu_share BEFORE AFTER SECONDS LOADGEN_SECONDS: "name=percent-of-one-core ..."
+	local hz
+	hz=$(getconf CLK_TCK)
+	join <(sort <<<"$1") <(sort <<<"$2") | awk -v hz="$hz" -v t="$3" '{ printf "%s=%.0f%% ", $1, ($3 - $2) / hz / t * 100 }'
+	awk -v l="$4" -v t="$3" 'BEGIN { printf "loadgen=%.0f%%", l / t * 100 }'
+}
+
+# child_cpu: CPU seconds this shell's finished children used so far ('times' must run in this
+# shell, not in a command substitution's subshell, hence the file).
+TIMES="$ROOT/.local/bench/pipeline-times.txt"
+child_cpu() { awk 'NR == 2 { sub(/s/, "", $1); sub(/s/, "", $2); split($1, u, "m"); split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$TIMES"; }
+
+# Where the time goes inside the services: mean of a few histograms over a window (sum and
+# count before and after, every label set added up).
+STAGES="deliver:orderflow_deliver_attempt_duration_seconds partner:orderflow_partner_hook_duration_seconds
+	project:orderflow_projector_batch_phase_seconds:apply project:orderflow_projector_batch_size"
+stage_snap() {
+	local st svc name url f
+	for st in $STAGES; do
+		svc=${st%%:*} name=${st#*:} f=
+		case $name in *:*) f=${name#*:} name=${name%%:*} ;; esac
+		case $svc in deliver) url=$DELIVER_METRICS_URL ;; partner) url=$PARTNER_METRICS_URL ;; project) url=$PROJECT_METRICS_URL ;; esac
+		curl -fsS "$url" 2>/dev/null | awk -v n="$name" -v f="$f" '
+			f != "" && index($1, "\"" f "\"") == 0 { next }
+			index($1, n "_sum") == 1 { s += $2 } index($1, n "_count") == 1 { c += $2 }
+			END { printf "%s%s %s %s\n", n, (f != "" ? "_" f : ""), s + 0, c + 0 }'
+	done
+}
+stage_means() { # stage_means BEFORE AFTER: "name=mean (count)" per histogram
+	join <(sort <<<"$1") <(sort <<<"$2") | awk '{
+		n = $1; sub(/^orderflow_/, "", n); c = $5 - $3; s = $4 - $2
+		if (c <= 0) next
+		if (n ~ /_seconds/) { sub(/_seconds/, "", n); printf "%s=%.1fms(n=%d) ", n, s / c * 1000, c }
+		else printf "%s=%.1f(n=%d) ", n, s / c, c }'
+}
+
+declare -A verdict=()
+measure() { # measure RATE SUFFIX DURATION
+	local RATE=$1 sfx=$2 dur=$3
+	log "pipeline: $(uptime)"
 	t0=$("${PSQL[@]}" -c "SELECT now()")
+	marks=$(log_mark)
 
 	# capture's commit -> ack histogram before and after the run; quantiles from the difference.
 	hist() { curl -fsS "$CAPTURE_METRICS_URL" | grep '^orderflow_capture_commit_to_ack_seconds_bucket' | sed 's/.*le="\([^"]*\)"} \(.*\)/\1 \2/'; }
 	hist >"$ROOT/.local/bench/ack-before.txt"
 
-	log "pipeline: offering $RATE orders/s for ${D}s through the API (open loop, latency from the scheduled time)"
+	log "pipeline: offering $RATE orders/s for ${dur}s through the API (open loop, latency from the scheduled time)"
+	local c0 c1 w0 w1 lg h0 h1
+	times >"$TIMES"; lg=$(child_cpu)
+	c0=$(cpu_ticks); w0=$(date +%s.%N); h0=$(stage_snap)
 	api_json=$(bin/orderflow bench api -api-url "$API_URL" -api-key "$API_KEY" -rate "$RATE" -concurrency 256 \
-		-duration "${D}s" -warmup 2s -skus 1000)
+		-duration "${dur}s" -warmup 2s -skus 1000)
+	c1=$(cpu_ticks); w1=$(date +%s.%N); h1=$(stage_snap)
+	# The load generator's own CPU: what this shell's children used during the load.
+	times >"$TIMES"; lg=$(awk -v a="$lg" -v b="$(child_cpu)" 'BEGIN { print b - a }')
 	field() { printf '%s' "$api_json" | sed -n "s/.*\"$1\":\([0-9.e+-]*\).*/\1/p"; }
 	achieved=$(field per_second)
-
 	log "pipeline: waiting for the read model and the partner to catch up (at most 5 min)"
-	for _ in $(seq 1 300); do
+	local tl drain
+	tl=$(date +%s.%N)
+	# Orders are found by updated_at (indexed; never before created_at): the fulfil callback
+	# bumps it, and the order's summary must reach the order's last version.
+	for _ in $(seq 1 1500); do
 		behind=$("${PSQL[@]}" -c "SELECT
 			(SELECT count(*) FROM orders o LEFT JOIN order_summary s ON s.order_id = o.id
-			  WHERE o.created_at >= '$t0' AND s.version IS DISTINCT FROM o.version)
+			  WHERE o.updated_at >= '$t0' AND o.created_at >= '$t0' AND s.version IS DISTINCT FROM o.version)
 			+ (SELECT count(*) FROM outbox x LEFT JOIN partner.receipts r ON r.webhook_id = x.id::text
 			  WHERE x.created_at >= '$t0' AND x.event_type = 'order.created' AND r.webhook_id IS NULL)")
 		[ "$behind" = 0 ] && break
-		sleep 1
+		sleep 0.2
 	done
+	drain=$(awk -v a="$tl" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 	[ "$behind" = 0 ] || log "pipeline: still $behind behind after 5 min; figures cover what arrived"
 	hist >"$ROOT/.local/bench/ack-after.txt"
+	errs=$(log_count "$marks" ERROR)
+	warns=$(log_count "$marks" WARN)
 
 	# Histogram quantile with linear interpolation inside the bucket, as Prometheus does.
 	ack_q() {
@@ -69,11 +164,28 @@ measure() { # measure RATE SUFFIX
 	s50=$(sql_q 0.5 ms "$summary_src"); s99=$(sql_q 0.99 ms "$summary_src")
 	p50=$(sql_q 0.5 ms "$partner_src"); p99=$(sql_q 0.99 ms "$partner_src")
 
+	# The verdict: carried (>= 97% of offered, and the queues drained within DRAIN_MAX seconds of
+	# the load's end: the partner calls back FulfillDelay (1 s) after a receipt, so the last
+	# orders' summaries reach their final version a little over a second after the load even
+	# when nothing queues), every p99 goal held, no error logged in the window.
+	local carried held clean v
+	carried=$(awk -v a="$achieved" -v r="$RATE" -v d="$drain" -v m="$DRAIN_MAX" 'BEGIN { print (a >= 0.97 * r && d <= m) ? 1 : 0 }')
+	held=$(awk -v k="$k99" -v s="$s99" -v p="$p99" -v gk="$GOAL_KAFKA" -v gs="$GOAL_SUMMARY" -v gp="$GOAL_PARTNER" \
+		'BEGIN { print (k != "null" && s != "null" && p != "null" && k + 0 <= gk && s + 0 <= gs && p + 0 <= gp) ? 1 : 0 }')
+	clean=1; [ -z "$errs" ] || clean=0
+	v="$carried$held$clean"
+	verdict[$RATE]=$v
+
 	log "$(printf '  %-44s %10s %10s\n' "achieved $achieved orders/s (offered $RATE)" "p50 ms" "p99 ms")"
 	log "$(printf '  %-44s %10s %10s\n' "API create-order" "$(field p50_ms)" "$(field p99_ms)")"
 	log "$(printf '  %-44s %10s %10s\n' "commit -> Kafka ack (capture)" "$k50" "$k99")"
 	log "$(printf '  %-44s %10s %10s\n' "commit -> summary (projector)" "$s50" "$s99")"
 	log "$(printf '  %-44s %10s %10s\n' "commit -> partner receipt (deliver)" "$p50" "$p99")"
+	log "  queues drained ${drain}s after the load; carried=$carried goals_held=$held"
+	log "  CPU over the load, % of one core (2 cores = 200%): $(cpu_share "$c0" "$c1" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" "$lg")"
+	log "  inside the services over the load (means): $(stage_means "$h0" "$h1")"
+	[ -z "$warns" ] || log "  warnings logged in the window: $warns"
+	[ -z "$errs" ] || log "  FLAGGED: errors logged in the window: $errs (see .local/log/)"
 
 	echo "RESULT pipeline_offered_orders_per_s$sfx $RATE"
 	echo "RESULT pipeline_orders_per_s$sfx $achieved"
@@ -84,9 +196,29 @@ measure() { # measure RATE SUFFIX
 	echo "RESULT commit_to_summary_p99_ms$sfx $s99"
 	echo "RESULT commit_to_partner_p50_ms$sfx $p50"
 	echo "RESULT commit_to_partner_p99_ms$sfx $p99"
+	echo "RESULT pipeline_drain_s$sfx $drain"
+	echo "RESULT pipeline_log_errors$sfx $(printf '%s' "$errs" | tr ' ' '\n' | awk -F= '{ n += $2 } END { print n + 0 }')"
 }
 
 first=1
 for r in $RATES; do
-	if [ -n "$first" ]; then measure "$r" ""; first=; else measure "$r" "_at_$r"; fi
+	if [ -n "$first" ]; then measure "$r" "" "$D"; first=; else measure "$r" "_at_$r" "$D"; fi
 done
+
+log "pipeline: knee sweep over $KNEE_RATES orders/s, ${KD}s each"
+fails=0
+for r in $KNEE_RATES; do
+	[ -n "${verdict[$r]:-}" ] && continue
+	measure "$r" "_at_$r" "$KD"
+	if [ "${verdict[$r]:0:1}" = 1 ]; then fails=0; else fails=$((fails + 1)); fi
+	[ "$fails" -ge 2 ] && { log "pipeline: two rates in a row not carried; the sweep stops at $r/s"; break; }
+done
+
+knee=0
+for r in "${!verdict[@]}"; do
+	[ "${verdict[$r]}" = 111 ] && [ "$r" -gt "$knee" ] && knee=$r
+done
+log "pipeline: verdicts (carried, goals held, no errors) per offered rate:"
+for r in $(printf '%s\n' "${!verdict[@]}" | sort -n); do log "  $r/s: ${verdict[$r]}"; done
+log "pipeline: knee $knee orders/s"
+echo "RESULT pipeline_knee_orders_per_s $knee"

@@ -23,8 +23,9 @@ type held struct {
 func (s *sender) maxHold() time.Duration { return (s.lease - s.policy.Timeout) / 2 }
 
 // claimState is what the next claim needs: per endpoint, what this process holds (running
-// and queued), and whether a busy endpoint's queue has run low.
-func (s *sender) claimState() (holding map[string]int, running, nQueued int, low bool) {
+// and queued), whether a busy endpoint's queue has run low, and whether any endpoint holds
+// less than perEndpoint + prefetch/2 (short: worth a claim while the database has more).
+func (s *sender) claimState() (holding map[string]int, running, nQueued int, low, short bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	holding = make(map[string]int, len(s.inFlight)+len(s.queued))
@@ -37,7 +38,12 @@ func (s *sender) claimState() (holding map[string]int, running, nQueued int, low
 	for k, q := range s.queued {
 		holding[k] += len(q)
 	}
-	return holding, s.running, s.nQueued, low
+	for _, n := range holding {
+		if n < s.perEndpoint+s.prefetch/2 {
+			short = true
+		}
+	}
+	return holding, s.running, s.nQueued, low, short
 }
 
 // startOrQueue starts a claimed delivery if its endpoint and the pool have a free slot, and

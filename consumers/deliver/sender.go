@@ -34,6 +34,9 @@ type sender struct {
 	perEndpoint int
 	// prefetch is how many claimed deliveries per endpoint may wait for one of its slots, so a
 	// finished attempt starts the next one at once instead of after a claim's round trip.
+	// Twice perEndpoint: the queue is topped up when half of it is left, and that half must
+	// last longer than a claim takes on a busy database (tens of milliseconds), or the slots
+	// run dry while deliveries wait in PostgreSQL.
 	prefetch int
 	poll     time.Duration
 	lease    time.Duration
@@ -79,18 +82,22 @@ func (s *sender) run(ctx context.Context) error {
 	// the loop claims only when a busy endpoint's queue is half empty, or when a quarter of
 	// the pool is free and the last claim was cut short by the pool (more may be due).
 	threshold := max(1, s.workers/4)
-	force, capped := true, false
+	// more: the last claim filled an endpoint's whole allowance, so more deliveries are
+	// probably due (a backlog); once an endpoint's held deliveries fall below perEndpoint +
+	// prefetch/2 the loop claims again without waiting for the intake or the poll. Without a
+	// backlog claims stay driven by the intake's wake-ups, not by every finished attempt.
+	force, capped, more := true, false, false
 	// While the database is away claims fail; they are retried with a capped backoff instead
 	// of at every tick.
 	claimWait := backoff.New(s.poll, 5*time.Second)
 	var claimAfter time.Time
 	for {
 		s.startQueued(ctx, sendCtx, &wg, freed, reports)
-		holding, running, nQueued, low := s.claimState()
+		holding, running, nQueued, low, short := s.claimState()
 		// Held deliveries (running or queued) stay within twice the pool; per endpoint the
 		// claim keeps them within perEndpoint + prefetch.
 		free := 2*s.workers - running - nQueued
-		if free > 0 && (force || running == 0 || low || (capped && s.workers-running >= threshold)) && !s.now().Before(claimAfter) {
+		if free > 0 && (force || running == 0 || low || (more && short) || (capped && s.workers-running >= threshold)) && !s.now().Before(claimAfter) {
 			startBy := s.now().Add(s.maxHold())
 			ds, err := s.store.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: free, PerEndpoint: s.perEndpoint + s.prefetch, InFlight: holding, Lease: s.lease})
 			switch {
@@ -101,7 +108,7 @@ func (s *sender) run(ctx context.Context) error {
 			case err == nil:
 				claimWait.Reset()
 			}
-			capped = len(ds) == free
+			capped, more = len(ds) == free, filled(holding, ds, s.perEndpoint+s.prefetch)
 			for _, d := range ds {
 				s.startOrQueue(ctx, sendCtx, &wg, held{d: d, startBy: startBy}, freed, reports)
 			}
@@ -119,4 +126,19 @@ func (s *sender) run(ctx context.Context) error {
 			force = true
 		}
 	}
+}
+
+// filled reports whether a claim gave some endpoint all it may hold (limit, counting what was
+// held before the claim).
+func filled(before map[string]int, got []orderflow.Delivery, limit int) bool {
+	n := make(map[string]int, len(before))
+	for _, d := range got {
+		n[d.EndpointID]++
+	}
+	for ep, k := range n {
+		if before[ep]+k >= limit {
+			return true
+		}
+	}
+	return false
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -169,16 +168,17 @@ func rejectReason(err error) string {
 	}
 }
 
-// receive stores the receipt and, only when it is new, the work it asks for, in one
-// transaction. The receipt's keys are what make a retried, replayed or repaired webhook
-// harmless: the second INSERT does nothing and no second callback is scheduled.
+// receive stores the receipt and, only when it is new, the work it asks for, atomically. The
+// receipt's keys are what make a retried, replayed or repaired webhook harmless: the second
+// INSERT does nothing and no second callback is scheduled.
+//
+// It is one statement (its own transaction): the receipt, the callback only if the receipt is
+// new (it selects from the receipt's RETURNING), and the injected fault's record. Four round
+// trips (BEGIN, two INSERTs, COMMIT) held a pooled connection for four network waits per
+// webhook; the commit's WAL flush stays (synchronous_commit on): a receipt answered 2xx is
+// durable, or the deliverer would stop sending an event the partner then forgets.
 func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEvent, commitThen500 bool) (hookAnswer, error) {
 	ans := hookAnswer{WebhookID: id}
-	tx, err := p.pool.Begin(ctx)
-	if err != nil {
-		return ans, fmt.Errorf("beginning transaction: %w", err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	var evTime *time.Time
 	if !ev.Time.IsZero() {
 		evTime = &ev.Time
@@ -188,18 +188,10 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 		v32 := int32(v)
 		version = &v32
 	}
-	// Either key makes a webhook a duplicate: its webhook-id (a retry, a replay) or its fact
-	// (subject, type, data.version: a reconcile repair of an event already received, which
-	// carries an id of its own).
-	err = tx.QueryRow(ctx, `INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time, fact_version)
-		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true`, id, ev.Type, ev.Subject, evTime, version).Scan(new(bool))
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		ans.Duplicate = true
-	case err != nil:
-		return ans, fmt.Errorf("inserting receipt: %w", err)
-	}
-	if !ans.Duplicate && ev.Type == orderflow.EventOrderCreated {
+	// The decision is made before we know whether the webhook is new; a duplicate's is
+	// dropped with its callback row.
+	var orderID, action, reason *string
+	if ev.Type == orderflow.EventOrderCreated {
 		o, err := orderflow.OrderFromEvent(ev)
 		if err == nil && orderflow.ValidateText(o.ID, orderflow.MaxIDLength) != "" {
 			err = errors.New("the order id is not storable text")
@@ -208,23 +200,32 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 			// Store the receipt anyway: a retry would not make this event readable.
 			p.log.Warn("order.created without a readable order", "webhook_id", id, "err", err)
 		} else {
-			action, reason := p.decide(o)
-			ans.Action = action
-			if _, err := tx.Exec(ctx, `INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at, traceparent)
-				VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6)`,
-				id, o.ID, action, nullable(orderflow.StorableText(reason, orderflow.MaxReasonLength)), p.cfg.FulfillDelay.Seconds(),
-				nullable(tracing.StringFromContext(ctx))); err != nil {
-				return ans, fmt.Errorf("scheduling callback: %w", err)
-			}
+			a, r := p.decide(o)
+			orderID, action, reason = &o.ID, &a, nullable(orderflow.StorableText(r, orderflow.MaxReasonLength))
 		}
 	}
-	if commitThen500 {
-		if _, err := tx.Exec(ctx, `INSERT INTO partner.faults (webhook_id, kind) VALUES ($1, 'commit_then_500')`, id); err != nil {
-			return ans, fmt.Errorf("recording fault: %w", err)
-		}
+	// Either key makes a webhook a duplicate: its webhook-id (a retry, a replay) or its fact
+	// (subject, type, data.version: a reconcile repair of an event already received, which
+	// carries an id of its own).
+	var inserted int
+	err := p.pool.QueryRow(ctx, `WITH r AS (
+			INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time, fact_version)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING webhook_id),
+		c AS (
+			INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at, traceparent)
+			SELECT webhook_id, $6, $7, $8, now() + make_interval(secs => $9), $11 FROM r WHERE $7::text IS NOT NULL),
+		f AS (
+			INSERT INTO partner.faults (webhook_id, kind) SELECT $1, 'commit_then_500' WHERE $10::boolean)
+		SELECT count(*) FROM r`,
+		id, ev.Type, ev.Subject, evTime, version, orderID, action, reason, p.cfg.FulfillDelay.Seconds(), commitThen500,
+		// The callback continues this request's trace (docs/TRACING.md).
+		nullable(tracing.StringFromContext(ctx))).Scan(&inserted)
+	if err != nil {
+		return ans, fmt.Errorf("storing receipt: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return ans, fmt.Errorf("committing receipt: %w", err)
+	ans.Duplicate = inserted == 0
+	if !ans.Duplicate && action != nil {
+		ans.Action = *action
 	}
 	return ans, nil
 }

@@ -9,6 +9,7 @@
 package partner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,7 +110,17 @@ type Config struct {
 	// Tracer, if set, sees every query the partner runs (the periodic-query benchmark records
 	// them to EXPLAIN them).
 	Tracer pgx.QueryTracer
+	// MaxConns bounds the database pool (default DefaultMaxConns); pool_max_conns in
+	// DatabaseURL wins over both.
+	MaxConns int32
 }
+
+// DefaultMaxConns is the partner's default pool size. Every webhook holds a connection for its
+// receipt's statement and every callback for its outcome's: pgx's own default (4 on two
+// cores) made webhooks queue behind each other and behind callbacks long before PostgreSQL
+// was busy. It matches the deliverer's default slots per endpoint, so a deliverer at full
+// concurrency never waits for the pool.
+const DefaultMaxConns = 32
 
 // Defaults of the callback retries.
 const (
@@ -210,6 +222,9 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	}
 	if cfg.Tracer != nil {
 		pcfg.ConnConfig.Tracer = cfg.Tracer
+	}
+	if !strings.Contains(cfg.DatabaseURL, "pool_max_conns") {
+		pcfg.MaxConns = cmp.Or(cfg.MaxConns, DefaultMaxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {

@@ -59,8 +59,12 @@ func (p *Projector) watchHealth(ctx context.Context) {
 	}
 }
 
-// Ready reports whether the last checks reached both the database and Kafka.
-func (p *Projector) Ready() bool { return p.dbOK.Load() && p.kafkaOK.Load() }
+// Ready reports whether the last checks reached both the database and Kafka and the group has
+// given this projector partitions: before that, an order committed now would wait for the
+// group's join, so the projector is not yet doing its job.
+func (p *Projector) Ready() bool {
+	return p.dbOK.Load() && p.kafkaOK.Load() && p.assigned.Partitions() > 0
+}
 
 func (p *Projector) dependencyUp(dep string) bool {
 	if dep == dependencyKafka {
@@ -72,10 +76,11 @@ func (p *Projector) dependencyUp(dep string) bool {
 var (
 	errDatabaseAway = errors.New("database unavailable; retrying")
 	errKafkaAway    = errors.New("kafka unavailable; retrying")
+	errUnassigned   = errors.New("no partitions assigned yet (joining the consumer group)")
 )
 
 // Handler serves /healthz (the process is up), /readyz (the last checks reached PostgreSQL
-// and Kafka) and /metrics.
+// and Kafka, and the group gave this projector partitions) and /metrics.
 func (p *Projector) Handler() http.Handler {
 	return httpserver.OpsHandler(p.metrics.registry, func(context.Context) error {
 		// /readyz says what is away, not the driver's error, which may name hosts and users.
@@ -84,6 +89,8 @@ func (p *Projector) Handler() http.Handler {
 			return errDatabaseAway
 		case !p.kafkaOK.Load():
 			return errKafkaAway
+		case p.assigned.Partitions() == 0:
+			return errUnassigned
 		}
 		return nil
 	}, nil)

@@ -129,6 +129,8 @@ type Projector struct {
 	probe   *kafka.Probe
 	dbOK    atomic.Bool
 	kafkaOK atomic.Bool
+	// assigned counts the partitions the group gave this projector.
+	assigned kafka.Assignment
 }
 
 // New returns a projector that writes to store.
@@ -186,7 +188,8 @@ func (p *Projector) Run(ctx context.Context) error {
 		Topic:             p.cfg.Topic,
 		MinBytes:          1,
 		MaxBytes:          16 << 20,
-		MaxWait:           250 * time.Millisecond,
+		MaxWait:           kafka.ReaderMaxWait,
+		JoinGroupBackoff:  kafka.JoinGroupBackoff,
 		StartOffset:       kafkago.FirstOffset,  // a new group builds the model from the beginning
 		CommitInterval:    p.cfg.CommitInterval, // flushed on Close and on every rebalance too
 		HeartbeatInterval: time.Second,
@@ -197,6 +200,8 @@ func (p *Projector) Run(ctx context.Context) error {
 		// Partitions added to the topic later are picked up by a rebalance.
 		WatchPartitionChanges:  true,
 		PartitionWatchInterval: 10 * time.Second,
+		// Readiness waits for the first assignment (Ready).
+		Logger: p.assigned.Logger(nil),
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
 			p.log.Warn("kafka reader", "msg", fmt.Sprintf(msg, args...))
 		}),

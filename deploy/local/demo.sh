@@ -28,6 +28,8 @@ done
 echo "== demo: create an order (Idempotency-Key demo-$run_id-1)"
 body='{"customer_id": "cust-42", "currency": "EUR", "items": [{"sku": "DEMO-MUG", "quantity": 2, "unit_price_cents": 1450}, {"sku": "DEMO-TEE", "quantity": 1, "unit_price_cents": 2200}]}'
 s=$(call POST /v1/orders "$API_KEY" "$body" "demo-$run_id-1")
+# When the 201 came back: the start-up figure below times the order from here to the partner.
+answered_at=$(date +%s.%N)
 show "$s"; expect 201 "$s"
 order_id=$(sed -n 's/.*"id":"\([^"]*\)".*/\1/p' "$ROOT/.local/demo.body")
 
@@ -58,6 +60,10 @@ for _ in $(seq 1 150); do
 done
 show "$s"
 [ -n "$fulfilled" ] || { echo "demo: order $order_id not fulfilled within 15 s (see .local/log/deliver.log and partner.log)" >&2; exit 1; }
+# The first order after 'make up' must not wait for the consumers to join their groups
+# (docs/BENCHMARKS.md, bench/pipeline.sh reads this line): the API's 201 to the partner's receipt.
+printf '  first order: 201 -> partner receipt in %s ms\n' "$("${PSQL[@]}" -tAc "SELECT round(extract(epoch FROM received_at) * 1000 - $answered_at * 1000)
+	FROM partner.receipts WHERE subject = '$order_id' AND event_type = 'order.created'")"
 "${PSQL[@]}" -c "SELECT d.event_type, d.state AS delivery, d.attempts, r.received_at - r.event_time AS commit_to_partner, c.action, c.state AS callback
 	FROM webhook_deliveries d JOIN partner.receipts r ON r.webhook_id = d.event_id LEFT JOIN partner.callbacks c ON c.webhook_id = d.event_id
 	WHERE d.subject = '$order_id'"
