@@ -21,6 +21,18 @@ GOAL_KAFKA=25 GOAL_SUMMARY=100 GOAL_PARTNER=250
 DRAIN_MAX=${PIPELINE_DRAIN_MAX:-3}
 log() { printf '%s\n' "$*" >&2; }
 
+# Stop, at the end, the services this section started: left running after make bench stopped
+# PostgreSQL and Kafka, they retried and logged errors, and their CPU skewed whatever ran next.
+started_services=()
+for s in $(deploy/local/stack.sh services); do
+	deploy/local/stack.sh running "$s" || started_services+=("$s")
+done
+stop_started_services() {
+	for ((i = ${#started_services[@]} - 1; i >= 0; i--)); do
+		deploy/local/stack.sh stop "${started_services[$i]}" >/dev/null 2>&1 || true
+	done
+}
+trap stop_started_services EXIT
 deploy/local/stack.sh up >"$ROOT/.local/log/bench-pipeline-up.log" 2>&1 ||
 	{ tail -n 20 "$ROOT/.local/log/bench-pipeline-up.log" >&2; exit 1; }
 # shellcheck source=/dev/null
