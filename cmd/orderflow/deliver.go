@@ -19,6 +19,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL (env DATABASE_URL)")
 	brokers := fs.String("kafka-brokers", getenv("KAFKA_BROKERS"), "comma-separated Kafka brokers (env KAFKA_BROKERS)")
+	pprofAddr := pprofFlag(fs, getenv)
 	httpAddr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18083"), "address for /healthz, /readyz and /metrics (env HTTP_ADDR)")
 	topic := fs.String("topic", envOr(getenv, "DELIVER_TOPIC", orderflow.Topic(orderflow.AggregateOrder)), "topic to deliver from (env DELIVER_TOPIC)")
 	group := fs.String("group", envOr(getenv, "DELIVER_GROUP", "orderflow-deliver"), "Kafka consumer group (env DELIVER_GROUP)")
@@ -94,6 +95,7 @@ func runDeliver(ctx context.Context, args []string, getenv func(string) string, 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return svc.Run(gctx) })
 	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, svc.Handler(), log, nil) })
+	g.Go(func() error { return servePprof(gctx, *pprofAddr, log) })
 	err = g.Wait()
 	log.Info("stopped", "err", err)
 	return err

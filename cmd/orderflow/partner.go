@@ -9,12 +9,15 @@ import (
 
 	"orderflow/consumers/partner"
 	"orderflow/internal/retention"
+
+	"golang.org/x/sync/errgroup"
 )
 
 func runPartner(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("partner", stderr)
 	env := newEnvDefaults(getenv)
 	dbURL := fs.String("database-url", getenv("DATABASE_URL"), "PostgreSQL URL; the partner keeps its tables in schema partner (env DATABASE_URL)")
+	pprofAddr := pprofFlag(fs, getenv)
 	addr := fs.String("http-addr", envOr(getenv, "HTTP_ADDR", "127.0.0.1:18084"), "listen address for /partner-hook, /healthz, /readyz, /metrics (env HTTP_ADDR)")
 	secrets := fs.String("webhook-secret", getenv("WEBHOOK_SECRET"), "the endpoint's whsec_ secret; during a rotation both, comma-separated (env WEBHOOK_SECRET)")
 	apiURL := fs.String("api-url", getenv("API_URL"), "orderflow API for the callbacks (env API_URL)")
@@ -86,7 +89,14 @@ func runPartner(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer p.Close()
-	err = p.Run(ctx)
+	if *pprofAddr == "" {
+		err = p.Run(ctx)
+	} else {
+		g, gctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return p.Run(gctx) })
+		g.Go(func() error { return servePprof(gctx, *pprofAddr, log) })
+		err = g.Wait()
+	}
 	log.Info("stopped", "err", err)
 	return err
 }
