@@ -195,6 +195,12 @@ func New(cfg Config, store Store) (*Service, error) {
 		MaxBytes:         10 << 20,
 		MaxWait:          kafka.ReaderMaxWait,
 		JoinGroupBackoff: kafka.JoinGroupBackoff,
+		// A killed deliverer's partitions go to its replacement only when the coordinator
+		// gives up on the dead member: kafka-go's 30 s default kept a restarted deliverer
+		// unready (it is ready only with partitions) past make drill's 30 s start wait. The
+		// projector's 10 s; the broker's minimum is 6 s.
+		SessionTimeout:   10 * time.Second,
+		RebalanceTimeout: 10 * time.Second,
 		StartOffset:      kafkago.FirstOffset,
 		// Offsets are committed in the background every CommitInterval (and on every
 		// rebalance and on Close). Only offsets of records whose deliveries are already in
