@@ -1,10 +1,6 @@
 package orderflow
 
-import (
-	"crypto/sha1"
-	"encoding/hex"
-	"strconv"
-)
+import "strconv"
 
 // repairNamespace is the UUIDv5 namespace of repair event ids
 // (5b0f4bfc-7c4f-4d59-9f6e-0b3e6a1c1c57). It never changes: changing it would give every fact a
@@ -21,22 +17,5 @@ var repairNamespace = [16]byte{0x5b, 0x0f, 0x4b, 0xfc, 0x7c, 0x4f, 0x4d, 0x59, 0
 // sends a second event of one fact to an endpoint, the mock partner acts once per fact. See
 // docs/RECONCILE.md.
 func RepairEventID(orderID string, version int, eventType string) string {
-	h := sha1.New()
-	h.Write(repairNamespace[:])
-	h.Write([]byte(orderID + "/" + strconv.Itoa(version) + "/" + eventType))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50 // version 5
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return uuidV5(repairNamespace, []byte(orderID+"/"+strconv.Itoa(version)+"/"+eventType))
 }

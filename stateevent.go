@@ -34,14 +34,19 @@ func StateEventID(orderID string, version int, eventType string) string {
 	if isUUIDText(orderID) {
 		orderID = strings.ToLower(orderID)
 	}
-	h := sha1.New()
-	h.Write(stateEventNamespace[:])
 	name := make([]byte, 0, len(orderID)+len(eventType)+12)
 	name = append(name, orderID...)
 	name = append(name, '\n')
 	name = strconv.AppendInt(name, int64(version), 10)
 	name = append(name, '\n')
 	name = append(name, eventType...)
+	return uuidV5(stateEventNamespace, name)
+}
+
+// uuidV5 is the RFC 9562 version-5 UUID of name in namespace ns, in its text form.
+func uuidV5(ns [16]byte, name []byte) string {
+	h := sha1.New()
+	h.Write(ns[:])
 	h.Write(name)
 	var u [16]byte
 	copy(u[:], h.Sum(nil))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,24 +13,8 @@ import (
 // cpuSeconds is the user+system CPU time a process used so far, from /proc/PID/stat; 0 if
 // it cannot be read.
 func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; fields after its closing parenthesis are
-	// fixed: utime and stime are the 12th and 13th from there.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (u + st) / clockTicks
+	t, _ := procCPU(pid, false)
+	return t
 }
 
 // kafkaPID is the local broker's pid (deploy/local/stack.sh writes it), 0 if unknown: the
@@ -42,12 +24,7 @@ func kafkaPID() int {
 	if path == "" {
 		path = ".local/run/kafka.pid"
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	return n
+	return pidFile(path)
 }
 
 // cpuWatch measures the CPU seconds the walsender serving a slot, the broker and (if set)

@@ -21,7 +21,7 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	keyTTL := fs.Duration("idempotency-ttl", 24*time.Hour, "how long an Idempotency-Key is remembered")
 	purgeEvery := fs.Duration("idempotency-purge-every", time.Minute, "how often expired keys are deleted")
 	opsAddr := fs.String("ops-addr", envOr(getenv, "OPS_ADDR", "127.0.0.1:18086"), "listen address for /metrics, /healthz and /readyz, kept off the public listener; empty serves no metrics (env OPS_ADDR)")
-	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address, for profiling; off when empty (env PPROF_ADDR)")
+	pprofAddr := pprofFlag(fs, getenv)
 	hooks := addWebhookFlags(fs, getenv)
 	env := newEnvDefaults(getenv)
 	rate := fs.Float64("rate-limit", env.Float("API_RATE_LIMIT", api.DefaultRateLimit), "requests per second one client may make, all its keys together; 0 for no limit (env API_RATE_LIMIT)")
@@ -98,11 +98,7 @@ func runAPI(ctx context.Context, args []string, getenv func(string) string, stdo
 	} else {
 		log.Warn("no ops listener (-ops-addr): /metrics is not served")
 	}
-	if *pprofAddr != "" {
-		g.Go(func() error {
-			return httpserver.Serve(ctx, *pprofAddr, pprofHandler(), log.With("server", "pprof"), nil)
-		})
-	}
+	g.Go(func() error { return servePprof(ctx, *pprofAddr, log) })
 	err = g.Wait()
 	log.Info("stopped", "err", err)
 	return err

@@ -38,7 +38,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
-	pprofAddr := fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address (e.g. 127.0.0.1:6061), for profiling; off when empty (env PPROF_ADDR)")
+	pprofAddr := pprofFlag(fs, getenv)
 	kafkaSec := addKafkaFlags(fs, env, getenv)
 	if err := env.err(); err != nil {
 		return err
@@ -112,10 +112,6 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		g.Go(func() error { return r.Run(gctx) })
 	}
 	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, c.Handler(), log, nil) })
-	if *pprofAddr != "" {
-		g.Go(func() error {
-			return httpserver.Serve(gctx, *pprofAddr, pprofHandler(), log.With("server", "pprof"), nil)
-		})
-	}
+	g.Go(func() error { return servePprof(gctx, *pprofAddr, log) })
 	return g.Wait()
 }

@@ -21,8 +21,7 @@ func pprofHandler() http.Handler {
 	return mux
 }
 
-// pprofFlag declares a consumer's -pprof-addr: the pipeline benchmark found a deliverer adding
-// 0.7 s that nobody could profile.
+// pprofFlag declares a service's -pprof-addr (api, capture, project, deliver, partner).
 func pprofFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	return fs.String("pprof-addr", getenv("PPROF_ADDR"), "serve /debug/pprof on this separate address (e.g. 127.0.0.1:6062), for profiling; off when empty (env PPROF_ADDR)")
 }
