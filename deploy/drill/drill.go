@@ -177,14 +177,20 @@ func (d *drill) stack(ctx context.Context, args ...string) {
 	}
 }
 
-func (d *drill) kill9(name string) {
+// pid is the pid in NAME's pid file, 0 if there is none.
+func (d *drill) pid(name string) int {
 	b, err := os.ReadFile(d.cfg.root + "/.local/run/" + name + ".pid")
 	if err != nil {
-		d.logf("fault: %s has no pid file", name)
-		return
+		return 0
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid
+}
+
+func (d *drill) kill9(name string) {
+	pid := d.pid(name)
 	if pid <= 0 {
+		d.logf("fault: %s has no pid file", name)
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -213,9 +219,21 @@ func (d *drill) injectFaults(ctx context.Context) {
 	var schedule []fault
 	killAndRestart := func(svc string) fault {
 		return fault{"kill -9 " + svc, func(ctx context.Context) {
+			killed := d.pid(svc)
 			d.kill9(svc)
 			time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
-			d.stack(ctx, "start", svc)
+			// Restart what this fault killed, until it is a new process: a clean-clone run
+			// once saw stack.sh take the killed deliverer for a running one ("deliver:
+			// running" with the killed pid), and the drill then waited for a pipeline
+			// without a deliverer.
+			for range 20 {
+				d.stack(ctx, "start", svc)
+				if p := d.pid(svc); p != killed || ctx.Err() != nil {
+					return
+				}
+				d.logf("fault: %s still shows the killed pid %d; starting it again", svc, killed)
+				time.Sleep(500 * time.Millisecond)
+			}
 		}}
 	}
 	for range 10 {
