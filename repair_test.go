@@ -27,3 +27,12 @@ func TestRepairEventIDIsAUUIDv5(t *testing.T) {
 		t.Fatalf("RepairEventID = %s, want %s", got, want)
 	}
 }
+
+// A repair id is published at most once ever, so its derivation may never change: the value
+// below is Python's uuid.uuid5(UUID("5b0f4bfc-7c4f-4d59-9f6e-0b3e6a1c1c57"),
+// "5f2c1c9e-0000-4000-8000-000000000001/2/order.fulfilled"), computed outside this code.
+func TestRepairEventIDIsPinned(t *testing.T) {
+	if got := RepairEventID("5f2c1c9e-0000-4000-8000-000000000001", 2, EventOrderFulfilled); got != "a1f840c5-a736-5f67-a350-ea459165b6d0" {
+		t.Errorf("RepairEventID = %s, want a1f840c5-a736-5f67-a350-ea459165b6d0", got)
+	}
+}
