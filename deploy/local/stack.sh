@@ -127,8 +127,11 @@ pid_alive() { # pid_alive PID: a running process, not a zombie
 	kill -0 "$1" 2>/dev/null || return 1
 	# A killed service whose parent does not reap it lingers as a zombie, which kill -0 still
 	# reports: read its state, or 'make up' would take a dead service for a running one.
+	# An empty state means the process was reaped between kill -0 and this read (a zombie that
+	# init collected just then): gone, not running. Taking "" for alive once let a drill's
+	# restart of a killed deliverer answer "running" with the dead pid.
 	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-	[ "$state" != Z ] && [ "$state" != X ]
+	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 alive() { # alive NAME: the pid in .local/run/NAME.pid is a running process
