@@ -101,6 +101,7 @@ child_cpu() { awk 'NR == 2 { sub(/s/, "", $1); sub(/s/, "", $2); split($1, u, "m
 # Where the time goes inside the services: mean of a few histograms over a window (sum and
 # count before and after, every label set added up).
 STAGES="deliver:orderflow_deliver_attempt_duration_seconds partner:orderflow_partner_hook_duration_seconds
+	partner:orderflow_partner_receipt_batch_size
 	project:orderflow_projector_batch_phase_seconds:apply project:orderflow_projector_batch_size"
 stage_snap() {
 	local st svc name url f

@@ -145,6 +145,8 @@ type Partner struct {
 	dbOK  atomic.Bool
 	apiOK atomic.Bool
 	purge *retention.Purger
+	// receipts groups the receipts of concurrent webhooks into one statement.
+	receipts receiptQueue
 
 	stop     chan struct{}
 	stopOnce sync.Once
