@@ -173,12 +173,12 @@ func rejectReason(err error) string {
 // INSERT does nothing and no second callback is scheduled.
 //
 // It is one statement (its own transaction): the receipt, the callback only if the receipt is
-// new (it selects from the receipt's RETURNING), and the injected fault's record. Four round
-// trips (BEGIN, two INSERTs, COMMIT) held a pooled connection for four network waits per
-// webhook; the commit's WAL flush stays (synchronous_commit on): a receipt answered 2xx is
-// durable, or the deliverer would stop sending an event the partner then forgets.
+// new (it selects from the receipt's RETURNING), and the injected fault's record; webhooks
+// that arrive together share it (receipts.go). Four round trips (BEGIN, two INSERTs, COMMIT)
+// held a pooled connection for four network waits per webhook; the commit's WAL flush stays
+// (synchronous_commit on): a receipt answered 2xx is durable, or the deliverer would stop
+// sending an event the partner then forgets.
 func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEvent, commitThen500 bool) (hookAnswer, error) {
-	ans := hookAnswer{WebhookID: id}
 	var evTime *time.Time
 	if !ev.Time.IsZero() {
 		evTime = &ev.Time
@@ -204,30 +204,11 @@ func (p *Partner) receive(ctx context.Context, id string, ev *orderflow.CloudEve
 			orderID, action, reason = &o.ID, &a, nullable(orderflow.StorableText(r, orderflow.MaxReasonLength))
 		}
 	}
-	// Either key makes a webhook a duplicate: its webhook-id (a retry, a replay) or its fact
-	// (subject, type, data.version: a reconcile repair of an event already received, which
-	// carries an id of its own).
-	var inserted int
-	err := p.pool.QueryRow(ctx, `WITH r AS (
-			INSERT INTO partner.receipts (webhook_id, event_type, subject, event_time, fact_version)
-			VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING webhook_id),
-		c AS (
-			INSERT INTO partner.callbacks (webhook_id, order_id, action, reason, due_at, traceparent)
-			SELECT webhook_id, $6, $7, $8, now() + make_interval(secs => $9), $11 FROM r WHERE $7::text IS NOT NULL),
-		f AS (
-			INSERT INTO partner.faults (webhook_id, kind) SELECT $1, 'commit_then_500' WHERE $10::boolean)
-		SELECT count(*) FROM r`,
-		id, ev.Type, ev.Subject, evTime, version, orderID, action, reason, p.cfg.FulfillDelay.Seconds(), commitThen500,
+	// The statement (receipts.go) is shared with the webhooks that arrive meanwhile.
+	return p.receipts.store(ctx, receiptRow{id: id, eventType: ev.Type, subject: ev.Subject, eventTime: evTime, version: version,
+		orderID: orderID, action: action, reason: reason, commitThen500: commitThen500,
 		// The callback continues this request's trace (docs/TRACING.md).
-		nullable(tracing.StringFromContext(ctx))).Scan(&inserted)
-	if err != nil {
-		return ans, fmt.Errorf("storing receipt: %w", err)
-	}
-	ans.Duplicate = inserted == 0
-	if !ans.Duplicate && action != nil {
-		ans.Action = *action
-	}
-	return ans, nil
+		traceParent: nullable(tracing.StringFromContext(ctx))}, p.writeReceipts)
 }
 
 // decide is the partner's business rule: it cannot supply SKUs it does not carry, and it

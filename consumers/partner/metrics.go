@@ -18,6 +18,7 @@ type metrics struct {
 	pendingCallbacks prometheus.Gauge
 	failedCallbacks  prometheus.Gauge
 	deadLetters      prometheus.Counter
+	receiptBatch     prometheus.Histogram
 }
 
 // Dependencies, the label of orderflow_partner_dependency_up.
@@ -57,12 +58,16 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		failedCallbacks: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "orderflow_partner_callbacks_failed", Help: "Callbacks that failed for good and wait in the replayable list (POST /admin/callbacks/failed/replay).",
 		}),
+		receiptBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "orderflow_partner_receipt_batch_size", Help: "Receipts written per statement: webhooks that arrive together share one.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_partner_dead_letters_total", Help: "Verified webhooks whose values the database refused, kept in partner.dead_letters and acknowledged.",
 		}),
 	}
 	httpserver.RegisterDependencyUp(reg, "partner", "1 while the last contact with the dependency (postgres, api) worked, 0 while it is away; the partner keeps running and retries either way.", up, dependencyPostgres, dependencyAPI)
-	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.failedCallbacks, m.deadLetters,
+	reg.MustRegister(m.hookDuration, m.receipts, m.rejected, m.faults, m.callbacks, m.pendingCallbacks, m.failedCallbacks, m.deadLetters, m.receiptBatch,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

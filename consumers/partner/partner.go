@@ -145,6 +145,8 @@ type Partner struct {
 	dbOK  atomic.Bool
 	apiOK atomic.Bool
 	purge *retention.Purger
+	// receipts groups the receipts of concurrent webhooks into one statement.
+	receipts receiptQueue
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -231,7 +233,7 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 		return nil, fmt.Errorf("partner: opening database pool: %w", err)
 	}
 	reg := prometheus.NewRegistry()
-	p := &Partner{cfg: cfg, pool: pool, client: &http.Client{Timeout: cfg.CallbackTimeout}, log: cfg.Logger,
+	p := &Partner{cfg: cfg, pool: pool, client: callbackClient(cfg.CallbackTimeout), log: cfg.Logger,
 		reg: reg, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	p.m = newMetrics(reg, p.dependencyUp)
 	purger, err := retention.New("orderflow_partner", reg, retention.Config{Batch: cfg.PurgeBatch, Logger: cfg.Logger}, p.RetentionRules()...)
@@ -245,6 +247,18 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 	f := cfg.Faults
 	p.faults.Store(&f)
 	return p, nil
+}
+
+// callbackClient is the HTTP client of the callbacks. http.DefaultTransport keeps two idle
+// connections per host, and a batch makes up to callbackBatch calls at once: at 350 orders/s
+// the partner dialed a new connection for most calls (12% of its CPU in dialing, and an
+// accept, a goroutine and a TIME_WAIT socket on the API's side for each). Keeping a batch's
+// worth idle lets every call reuse one.
+func callbackClient(timeout time.Duration) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = callbackBatch
+	tr.MaxIdleConns = 2 * callbackBatch
+	return &http.Client{Timeout: timeout, Transport: tr}
 }
 
 // SetFaults changes the injected faults while the partner runs (drills switch them on and off).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +108,71 @@ func TestARepairOfAReceivedFactIsADuplicate(t *testing.T) {
 	}
 	if n := api.callsFor(order); n != 1 {
 		t.Errorf("%d callbacks for the order, want 1", n)
+	}
+}
+
+// Webhooks that arrive together share one receipt statement (receipts.go). Sent all at once,
+// each three times and once more as a repair (another webhook-id, the same fact), every order
+// still gets exactly one receipt and one callback, and every request is answered 200 only
+// with its receipt stored.
+func TestConcurrentWebhooksAndTheirDuplicatesActOncePerOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api := newFakeAPI(t, nil)
+	cfg := e.partnerConfig()
+	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
+	p, err := partner.New(context.Background(), cfg)
+	testenv.Must(t, err, "creating partner")
+	t.Cleanup(p.Close)
+	testenv.Start(t, "partner", p.Run)
+	base := "http://" + e.addr
+	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
+
+	type hook struct {
+		id   string
+		body []byte
+	}
+	var hooks []hook
+	var orders []string
+	for range 40 {
+		order := uuid.NewString()
+		id, body := hookEvent(order)
+		repairID := orderflow.RepairEventID(order, 1, orderflow.EventOrderCreated)
+		hooks = append(hooks, hook{id, body}, hook{id, body}, hook{id, body},
+			hook{repairID, []byte(strings.Replace(string(body), id, repairID, 1))})
+		orders = append(orders, order)
+	}
+	start := make(chan struct{})
+	statuses := make([]int, len(hooks))
+	var wg sync.WaitGroup
+	for i, h := range hooks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			statuses[i] = postHook(t, base, e.secret, h.id, h.body)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, st := range statuses {
+		if st != 200 {
+			t.Errorf("webhook %s answered %d, want 200", hooks[i].id, st)
+		}
+	}
+	for _, o := range orders {
+		eventually(t, "the callback of every order", 30*time.Second, func() bool { return api.callsFor(o) == 1 })
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := e.count(`SELECT count(*) FROM partner.receipts`); n != int64(len(orders)) {
+		t.Errorf("%d receipts, want one per order (%d)", n, len(orders))
+	}
+	if n := e.count(`SELECT count(*) FROM partner.callbacks`); n != int64(len(orders)) {
+		t.Errorf("%d callbacks, want one per order (%d)", n, len(orders))
+	}
+	for _, o := range orders {
+		if n := api.callsFor(o); n != 1 {
+			t.Errorf("order %s called back %d times, want 1", o, n)
+		}
 	}
 }

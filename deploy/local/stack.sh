@@ -584,6 +584,15 @@ service_db_url() {
 # service_env NAME: settings one service gets beyond the common ones. The deliverer consumes
 # through the broker's SASL_SSL listener.
 service_env() {
+	# ORDERFLOW_PPROF_PORT=P serves Go's profiles of the consumers on P (project), P+1 (deliver)
+	# and P+2 (partner), on a listener of their own (docs/BENCHMARKS.md "Profiling a service").
+	if [ -n "${ORDERFLOW_PPROF_PORT:-}" ]; then
+		case $1 in
+		project) echo "PPROF_ADDR=127.0.0.1:$ORDERFLOW_PPROF_PORT" ;;
+		deliver) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 1))" ;;
+		partner) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 2))" ;;
+		esac
+	fi
 	case $1 in
 	deliver)
 		# Only node 1 has the SASL_SSL listener, and a client that bootstraps through it sees
