@@ -27,7 +27,7 @@ APILOG="$ROOT/.local/log/bench-api.log"
 log() { printf '%s\n' "$*" >&2; }
 psql_bench() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$BENCH_URL" "$@"; }
 
-log "api: fresh database orderflow_bench, $SKUS SKUs, $C clients, ${D}s per side, $ROUNDS rounds"
+log "api: fresh database orderflow_bench, $SKUS SKUs, $C clients, ${D}s per side, $ROUNDS rounds, ${BENCH_BASE_ORDERS:-100000} orders before each side"
 "$PGBIN/psql" -X -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS orderflow_bench WITH (FORCE)" -c "CREATE DATABASE orderflow_bench"
 bin/orderflow migrate -database-url "$BENCH_URL" >/dev/null
 psql_bench <<SQL
@@ -35,11 +35,24 @@ INSERT INTO api_clients (id, name, key_sha256) VALUES ('bench', 'benchmark', sha
 INSERT INTO inventory (sku, stock) SELECT 'SKU-' || g, 1000000000 FROM generate_series(1, $SKUS) g;
 SQL
 
-# fresh: the state each side starts from, the same for both: no orders, keys or events, no
-# reservations, statistics and visibility up to date, no dirty pages from the side before.
+# fresh: the state each side starts from, the same for both: no keys or events, no
+# reservations, statistics and visibility up to date, no dirty pages from the side before, and
+# BASE_ORDERS older orders of another client. Not an empty orders table: each order_items
+# insert checks its foreign key with a cached plan per backend, and a backend whose plan was
+# made while orders had a page or two keeps a sequential scan of orders for the whole side
+# (the statistics of a vacuumed empty table say so), reading every order written so far for
+# every order it writes. Which backends got that plan, and on which side, was chance: measured
+# on empty tables (issue 13), four sides made 441 to 5,823 such scans reading 1.2 to 78.5 M
+# rows, at 0.51 to 0.76 ms of PostgreSQL CPU per order; from 100,000 orders, four sides made
+# none, at 0.54 to 0.60 ms, API and pgbench alike. Every check is then an index probe.
+BASE_ORDERS=${BENCH_BASE_ORDERS:-100000}
 fresh() {
-	psql_bench -c "TRUNCATE orders, order_items, outbox, idempotency_keys" -c "UPDATE inventory SET reserved = 0" \
-		-c "VACUUM ANALYZE" -c "CHECKPOINT"
+	psql_bench -c "TRUNCATE orders, order_items, outbox, idempotency_keys" \
+		-c "INSERT INTO orders (id, client_id, customer_id, currency, status, total_cents, version, created_at, updated_at, customer_tier)
+			SELECT (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint - 86400000 + g), 12, '0') || substr(md5(g::text), 13))::uuid,
+				'seed', 'cust-' || (g % 100000), 'EUR', 'fulfilled', 1250, 2, now() - interval '1 day', now() - interval '1 day', 'standard'
+			FROM generate_series(1, $BASE_ORDERS) g" \
+		-c "UPDATE inventory SET reserved = 0" -c "VACUUM ANALYZE" -c "CHECKPOINT"
 }
 
 # CPU time, in clock ticks, of PostgreSQL (the postmaster, its live children and the children
@@ -62,7 +75,10 @@ pg_ticks() {
 settle() { sleep 1; }
 proc_ticks() { local f; read -r -a f <"/proc/$1/stat"; echo $((f[13] + f[14])); }
 child_ticks() { local f; read -r -a f <"/proc/$$/stat"; echo $((f[15] + f[16])); }
-orders() { psql_bench -Atc "SELECT count(*) FROM orders"; }
+orders() { psql_bench -Atc "SELECT count(*) FROM orders WHERE client_id = 'bench'"; }
+# Sequential scans of orders (read before orders(), which makes one): none is expected during
+# a side; any is a foreign-key check gone to a sequential plan, and the side's CPU is suspect.
+seq_scans() { psql_bench -Atc "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'orders'"; }
 per_order() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN { printf "%.3f", (n > 0 ? t / hz * 1000 / n : 0) }'; }
 
 # The API as the bench runs it: per-client rate limit far above what one client sends here
@@ -84,16 +100,17 @@ load() { # load ARGS...: one run of the load generator, its JSON on stdout
 }
 field() { printf '%s' "$1" | sed -n "s/.*\"$2\":\([0-9.e+-]*\).*/\1/p"; }
 
-api_rates=() api_p50s=() api_p99s=() pg_tpss=() ratios=() api_errs=0
+api_rates=() api_p50s=() api_p99s=() pg_tpss=() ratios=() api_errs=0 scans=0
 api_cpu=() api_cpu_pg=() api_cpu_srv=() api_cpu_cli=() pg_cpu=() pg_cpu_pg=() pg_cpu_cli=()
 for r in $(seq 1 "$ROUNDS"); do
 	fresh
 	log "api: round $r/$ROUNDS, API ($C clients, ${D}s)   $(uptime)"
-	p0=$(pg_ticks) s0=$(proc_ticks "$api_pid") c0=$(child_ticks)
+	q0=$(seq_scans) p0=$(pg_ticks) s0=$(proc_ticks "$api_pid") c0=$(child_ticks)
 	j=$(GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} load -concurrency "$C" -duration "${D}s")
 	s1=$(proc_ticks "$api_pid") c1=$(child_ticks)
 	settle
 	p1=$(pg_ticks)
+	scans=$((scans + $(seq_scans) - q0))
 	n=$(orders)
 	api_rates+=("$(field "$j" per_second)") api_p50s+=("$(field "$j" p50_ms)") api_p99s+=("$(field "$j" p99_ms)")
 	api_errs=$((api_errs + $(field "$j" errors)))
@@ -102,12 +119,13 @@ for r in $(seq 1 "$ROUNDS"); do
 
 	fresh
 	log "api: round $r/$ROUNDS, pgbench -M prepared -c $C -j 2 -T $D, the same transaction   $(uptime)"
-	p0=$(pg_ticks) c0=$(child_ticks)
+	q0=$(seq_scans) p0=$(pg_ticks) c0=$(child_ticks)
 	pg_out=$("$PGBIN/pgbench" -n -M prepared -c "$C" -j 2 -T "$D" -D skus="$SKUS" -f bench/sql/create_order.pgbench "$BENCH_URL" 2>&1) ||
 		{ log "$pg_out"; exit 1; }
 	c1=$(child_ticks)
 	settle
 	p1=$(pg_ticks)
+	scans=$((scans + $(seq_scans) - q0))
 	n=$(orders)
 	pg_tpss+=("$(printf '%s\n' "$pg_out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -n1)")
 	pg_cpu_pg+=("$(per_order $((p1 - p0)) "$n")") pg_cpu_cli+=("$(per_order $((c1 - c0)) "$n")")
@@ -183,6 +201,9 @@ log "  open loop $sat/s: accepted $(field "$over" per_second)/s, refused $(field
 log "  accepted p99 at $sat/s vs at $low/s: ${over_p99_ratio}x   goal <= 10x; shed by the API: $shed; failed (not refusals): $over_failed"
 log "  the generator sent late by p99 $(field "$knee" send_lag_p99_ms) ms at $low/s, $(field "$over" send_lag_p99_ms) ms (max $(field "$over" send_lag_max_ms)) at $sat/s"
 log "  the API's own view at $sat/s: $srv_acc_n accepted in mean $srv_acc_mean ms (p99 <= $srv_acc_p99 ms), $srv_shed_n shed in mean $srv_shed_mean ms (p99 <= $srv_shed_p99 ms)"
+if [ "$scans" -gt 0 ]; then
+	log "  SUSPECT: $scans sequential scans of orders during the measured sides (a foreign-key check without its index)"
+fi
 if [ "$api_errs" -gt 0 ] || [ "$knee_failed" -gt 0 ] || [ "$over_failed" -gt 0 ] || [ "$log_errors" -gt 0 ]; then
 	log "  FAILED: $api_errs closed-loop errors, $knee_failed + $over_failed open-loop failures, $log_errors ERROR lines in $APILOG"
 fi
@@ -206,6 +227,7 @@ echo "RESULT pgbench_cpu_ms_per_order $cpu_pg"
 echo "RESULT pgbench_cpu_ms_per_order_postgres $(median "${pg_cpu_pg[@]}")"
 echo "RESULT api_vs_pgbench_cpu_ratio $cpu_ratio"
 echo "RESULT api_errors $api_errs"
+echo "RESULT api_bench_orders_seq_scans $scans"
 echo "RESULT api_log_errors $log_errors"
 echo "RESULT api_knee_offered_per_s $low"
 echo "RESULT api_knee_accepted_p99_ms $knee_p99"
