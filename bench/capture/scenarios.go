@@ -327,6 +327,7 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 		b.say("    capture side: %.0f produce requests, p50 %.1f ms, p99 %.1f ms; writers fell at most %.1f ms behind their schedule",
 			lr.reqs, lr.req50, lr.req99, lr.behindMax)
 		b.say("    CPU while writing: %s; capture's longest GC pause of its last ones %.2f ms", lr.cpu, lr.gcMax)
+		b.say("    per event written: %s", lr.perEvent)
 		b.say("    WAL: %.1f MB (%.0f%% of it full-page images by count: %.0f FPIs / %.0f records), %.0f flushes of %.2f ms on average (0 without track_wal_io_timing), %.0f checkpoints finished during the run%s",
 			lr.walMB, 100*lr.fpi/max(lr.records, 1), lr.fpi, lr.records, lr.syncs, lr.syncMs, lr.checkpoints, lr.cpLines)
 		p50s, p99s = append(p50s, lr.ack50), append(p99s, lr.ack99)
@@ -400,7 +401,7 @@ type latencyResult struct {
 	ackMax                                              string
 	client50, client99, clientMax, behindMax            float64
 	walMB, fpi, records, checkpoints                    float64
-	cpLines, cpu                                        string
+	cpLines, cpu, perEvent                              string
 	gcMax, syncs, syncMs                                float64
 	written                                             int
 }
@@ -470,7 +471,8 @@ func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr stri
 		}()
 	}
 	wg.Wait()
-	lr.cpu = sampleCPU(p.cmd.Process.Pid).since(cpu0, time.Since(started).Seconds())
+	cpu1 := sampleCPU(p.cmd.Process.Pid)
+	lr.cpu = cpu1.since(cpu0, time.Since(started).Seconds())
 	close(errc)
 	if err := <-errc; err != nil {
 		close(stopTimeline)
@@ -507,6 +509,7 @@ func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr stri
 	}
 	slices.Sort(all)
 	lr.written = len(all)
+	lr.perEvent = cpu1.perEvent(cpu0, lr.written)
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
 		lr.client50, lr.client99, lr.clientMax = ms(0.5), ms(0.99), ms(1)
