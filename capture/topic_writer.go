@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,19 +9,35 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"orderflow/internal/tracing"
 )
 
-type partitionWriter struct {
-	topic     string
-	partition int
-	queue     chan *outEvent
-	// maxBytes is the largest record batch the broker takes for this topic (see messageLimit).
+// topicWriter is a topic's only producer. Its goroutine (write) takes the topic's events in
+// stream order from one queue and sends them in produce requests that carry a record batch
+// for every partition that has events, one request at a time.
+//
+// Why one writer per topic, not per partition: at the rates a live outbox sees (hundreds to a
+// few thousand events a second over six partitions), a partition rarely has more than one
+// event per linger window, so a writer per partition sent about one request per event, and
+// both capture's CPU (each request is several goroutine hand-offs and system calls) and the
+// broker's (per request, not per byte) went to requests rather than events. One request per
+// window for the whole topic carries every partition's events (measured in docs/CAPTURE.md).
+type topicWriter struct {
+	topic      string
+	partitions int
+	queue      chan *outEvent
+	// maxBytes is the largest record batch the broker takes for this topic (see messageLimit):
+	// each partition's batch in a request stays within it.
 	maxBytes int
+}
+
+// partBatch is one partition's record batch in the request being built.
+type partBatch struct {
+	rb     recordBatch
+	events []*outEvent
 }
 
 // catchUpAge is how old an event's commit must be for its request to count as catching up
@@ -34,15 +49,58 @@ func catchingUp(ev *outEvent, now time.Time) bool {
 	return ev.txn != nil && now.Sub(ev.txn.commitTime) > catchUpAge
 }
 
-// write is a partition's only producer: one request in flight, in queue order, and nothing
-// more after a failure (see the type comment for why that makes the dedupe exact).
-func (s *kafkaSink) write(w *partitionWriter) {
-	batch := make([]*outEvent, 0, s.cfg.MaxBatch)
-	var rb recordBatch
+// addResult says what became of an event offered to the request being built.
+type addResult int
+
+const (
+	added     addResult = iota
+	full                // its partition's batch is full: it heads the next request
+	oversized           // alone it is larger than the topic accepts
+)
+
+// write is a topic's only producer: one request in flight, events in queue order within each
+// partition, and nothing more after a failure. A request is one record batch per partition,
+// and the broker appends each batch whole or not at all, so whatever a partition holds of this
+// session's events is still a prefix of the events routed to it (the dedupe's premise, see the
+// kafkaSink type comment), also when a request's batches succeed on some partitions and fail
+// on others.
+func (s *kafkaSink) write(w *topicWriter) {
+	parts := make([]partBatch, w.partitions)
+	// touched lists the partitions with events in the request being built.
+	touched := make([]int, 0, w.partitions)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	req := &multiProduce{}
+	var now time.Time
+	// add takes e into the request when its partition's batch stays within the broker's
+	// limit and MaxBatch. The batch's size is exact (the encoder is capture's own), so
+	// batches fill up to the limit.
+	add := func(e *outEvent) addResult {
+		b := &parts[e.partition]
+		if len(b.events) == 0 {
+			b.rb.reset(now)
+			b.rb.add(e)
+			if b.rb.size() > w.maxBytes {
+				return oversized
+			}
+			touched = append(touched, e.partition)
+		} else {
+			if len(b.events) >= s.cfg.MaxBatch {
+				return full
+			}
+			m := b.rb.mark()
+			b.rb.add(e)
+			if b.rb.size() > w.maxBytes {
+				b.rb.undo(m)
+				return full
+			}
+		}
+		b.events = append(b.events, e)
+		return added
+	}
 	// next is an event taken from the queue that did not fit the previous request: it heads
-	// the next one, so queue order holds.
+	// the next one, and nothing queued after it joins a request before it, so the order of
+	// every partition holds.
 	var next *outEvent
 	for {
 		ev := next
@@ -53,61 +111,55 @@ func (s *kafkaSink) write(w *partitionWriter) {
 				break
 			}
 		}
-		now := time.Now()
-		rb.reset(now)
-		rb.add(ev)
-		if size := rb.size(); size > w.maxBytes {
+		now = time.Now()
+		for _, p := range touched {
+			parts[p].events = parts[p].events[:0]
+		}
+		touched = touched[:0]
+		if add(ev) == oversized {
+			size := parts[ev.partition].rb.size()
 			s.metrics.oversized.Inc()
 			s.log.Error("event is larger than the topic accepts; capture stops before it and retries (docs/CAPTURE.md)",
-				"event_id", ev.id, "topic", w.topic, "partition", w.partition, "lsn", ev.pos.LSN.String(),
+				"event_id", ev.id, "topic", w.topic, "partition", ev.partition, "lsn", ev.pos.LSN.String(),
 				"record_bytes", size, "max_message_bytes", w.maxBytes)
 			s.fail(fmt.Errorf("%w: event %s on %s[%d] needs %d bytes, the topic accepts %d: raise the topic's max.message.bytes",
-				ErrEventTooLarge, ev.id, w.topic, w.partition, size, w.maxBytes))
+				ErrEventTooLarge, ev.id, w.topic, ev.partition, size, w.maxBytes))
 			break
-		}
-		batch = append(batch[:0], ev)
-		// add takes e into the request when the request stays within the broker's limit,
-		// and otherwise keeps it for the next request. The batch's size is exact (the
-		// encoder is capture's own), so requests fill up to the limit.
-		add := func(e *outEvent) bool {
-			m := rb.mark()
-			rb.add(e)
-			if rb.size() > w.maxBytes {
-				rb.undo(m)
-				next = e
-				return false
-			}
-			batch = append(batch, e)
-			return true
 		}
 		lingered := false
 	fill:
-		for len(batch) < s.cfg.MaxBatch {
+		for {
 			select {
 			case e, ok := <-w.queue:
-				if !ok || !add(e) {
+				if !ok {
 					break fill
 				}
-				continue
+				switch add(e) {
+				case added:
+					continue
+				}
+				// Its batch is full, or it is too large even alone: send what came before
+				// it; it heads the next request (which fails when it is too large).
+				next = e
+				break fill
 			default:
 			}
 			// The queue is empty. Wait up to Linger for more before sending, as Kafka's own
-			// producer does (linger.ms): at 2,000 events/s over three partitions a request
-			// otherwise completes before the next event arrives, so each event went out
-			// alone (35,000 requests for 40,000 events), and the broker's and our CPU per
-			// request, not the wait, made the latency tail on two cores. Measured with
-			// bench/capture's latency run, alternating: a 3 ms linger on every request
-			// halved the requests and the broker's CPU and took the p99 of the steady runs
-			// from 29-69 ms to 12-38 ms, for about 3 ms more at the median.
+			// producer does (linger.ms): at 2,000 events/s a request otherwise completes
+			// before the next event arrives, so each event went out alone, and the broker's
+			// and our CPU per request, not the wait, made the latency tail on two cores.
+			// Measured with bench/capture's latency run, alternating: a 3 ms linger on every
+			// request halved the requests and the broker's CPU and took the p99 of the
+			// steady runs from 29-69 ms to 12-38 ms, for about 3 ms more at the median.
 			//
 			// A request whose first event committed more than catchUpAge ago is catching
 			// up on a backlog: its latency is lost already, and what matters is that the
 			// backlog drains at the walsender's speed. Then the writer lingers longer
-			// (CatchUpLinger), whatever the queue held: with one request in flight per
-			// partition, a request per partition per produce round trip is otherwise what a
-			// backlog becomes (measured: 2 to 8 events per request, the broker spending
-			// 57 us of CPU per event, the walsender starved), and the broker's CPU per
-			// request, not per byte, is what a two-core machine runs out of.
+			// (CatchUpLinger), whatever the queue held: with one request in flight, a
+			// request per produce round trip is otherwise what a backlog becomes (measured:
+			// 2 to 8 events per request, the broker spending 57 us of CPU per event, the
+			// walsender starved), and the broker's CPU per request, not per byte, is what a
+			// two-core machine runs out of.
 			if lingered {
 				break
 			}
@@ -137,44 +189,40 @@ func (s *kafkaSink) write(w *partitionWriter) {
 		if s.aborted.Load() || s.err() != nil {
 			break
 		}
+		req.set(w.topic, s.cfg.RequestTimeout, touched, parts)
 		// Not the session's context: a request already on the wire is waited for, never
 		// abandoned, so that the next session's read of the last record sees its outcome.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		t0 := time.Now()
-		raw := bytes.NewReader(rb.raw())
-		resp, err := s.client.RawProduce(ctx, &kafkago.RawProduceRequest{
-			Topic: w.topic, Partition: w.partition, RequiredAcks: kafkago.RequireAll,
-			RawRecords: protocol.RawRecordSet{Reader: raw},
-		})
+		err := req.send(ctx, s.client)
 		cancel()
 		s.metrics.produceSeconds.Observe(time.Since(t0).Seconds())
-		s.metrics.batchSize.Observe(float64(len(batch)))
-		if err == nil {
-			err = resp.Error
+		events := 0
+		for _, p := range touched {
+			events += len(parts[p].events)
 		}
-		if err == nil {
-			for _, re := range resp.RecordErrors {
-				err = re
-				break
-			}
-		}
+		s.metrics.batchSize.Observe(float64(events))
 		if err != nil {
 			s.metrics.produceErrors.Inc()
 			s.produceFailed.Store(true)
 			if timedOut(err) {
 				s.noteUnanswered(t0)
 			}
-			s.fail(fmt.Errorf("producing to %s[%d]: %w", w.topic, w.partition, err))
+			s.fail(fmt.Errorf("producing to %s: %w", w.topic, err))
 			break
 		}
 		if tracing.Enabled() {
-			traceProduce(batch, w.topic, w.partition, t0, time.Now())
+			for _, p := range touched {
+				traceProduce(parts[p].events, w.topic, p, t0, time.Now())
+			}
 		}
-		for _, e := range batch {
-			s.onAck(e)
+		for _, p := range touched {
+			for _, e := range parts[p].events {
+				s.onAck(e)
+			}
 		}
 	}
-	// Drop whatever is left: after a failure nothing more may reach this partition.
+	// Drop whatever is left: after a failure nothing more may reach this topic.
 	for range w.queue {
 	}
 }
