@@ -285,7 +285,19 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 	if err != nil {
 		return err
 	}
-	defer p.stop()
+	defer func() { p.stop() }()
+	if opt.warmup > 0 {
+		// Not counted: the first seconds after a capture starts streaming (and of a fresh
+		// database and table) keep a tail of their own (docs/CAPTURE.md, "The first run").
+		b.say("  warm-up: load average %s", loadavg())
+		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, opt.warmup, opt.timeline)
+		if err != nil {
+			return err
+		}
+		b.say("    warm-up (%s, not counted): commit -> Kafka ack p50 %.1f ms, p99 %.1f ms; PostgreSQL side p99 %.1f ms; %.0f produce requests",
+			opt.warmup, lr.ack50, lr.ack99, lr.recv99, lr.reqs)
+		b.result("commit_to_kafka_p99_ms_warmup", lr.ack99, "%.1f")
+	}
 	if opt.ab != "" {
 		defer func() {
 			if err := b.alterSystem(context.Background(), opt.ab, false); err != nil {
@@ -313,6 +325,22 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 		settings, err := b.pgSettings(ctx)
 		if err != nil {
 			return err
+		}
+		if opt.freshCapture && r > 1 {
+			// A new capture process, hence a new replication session and walsender, on the
+			// same slot, database and topic: tells a start-up tail of capture's session
+			// from one of the fresh database.
+			p.stop()
+			if err := produceErrors(p.log); err != nil {
+				return err
+			}
+			target, err := b.lsn(ctx)
+			if err != nil {
+				return err
+			}
+			if _, _, p, addr, err = b.drainWithCapture(ctx, slot, target, false, true); err != nil {
+				return err
+			}
 		}
 		b.say("  latency run %d/%d: load average %s; %s", r, runs, loadavg(), settings)
 		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, d, opt.timeline)
@@ -373,6 +401,11 @@ type latencyOptions struct {
 	// checkpointFirst runs CHECKPOINT before each run: the full-page images that follow
 	// every checkpoint then fall inside the run instead of wherever the schedule puts them.
 	checkpointFirst bool
+	// warmup, if positive, is a run of this length at the rate before the counted runs,
+	// reported on its own.
+	warmup time.Duration
+	// freshCapture starts a new capture process before every run after the first.
+	freshCapture bool
 }
 
 // alterSystem sets (or resets) the settings of spec and reloads the configuration. Only
