@@ -286,9 +286,12 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 		return err
 	}
 	defer func() { p.stop() }()
+	if err := waitStreaming(addr, p); err != nil {
+		return err
+	}
 	if opt.warmup > 0 {
-		// Not counted: the first seconds after a capture starts streaming (and of a fresh
-		// database and table) keep a tail of their own (docs/CAPTURE.md, "The first run").
+		// Not counted: for measuring the steady state apart from the first seconds of a
+		// fresh database, slot and topic (docs/CAPTURE.md, "The first run").
 		b.say("  warm-up: load average %s", loadavg())
 		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, opt.warmup, opt.timeline)
 		if err != nil {
@@ -339,6 +342,9 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 				return err
 			}
 			if _, _, p, addr, err = b.drainWithCapture(ctx, slot, target, false, true); err != nil {
+				return err
+			}
+			if err := waitStreaming(addr, p); err != nil {
 				return err
 			}
 		}
@@ -605,4 +611,23 @@ func (l *commitLog) take() (p99, maxMs float64) {
 	}
 	slices.Sort(ds)
 	return float64(ds[int(0.99*float64(len(ds)-1))]) / 1e6, float64(ds[len(ds)-1]) / 1e6
+}
+
+// waitStreaming waits until the capture at addr serves its metrics and streams. A slot that
+// confirmed the drain's target already when it was created (nothing written in between)
+// lets drainWithCapture return before capture even listens.
+func waitStreaming(addr string, p *proc) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if v, err := gauge(addr, "orderflow_capture_active"); err == nil && v == 1 {
+			return nil
+		}
+		if err := p.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("capture at %s did not start streaming within a minute (log %s)", addr, p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
