@@ -104,7 +104,7 @@ func (c *Config) defaults() error {
 	}
 	if c.Kafka.Linger == 0 {
 		// Below Kafka 4's producer default (linger.ms=5): every request waits this long for
-		// company (see partitionWriter.write), so it is also the latency a lone event pays.
+		// company (see kafkaSink.write), so it is also the latency a lone event pays.
 		c.Kafka.Linger = 3 * time.Millisecond
 	}
 	if c.Kafka.CatchUpLinger == 0 {

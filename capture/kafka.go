@@ -26,7 +26,7 @@ type KafkaConfig struct {
 	Dial kafka.DialFunc
 	// RequestTimeout bounds one produce, fetch or metadata request.
 	RequestTimeout time.Duration
-	// MaxBatch bounds the records in one produce request.
+	// MaxBatch bounds the records of one partition in one produce request.
 	MaxBatch int
 	// QueueSize bounds the events waiting per partition; with MaxBatch it bounds memory.
 	QueueSize int
@@ -57,10 +57,11 @@ func (k *KafkaConfig) client() *kafkago.Client {
 // dedupe positions are read after the session acquired the slot and are only valid while
 // nobody else writes to the topics.
 //
-// Why the dedupe is exact. Every partition has one writer goroutine that sends at most one
+// Why the dedupe is exact. Every topic has one writer goroutine that sends at most one
 // produce request at a time, in stream order, and stops for good at the first failure. So
 // whatever a partition holds of this session's events is a prefix of the events routed to it
-// (a request is all or nothing: one record batch), and their positions grow along the stream.
+// (a request carries one record batch per partition, and each batch is all or nothing, even
+// when the request's other batches fail), and their positions grow along the stream.
 // When the next session replays the slot from its confirmed LSN, it reads the last record of
 // every partition first and drops each event whose position is at or below that record's:
 // those, and only those, are already in the partition. Nothing later can be there, because
@@ -144,9 +145,7 @@ func (s *kafkaSink) finish(abort bool) error {
 		s.aborted.Store(true)
 	}
 	for _, ts := range s.topics {
-		for _, w := range ts.writers {
-			close(w.queue)
-		}
+		close(ts.writer.queue)
 	}
 	s.wg.Wait()
 	return s.err()

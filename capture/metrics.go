@@ -85,12 +85,12 @@ func newMetrics() *metrics {
 		}),
 		produceSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orderflow_capture_produce_request_seconds",
-			Help:    "Duration of one produce request (acks=all), one partition's batch.",
+			Help:    "Duration of one produce request (acks=all): a topic's batches for every partition with events.",
 			Buckets: latencyBuckets,
 		}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "orderflow_capture_produce_batch_records",
-			Help:    "Records per produce request.",
+			Help:    "Records per produce request (all partitions of its topic).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{

@@ -15,11 +15,12 @@ func (s *kafkaSink) publish(ctx context.Context, ev *outEvent, wait time.Duratio
 	if err != nil {
 		return 0, err
 	}
-	p := partitionFor(ev.key, len(ts.writers))
+	p := partitionFor(ev.key, ts.partitions)
 	if ts.hasLast[p] && !ev.pos.After(ts.last[p]) {
 		return resSkipped, nil
 	}
-	w := ts.writers[p]
+	ev.partition = p
+	w := ts.writer
 	select {
 	case w.queue <- ev:
 		return resQueued, nil

@@ -289,7 +289,7 @@ func publishWaiting(ctx context.Context, sink *kafkaSink, oe *outEvent) error {
 // windows reads, for each partition of ts, the event ids it holds from its last record's
 // created_at minus the lookback on (see the comment at the top of this file).
 func (c *Capture) windows(ctx context.Context, sink *kafkaSink, ts *topicState) ([]partitionWindow, error) {
-	out := make([]partitionWindow, len(ts.writers))
+	out := make([]partitionWindow, ts.partitions)
 	var reqs []kafkago.OffsetRequest
 	for p := range out {
 		out[p].ids = map[string]struct{}{}

@@ -35,6 +35,7 @@ type outEvent struct {
 	txn       *txn
 	pos       Position
 	topic     string
+	partition int // set by the sink when it routes the event
 	id        string
 	eventType string
 	key       []byte

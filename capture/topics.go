@@ -25,8 +25,9 @@ type topicState struct {
 	// record: where a slot rebuild starts looking for rows the partition may lack.
 	lastTime []time.Time
 	// ends are the partitions' offsets as read at the start.
-	ends    []kafkago.PartitionOffsets
-	writers []*partitionWriter
+	ends       []kafkago.PartitionOffsets
+	partitions int
+	writer     *topicWriter
 }
 
 // open makes sure the topics exist and reads their last positions.
@@ -113,7 +114,7 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		return nil, fatalError{fmt.Errorf("topic %s has %d partitions but capture is configured for %d: "+
 			"changing the partition count needs a drained capture (see docs/CAPTURE.md), then set -partitions", name, n, s.cfg.Partitions)}
 	}
-	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n), lastTime: make([]time.Time, n), ends: ends}
+	ts := &topicState{name: name, last: make([]Position, n), hasLast: make([]bool, n), lastTime: make([]time.Time, n), ends: ends, partitions: n}
 	for p, o := range ends {
 		if o.LastOffset <= o.FirstOffset {
 			continue
@@ -124,16 +125,13 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		}
 		ts.last[p], ts.lastTime[p], ts.hasLast[p] = pos, at, true
 	}
-	maxBytes := s.messageLimit(ctx, name)
-	for p := 0; p < n; p++ {
-		w := &partitionWriter{topic: name, partition: p, queue: make(chan *outEvent, s.cfg.QueueSize), maxBytes: maxBytes}
-		ts.writers = append(ts.writers, w)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.write(w)
-		}()
-	}
+	// The queue holds QueueSize events per partition, as the partitions' own queues did.
+	ts.writer = &topicWriter{topic: name, partitions: n, queue: make(chan *outEvent, s.cfg.QueueSize*n), maxBytes: s.messageLimit(ctx, name)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.write(ts.writer)
+	}()
 	s.topics[name] = ts
 	s.log.Info("topic ready", "topic", name, "partitions", n, "last_positions", fmt.Sprint(ts.last))
 	return ts, nil

@@ -58,10 +58,10 @@ func sampleCPU(capturePid int) cpuTimes {
 	c := cpuTimes{}
 	c["capture"], _ = procCPU(capturePid, false)
 	c["bench"], _ = procCPU(os.Getpid(), false)
-	c[waitKey+"capture"] = runDelay(capturePid)
+	c[waitKey+"capture"], c[slicesKey+"capture"] = schedstat(capturePid)
 	if pid := pidFile(filepath.Join(".local", "run", "kafka.pid")); pid > 0 {
 		c["kafka"], _ = procCPU(pid, true)
-		c[waitKey+"kafka"] = runDelay(pid)
+		c[waitKey+"kafka"], c[slicesKey+"kafka"] = schedstat(pid)
 	}
 	pm := pidFile(filepath.Join(".local", "run", "postgres.pid"))
 	if pm == 0 {
@@ -101,16 +101,11 @@ const (
 	slicesKey = "slices "
 )
 
-// runDelay is the seconds pid's threads spent runnable but waiting for a CPU
-// (/proc/pid/task/*/schedstat, second field): what other work on the machine costs a part
-// of the pipeline, as opposed to the CPU it uses itself.
-func runDelay(pid int) float64 {
-	total, _ := schedstat(pid)
-	return total
-}
-
-// schedstat sums, over pid's threads, the seconds spent waiting in the run queue and the
-// number of times they were given a CPU.
+// schedstat sums, over pid's threads, the seconds spent waiting in the run queue
+// (/proc/pid/task/*/schedstat, second field: what other work on the machine costs a part of
+// the pipeline, as opposed to the CPU it uses itself) and the number of times they were given
+// a CPU (third field: wakeups, which per event say how much hand-off work a part does,
+// whatever the load).
 func schedstat(pid int) (waitSecs, slices float64) {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
@@ -160,4 +155,23 @@ func (c cpuTimes) since(before cpuTimes, secs float64) string {
 		parts = append(parts, fmt.Sprintf("%s %.0f%%", k, 100*d))
 	}
 	return fmt.Sprintf("%.0f%% of one core: %s; waiting for a CPU (run queue, all threads): %s", 100*total, strings.Join(parts, ", "), strings.Join(w, ", "))
+}
+
+// perEvent is the CPU time and the number of times each long-lived part was given a CPU
+// between two samples, per event: figures of the work per event that, unlike the shares of
+// a core above, hold whatever else runs on the machine.
+func (c cpuTimes) perEvent(before cpuTimes, events int) string {
+	if events <= 0 {
+		return "no events"
+	}
+	var parts []string
+	for _, name := range []string{"capture", "kafka", "pg walsender"} {
+		us := 1e6 * (c[name] - before[name]) / float64(events)
+		part := fmt.Sprintf("%s %.0f us", name, us)
+		if n, ok := c[slicesKey+name]; ok {
+			part += fmt.Sprintf(" and %.1f wakeups", (n-before[slicesKey+name])/float64(events))
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -44,6 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&lopt.timeline, "latency-timeline", false, "print every second of the latency runs, not only the slow ones")
 	fs.IntVar(&lopt.prefill, "latency-prefill", 0, "write this many backlog transactions before the latency runs (to measure them alone on a table as large as after the backlogs)")
 	fs.StringVar(&lopt.ab, "latency-ab", "", "name=value,... PostgreSQL settings (reloadable) applied with ALTER SYSTEM on every second latency run, reset after")
+	fs.DurationVar(&lopt.warmup, "latency-warmup", 0, "a run of this length at the rate before the counted latency runs, reported alone (commit_to_kafka_p99_ms_warmup)")
+	fs.BoolVar(&lopt.freshCapture, "latency-fresh-capture", false, "start a new capture process (new replication session) before every latency run")
 	fs.BoolVar(&lopt.checkpointFirst, "latency-checkpoint-first", false, "CHECKPOINT before each latency run, so the full-page images after a checkpoint fall inside it")
 	maxItems := fs.Int("max-items", 20, "backlog events carry 1 to this many line items")
 	itemBytes := fs.Int("item-bytes", 100, "approximate size of one line item in a backlog event (a real line item is about 80 bytes of JSON)")

@@ -285,7 +285,22 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 	if err != nil {
 		return err
 	}
-	defer p.stop()
+	defer func() { p.stop() }()
+	if err := waitStreaming(addr, p); err != nil {
+		return err
+	}
+	if opt.warmup > 0 {
+		// Not counted: for measuring the steady state apart from the first seconds of a
+		// fresh database, slot and topic (docs/CAPTURE.md, "The first run").
+		b.say("  warm-up: load average %s", loadavg())
+		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, opt.warmup, opt.timeline)
+		if err != nil {
+			return err
+		}
+		b.say("    warm-up (%s, not counted): commit -> Kafka ack p50 %.1f ms, p99 %.1f ms; PostgreSQL side p99 %.1f ms; %.0f produce requests",
+			opt.warmup, lr.ack50, lr.ack99, lr.recv99, lr.reqs)
+		b.result("commit_to_kafka_p99_ms_warmup", lr.ack99, "%.1f")
+	}
 	if opt.ab != "" {
 		defer func() {
 			if err := b.alterSystem(context.Background(), opt.ab, false); err != nil {
@@ -314,6 +329,25 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 		if err != nil {
 			return err
 		}
+		if opt.freshCapture && r > 1 {
+			// A new capture process, hence a new replication session and walsender, on the
+			// same slot, database and topic: tells a start-up tail of capture's session
+			// from one of the fresh database.
+			p.stop()
+			if err := produceErrors(p.log); err != nil {
+				return err
+			}
+			target, err := b.lsn(ctx)
+			if err != nil {
+				return err
+			}
+			if _, _, p, addr, err = b.drainWithCapture(ctx, slot, target, false, true); err != nil {
+				return err
+			}
+			if err := waitStreaming(addr, p); err != nil {
+				return err
+			}
+		}
 		b.say("  latency run %d/%d: load average %s; %s", r, runs, loadavg(), settings)
 		lr, err := b.latencyOnce(ctx, slot, p, addr, rate, d, opt.timeline)
 		if err != nil {
@@ -327,6 +361,7 @@ func (b *bench) latencyRun(ctx context.Context, rate int, d time.Duration, runs 
 		b.say("    capture side: %.0f produce requests, p50 %.1f ms, p99 %.1f ms; writers fell at most %.1f ms behind their schedule",
 			lr.reqs, lr.req50, lr.req99, lr.behindMax)
 		b.say("    CPU while writing: %s; capture's longest GC pause of its last ones %.2f ms", lr.cpu, lr.gcMax)
+		b.say("    per event written: %s", lr.perEvent)
 		b.say("    WAL: %.1f MB (%.0f%% of it full-page images by count: %.0f FPIs / %.0f records), %.0f flushes of %.2f ms on average (0 without track_wal_io_timing), %.0f checkpoints finished during the run%s",
 			lr.walMB, 100*lr.fpi/max(lr.records, 1), lr.fpi, lr.records, lr.syncs, lr.syncMs, lr.checkpoints, lr.cpLines)
 		p50s, p99s = append(p50s, lr.ack50), append(p99s, lr.ack99)
@@ -372,6 +407,11 @@ type latencyOptions struct {
 	// checkpointFirst runs CHECKPOINT before each run: the full-page images that follow
 	// every checkpoint then fall inside the run instead of wherever the schedule puts them.
 	checkpointFirst bool
+	// warmup, if positive, is a run of this length at the rate before the counted runs,
+	// reported on its own.
+	warmup time.Duration
+	// freshCapture starts a new capture process before every run after the first.
+	freshCapture bool
 }
 
 // alterSystem sets (or resets) the settings of spec and reloads the configuration. Only
@@ -400,7 +440,7 @@ type latencyResult struct {
 	ackMax                                              string
 	client50, client99, clientMax, behindMax            float64
 	walMB, fpi, records, checkpoints                    float64
-	cpLines, cpu                                        string
+	cpLines, cpu, perEvent                              string
 	gcMax, syncs, syncMs                                float64
 	written                                             int
 }
@@ -470,7 +510,8 @@ func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr stri
 		}()
 	}
 	wg.Wait()
-	lr.cpu = sampleCPU(p.cmd.Process.Pid).since(cpu0, time.Since(started).Seconds())
+	cpu1 := sampleCPU(p.cmd.Process.Pid)
+	lr.cpu = cpu1.since(cpu0, time.Since(started).Seconds())
 	close(errc)
 	if err := <-errc; err != nil {
 		close(stopTimeline)
@@ -507,6 +548,7 @@ func (b *bench) latencyOnce(ctx context.Context, slot string, p *proc, addr stri
 	}
 	slices.Sort(all)
 	lr.written = len(all)
+	lr.perEvent = cpu1.perEvent(cpu0, lr.written)
 	if len(all) > 0 {
 		ms := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
 		lr.client50, lr.client99, lr.clientMax = ms(0.5), ms(0.99), ms(1)
@@ -569,4 +611,23 @@ func (l *commitLog) take() (p99, maxMs float64) {
 	}
 	slices.Sort(ds)
 	return float64(ds[int(0.99*float64(len(ds)-1))]) / 1e6, float64(ds[len(ds)-1]) / 1e6
+}
+
+// waitStreaming waits until the capture at addr serves its metrics and streams. A slot that
+// confirmed the drain's target already when it was created (nothing written in between)
+// lets drainWithCapture return before capture even listens.
+func waitStreaming(addr string, p *proc) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if v, err := gauge(addr, "orderflow_capture_active"); err == nil && v == 1 {
+			return nil
+		}
+		if err := p.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("capture at %s did not start streaming within a minute (log %s)", addr, p.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
