@@ -250,14 +250,14 @@ func New(ctx context.Context, cfg Config) (*Partner, error) {
 }
 
 // callbackClient is the HTTP client of the callbacks. http.DefaultTransport keeps two idle
-// connections per host, and a batch makes up to callbackBatch calls at once: at 350 orders/s
-// the partner dialed a new connection for most calls (12% of its CPU in dialing, and an
-// accept, a goroutine and a TIME_WAIT socket on the API's side for each). Keeping a batch's
-// worth idle lets every call reuse one.
+// connections per host, and the callbacks make up to callbackConcurrency calls at once: at
+// 350 orders/s the partner dialed a new connection for most calls (12% of its CPU in dialing,
+// and an accept, a goroutine and a TIME_WAIT socket on the API's side for each). Keeping that
+// many idle lets every call reuse one.
 func callbackClient(timeout time.Duration) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = callbackBatch
-	tr.MaxIdleConns = 2 * callbackBatch
+	tr.MaxIdleConnsPerHost = callbackConcurrency
+	tr.MaxIdleConns = 2 * callbackConcurrency
 	return &http.Client{Timeout: timeout, Transport: tr}
 }
 
