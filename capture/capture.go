@@ -100,7 +100,7 @@ func (c *Config) defaults() error {
 		c.Kafka.MaxBatch = 2000
 	}
 	if c.Kafka.QueueSize <= 0 {
-		c.Kafka.QueueSize = 4096
+		c.Kafka.QueueSize = 8192
 	}
 	if c.Kafka.Linger == 0 {
 		// Below Kafka 4's producer default (linger.ms=5): every request waits this long for

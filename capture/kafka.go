@@ -28,7 +28,7 @@ type KafkaConfig struct {
 	RequestTimeout time.Duration
 	// MaxBatch bounds the records of one partition in one produce request.
 	MaxBatch int
-	// QueueSize bounds the events waiting per partition; with MaxBatch it bounds memory.
+	// QueueSize bounds the events waiting per topic; with MaxBatch it bounds memory.
 	QueueSize int
 	// Linger is how long a writer waits for more events before sending a batch that is not
 	// full (Kafka's linger.ms). Negative disables it.

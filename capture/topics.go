@@ -125,8 +125,12 @@ func (s *kafkaSink) topic(ctx context.Context, name string) (*topicState, error)
 		}
 		ts.last[p], ts.lastTime[p], ts.hasLast[p] = pos, at, true
 	}
-	// The queue holds QueueSize events per partition, as the partitions' own queues did.
-	ts.writer = &topicWriter{topic: name, partitions: n, queue: make(chan *outEvent, s.cfg.QueueSize*n), maxBytes: s.messageLimit(ctx, name)}
+	// The queue holds QueueSize events for the whole topic. QueueSize per partition, as the
+	// partitions' own queues had held, kept 24,576 order-sized events waiting behind the one
+	// writer while a 2 M backlog drained (peak RSS 156 MB against the 100 MB goal); the writer
+	// takes at most a request's worth (a few thousand events) at a time, so a few requests'
+	// worth keeps it busy.
+	ts.writer = &topicWriter{topic: name, partitions: n, queue: make(chan *outEvent, s.cfg.QueueSize), maxBytes: s.messageLimit(ctx, name)}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

@@ -71,13 +71,19 @@ func (q *receiptQueue) store(ctx context.Context, r receiptRow, write func(conte
 	req := &receiptReq{r: r, done: make(chan struct{}), lead: make(chan struct{})}
 	q.mu.Lock()
 	q.pending = append(q.pending, req)
-	if q.leaders >= receiptWriters {
-		q.mu.Unlock()
+	if q.leaders < receiptWriters {
+		q.leaders++
+		req.leading = true
+		close(req.lead)
+	}
+	q.mu.Unlock()
+	for {
 		select {
 		case <-req.done:
 			// Written by another leader; a lead handed to it meanwhile is passed on.
 			q.mu.Lock()
 			if req.leading {
+				req.leading = false
 				q.release()
 			}
 			q.mu.Unlock()
@@ -85,26 +91,37 @@ func (q *receiptQueue) store(ctx context.Context, r receiptRow, write func(conte
 		case <-req.lead:
 		}
 		q.mu.Lock()
-	} else {
-		q.leaders++
-	}
-	batch := q.take()
-	q.mu.Unlock()
-	if len(batch) > 0 { // empty when a newer leader took this request along
-		// The statement is not cancelled with this request: it carries other webhooks too,
-		// each of which is answered after it.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		write(wctx, batch)
-		cancel()
-		for _, b := range batch {
-			close(b.done)
+		batch := q.take()
+		q.mu.Unlock()
+		if len(batch) > 0 { // empty when a newer leader took this request along
+			// The statement is not cancelled with this request: it carries other webhooks too,
+			// each of which is answered after it.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			write(wctx, batch)
+			cancel()
+			for _, b := range batch {
+				close(b.done)
+			}
 		}
+		q.mu.Lock()
+		req.leading = false
+		// This request may still wait: take leaves a second webhook with an id already in the
+		// batch for the next statement. It must then be able to lead again, or the lead that
+		// release hands to the oldest waiting request (perhaps this one) would never be used
+		// and every webhook behind it would wait forever (a test with each id twice hung so).
+		// (Returning at once when it is done matters too: its old lead channel is closed, and
+		// going round the loop could take that for a new lead and release it twice.)
+		select {
+		case <-req.done:
+			q.release()
+			q.mu.Unlock()
+			return req.ans, req.err
+		default:
+		}
+		req.lead = make(chan struct{})
+		q.release()
+		q.mu.Unlock()
 	}
-	q.mu.Lock()
-	q.release()
-	q.mu.Unlock()
-	<-req.done
-	return req.ans, req.err
 }
 
 // release ends a lead: it passes to the oldest waiting request, so a lead never lapses while

@@ -60,7 +60,15 @@ func TestReceiptQueueWritesEachRequestOnceWithBoundedWriters(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	// A lost lead leaves requests waiting forever: fail instead of hanging the suite.
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(time.Minute):
+		q.mu.Lock()
+		t.Fatalf("requests still waiting after a minute: %d leaders, %d pending", q.leaders, len(q.pending))
+	}
 	for i := range 250 {
 		if c := written[fmt.Sprint("w", i)]; c != 2 {
 			t.Errorf("w%d written %d times, want 2 (once per request)", i, c)
