@@ -1,7 +1,6 @@
 package partner_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"sync"
@@ -11,8 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"orderflow"
-	"orderflow/consumers/partner"
-	"orderflow/internal/testenv"
 )
 
 // TestWebhooksTheDatabaseWouldRefuseDoNotStallTheGoodOnes sends the partner, between good
@@ -28,12 +25,8 @@ func TestWebhooksTheDatabaseWouldRefuseDoNotStallTheGoodOnes(t *testing.T) {
 	api := newFakeAPI(t, nil)
 	cfg := e.partnerConfig()
 	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
-	p, err := partner.New(context.Background(), cfg)
-	testenv.Must(t, err, "creating partner")
-	t.Cleanup(p.Close)
-	testenv.Start(t, "partner", p.Run)
+	e.startPartner(cfg)
 	base := "http://" + e.addr
-	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
 
 	nulSubject := func() (string, []byte) {
 		id := uuid.NewString()
@@ -83,12 +76,8 @@ func TestARepairOfAReceivedFactIsADuplicate(t *testing.T) {
 	api := newFakeAPI(t, nil)
 	cfg := e.partnerConfig()
 	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
-	p, err := partner.New(context.Background(), cfg)
-	testenv.Must(t, err, "creating partner")
-	t.Cleanup(p.Close)
-	testenv.Start(t, "partner", p.Run)
+	e.startPartner(cfg)
 	base := "http://" + e.addr
-	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
 	order := uuid.NewString()
 	id, body := hookEvent(order)
 	repairID := orderflow.RepairEventID(order, 1, orderflow.EventOrderCreated)
@@ -121,12 +110,8 @@ func TestConcurrentWebhooksAndTheirDuplicatesActOncePerOrder(t *testing.T) {
 	api := newFakeAPI(t, nil)
 	cfg := e.partnerConfig()
 	cfg.APIURL, cfg.FulfillDelay = api.srv.URL, 0
-	p, err := partner.New(context.Background(), cfg)
-	testenv.Must(t, err, "creating partner")
-	t.Cleanup(p.Close)
-	testenv.Start(t, "partner", p.Run)
+	e.startPartner(cfg)
 	base := "http://" + e.addr
-	eventually(t, "partner ready", 10*time.Second, func() bool { code, _ := getURL(base + "/readyz"); return code == 200 })
 
 	type hook struct {
 		id   string
