@@ -123,10 +123,53 @@ stage_means() { # stage_means BEFORE AFTER: "name=mean (count)" per histogram
 		else printf "%s=%.1f(n=%d) ", n, s / c, c }'
 }
 
+# PostgreSQL's background work that a window can overlap: autovacuum and autoanalyze runs per
+# table (pg_stat_user_tables) and checkpoints (pg_stat_bgwriter), as "name count" lines.
+bg_snap() {
+	"${PSQL[@]}" -F' ' -c "SELECT relname, autovacuum_count + autoanalyze_count FROM pg_stat_user_tables
+		UNION ALL SELECT 'checkpoints', checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+}
+bg_diff() { # bg_diff BEFORE AFTER: "name=n ..." for what ran in between
+	join <(sort <<<"$1") <(sort <<<"$2") | awk '$3 > $2 { printf "%s%s=%d", sep, $1, $3 - $2; sep = " " }'
+}
+
+# Settle before each measured rate: the previous rate (above all 2,000/s, which queues
+# tens of thousands of orders) leaves work behind after its queues drained: autovacuum and
+# autoanalyze of the tables it grew, the partner's shed callbacks retrying. Measured over the
+# next rate's window, that work is a figure about the previous rate (at 150/s PostgreSQL ran
+# at 97 % of a core in one run and 70 % in another). Wait, at most PIPELINE_SETTLE_MAX
+# seconds, until no autovacuum worker runs and the whole stack used less than
+# PIPELINE_SETTLE_CPU % of one core over a second; say how long it took, or that it did not.
+SETTLE_MAX=${PIPELINE_SETTLE_MAX:-90}
+SETTLE_CPU=${PIPELINE_SETTLE_CPU:-30}
+settle() { # settle SUFFIX
+	local t0 a b w0 w1 cpu av waited
+	t0=$(date +%s.%N)
+	while :; do
+		a=$(cpu_ticks); w0=$(date +%s.%N); sleep 1; b=$(cpu_ticks); w1=$(date +%s.%N)
+		cpu=$(join <(sort <<<"$a") <(sort <<<"$b") | awk -v hz="$(getconf CLK_TCK)" -v t="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
+			'{ n += $3 - $2 } END { printf "%.0f", n / hz / t * 100 }')
+		av=$("${PSQL[@]}" -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+		waited=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+		if [ "$av" = 0 ] && [ "$cpu" -lt "$SETTLE_CPU" ]; then
+			log "pipeline: settled after ${waited}s (stack CPU ${cpu}% of one core, no autovacuum running)"
+			break
+		fi
+		if [ "$waited" -ge "$SETTLE_MAX" ]; then
+			log "pipeline: NOT settled after ${waited}s (stack CPU ${cpu}% of one core, $av autovacuum workers); measuring anyway"
+			break
+		fi
+	done
+	echo "RESULT pipeline_settle_s$1 $waited"
+}
+
 declare -A verdict=()
 measure() { # measure RATE SUFFIX DURATION
 	local RATE=$1 sfx=$2 dur=$3
+	settle "$sfx"
 	log "pipeline: $(uptime)"
+	local bg0 bgran
+	bg0=$(bg_snap)
 	t0=$("${PSQL[@]}" -c "SELECT now()")
 	marks=$(log_mark)
 
@@ -164,6 +207,7 @@ measure() { # measure RATE SUFFIX DURATION
 	hist >"$ROOT/.local/bench/ack-after.txt"
 	errs=$(log_count "$marks" ERROR)
 	warns=$(log_count "$marks" WARN)
+	bgran=$(bg_diff "$bg0" "$(bg_snap)")
 
 	# Histogram quantile with linear interpolation inside the bucket, as Prometheus does.
 	ack_q() {
@@ -209,6 +253,7 @@ measure() { # measure RATE SUFFIX DURATION
 	log "  queues drained ${drain}s after the load; carried=$carried goals_held=$held"
 	log "  CPU over the load, % of one core (2 cores = 200%): $(cpu_share "$c0" "$c1" "$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" "$lg")"
 	log "  inside the services over the load (means): $(stage_means "$h0" "$h1")"
+	log "  PostgreSQL background work from the load's start to the drain (autovacuum/analyze runs per table, checkpoints): ${bgran:-none}"
 	[ -z "$warns" ] || log "  warnings logged in the window: $warns"
 	[ -z "$errs" ] || log "  FLAGGED: errors logged in the window: $errs (see .local/log/)"
 
