@@ -34,8 +34,10 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 //
 // The lease is the same as a claim's (next_attempt_at pushed past the attempt), so a
 // deliverer that dies before sending loses these deliveries to the others exactly as it
-// loses claimed ones. An endpoint that already has due deliveries waiting gets its new ones
-// unclaimed, behind them, so the claim keeps serving each endpoint oldest first. A re-read
+// loses claimed ones. Due deliveries already waiting for an endpoint (retries, or new ones
+// left unclaimed when it had no room) keep their right to its room: the new ones are claimed
+// only in what room those leave, and otherwise wait behind them for the claim, which serves
+// each endpoint oldest first. A re-read
 // record inserts nothing and so claims nothing: it is never sent twice from here.
 func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.WebhookEvent, c orderflow.DeliveryClaim) ([]orderflow.Delivery, int64, error) {
 	ids := make([]string, len(evs))
@@ -70,13 +72,14 @@ func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.Web
 		), cand AS (
 			SELECT ev.*, e.id AS endpoint_id,
 			       $11::int > 0
-			       AND row_number() OVER (PARTITION BY e.id ORDER BY ev.ord) <= least($10, coalesce(e.rate_limit, $10)) - coalesce(b.n, 0)
-			       AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-			                       WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now()) AS fits
+			       AND row_number() OVER (PARTITION BY e.id ORDER BY ev.ord) <= r.room - (
+			           SELECT count(*) FROM (SELECT FROM webhook_deliveries d
+			               WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now() LIMIT r.room) due) AS fits
 			FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
 			     WITH ORDINALITY AS ev(id, type, subject, time, version, payload, traceparent, ord)
 			JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
 			LEFT JOIN busy b ON b.endpoint_id = e.id
+			CROSS JOIN LATERAL (SELECT greatest(least($10, coalesce(e.rate_limit, $10)) - coalesce(b.n, 0), 0) AS room) r
 		), ranked AS (
 			SELECT cand.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY ord) <= $11 AS claim FROM cand
 		), ins AS (

@@ -153,8 +153,9 @@ func TestEnqueueAndClaimDeliveriesClaimsOnlyNewDeliveriesWithinTheRoomGiven(t *t
 	}
 }
 
-// An endpoint with due deliveries waiting gets its new ones behind them: claimed at insert,
-// a new delivery would be sent before older ones the claim loop has not taken yet.
+// Due deliveries waiting for an endpoint keep their right to its room: a new delivery is
+// claimed at insert only in the room they leave, or it would be sent before older ones the
+// claim loop has not taken yet, and under a backlog they would starve.
 func TestEnqueueAndClaimDeliveriesLeavesNewDeliveriesBehindDueOnes(t *testing.T) {
 	t.Parallel()
 	db, _ := mustDB(t)
@@ -167,12 +168,24 @@ func TestEnqueueAndClaimDeliveriesLeavesNewDeliveriesBehindDueOnes(t *testing.T)
 		t.Fatal(err)
 	}
 	ev := orderflow.WebhookEvent{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-new", Time: time.Now(), Payload: []byte(`{}`)}
-	claimed, n, err := db.EnqueueAndClaimDeliveries(ctx, []orderflow.WebhookEvent{ev}, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 10, Lease: time.Minute})
+	// Room for one: the due delivery's.
+	claimed, n, err := db.EnqueueAndClaimDeliveries(ctx, []orderflow.WebhookEvent{ev}, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 1, Lease: time.Minute})
 	if err != nil || n != 1 || len(claimed) != 0 {
 		t.Fatalf("enqueue behind a due delivery: %v, wrote %d, claimed %d; want 1 written, none claimed", err, n, len(claimed))
 	}
+	// Room for four: two for the due deliveries (the old one, and the one just left unclaimed),
+	// the new ones take the rest.
+	evs := []orderflow.WebhookEvent{
+		{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-2", Time: time.Now(), Payload: []byte(`{}`)},
+		{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-3", Time: time.Now(), Payload: []byte(`{}`)},
+		{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-4", Time: time.Now(), Payload: []byte(`{}`)},
+	}
+	claimed, n, err = db.EnqueueAndClaimDeliveries(ctx, evs, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 4, Lease: time.Minute})
+	if err != nil || n != 3 || len(claimed) != 2 || claimed[0].EventID != evs[0].ID || claimed[1].EventID != evs[1].ID {
+		t.Fatalf("enqueue with room beside two due deliveries: %v, wrote %d, claimed %+v; want 3 written, the first 2 claimed", err, n, claimed)
+	}
 	ds, err := db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 1, PerEndpoint: 10, Lease: time.Minute})
 	if err != nil || len(ds) != 1 || ds[0].EventID != old.ID {
-		t.Fatalf("claim: %v, %+v; want the older delivery first", err, ds)
+		t.Fatalf("claim: %v, %+v; want the oldest delivery first", err, ds)
 	}
 }

@@ -111,6 +111,7 @@ func (s *sender) run(ctx context.Context) error {
 			case err == nil:
 				claimWait.Reset()
 			}
+			s.m.claimed.WithLabelValues("claim").Add(float64(len(ds)))
 			capped, more = len(ds) == free, filled(holding, ds, s.perEndpoint+s.prefetch)
 			for _, d := range ds {
 				s.startOrQueue(ctx, sendCtx, &wg, held{d: d, startBy: startBy}, freed, reports)
@@ -142,6 +143,7 @@ func (s *sender) takeHandoff(ctx, sendCtx context.Context, wg *sync.WaitGroup, r
 	free := max(0, 2*s.workers-running-nQueued)
 	startBy := s.now().Add(s.maxHold())
 	ds, n, err := req.write(orderflow.DeliveryClaim{Limit: free, PerEndpoint: s.perEndpoint + s.prefetch, InFlight: holding, Lease: s.lease})
+	s.m.claimed.WithLabelValues("intake").Add(float64(len(ds)))
 	for _, d := range ds {
 		s.startOrQueue(ctx, sendCtx, wg, held{d: d, startBy: startBy}, freed, reports)
 	}
