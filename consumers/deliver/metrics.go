@@ -14,15 +14,15 @@ type metrics struct {
 	enqueued       prometheus.Counter
 	// claimed counts claims by how they were made: "intake" at insert, "claim" by the claim
 	// query (deliveries the intake left for lack of room, retries, replays).
-	claimed *prometheus.CounterVec
-	skipped        *prometheus.CounterVec
-	deadLettered   prometheus.Counter
-	disabled       prometheus.Counter
-	pending        prometheus.Gauge
-	retrying       prometheus.Gauge
-	dead           prometheus.Gauge
-	inFlight       prometheus.Gauge
-	kafkaErrors    prometheus.Counter
+	claimed      *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
+	deadLettered prometheus.Counter
+	disabled     prometheus.Counter
+	pending      prometheus.Gauge
+	retrying     prometheus.Gauge
+	dead         prometheus.Gauge
+	inFlight     prometheus.Gauge
+	kafkaErrors  prometheus.Counter
 	// intakeDeadLettered counts records recorded in webhook_intake_dead_letters.
 	intakeDeadLettered prometheus.Counter
 }
