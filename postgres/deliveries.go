@@ -67,28 +67,34 @@ func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.Web
 		busyIDs, busyN = append(busyIDs, id), append(busyN, int32(n))
 	}
 	rows, err := db.pool.Query(ctx, `
-		WITH busy AS (
-			SELECT * FROM unnest($8::uuid[], $9::int[]) AS b(endpoint_id, n)
-		), cand AS (
-			SELECT ev.*, e.id AS endpoint_id,
-			       $11::int > 0
-			       AND row_number() OVER (PARTITION BY e.id ORDER BY ev.ord) <= r.room - (
-			           SELECT count(*) FROM (SELECT FROM webhook_deliveries d
-			               WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= now() LIMIT r.room) due) AS fits
-			FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
+		WITH ev AS (
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
 			     WITH ORDINALITY AS ev(id, type, subject, time, version, payload, traceparent, ord)
+		), pairs AS (
+			SELECT ev.*, e.id AS endpoint_id FROM ev
 			JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
-			LEFT JOIN busy b ON b.endpoint_id = e.id
-			CROSS JOIN LATERAL (SELECT greatest(least($10, coalesce(e.rate_limit, $10)) - coalesce(b.n, 0), 0) AS room) r
+		), room AS (
+			-- Per endpoint of the batch, once: the room the claim leaves, less what due
+			-- deliveries already waiting have a right to.
+			SELECT r.endpoint_id, r.room - (SELECT count(*) FROM (SELECT FROM webhook_deliveries d
+			           WHERE d.endpoint_id = r.endpoint_id AND d.state = 'pending' AND d.next_attempt_at <= now() LIMIT r.room) due) AS room
+			FROM (SELECT e.id AS endpoint_id, least($10, coalesce(e.rate_limit, $10)) - coalesce(b.n, 0) AS room
+			      FROM webhook_endpoints e
+			      LEFT JOIN unnest($8::uuid[], $9::int[]) AS b(endpoint_id, n) ON b.endpoint_id = e.id
+			      WHERE $11::int > 0 AND e.id IN (SELECT endpoint_id FROM pairs)) r
+			WHERE r.room > 0
 		), ranked AS (
-			SELECT cand.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY ord) <= $11 AS claim FROM cand
+			SELECT p.*, coalesce(row_number() OVER (PARTITION BY p.endpoint_id ORDER BY p.ord) <= r.room, false) AS fits
+			FROM pairs p LEFT JOIN room r ON r.endpoint_id = p.endpoint_id
+		), claims AS (
+			SELECT ranked.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY ord) <= $11 AS claim FROM ranked
 		), ins AS (
 			INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload, traceparent,
 			                                next_attempt_at, claim_token)
 			SELECT id, endpoint_id, type, subject, time, version, payload, traceparent,
 			       CASE WHEN claim THEN now() + make_interval(secs => $12) ELSE now() END,
 			       CASE WHEN claim THEN gen_random_uuid() END
-			FROM ranked ORDER BY ord
+			FROM claims ORDER BY ord
 			ON CONFLICT DO NOTHING
 			RETURNING id, event_id, event_type, endpoint_id, payload, event_time, attempts, cycle_started_at, claim_token, traceparent
 		)
