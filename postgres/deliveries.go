@@ -20,6 +20,26 @@ import (
 // already has a delivery for into a no-op, so a partner never receives one fact under two
 // webhook-ids. A batch refused for its values fails with orderflow.ErrRejectedData.
 func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error) {
+	_, n, err := db.EnqueueAndClaimDeliveries(ctx, evs, orderflow.DeliveryClaim{})
+	return n, err
+}
+
+// EnqueueAndClaimDeliveries is EnqueueDeliveries that also claims, in the same statement, the
+// new deliveries the claiming process has room for (c as for ClaimDeliveries), and returns
+// them ready to send with the number of rows written. A delivery inserted already claimed is
+// written once and updated once (its outcome) instead of inserted, claimed and updated: the
+// claim's UPDATE rewrote the whole row (payload included) and, not being a HOT update, added
+// an entry to each of the table's indexes, and the claim query that found it walked them;
+// that was a third of the deliverer's PostgreSQL time per order.
+//
+// The lease is the same as a claim's (next_attempt_at pushed past the attempt), so a
+// deliverer that dies before sending loses these deliveries to the others exactly as it
+// loses claimed ones. Due deliveries already waiting for an endpoint (retries, or new ones
+// left unclaimed when it had no room) keep their right to its room: the new ones are claimed
+// only in what room those leave, and otherwise wait behind them for the claim, which serves
+// each endpoint oldest first. A re-read
+// record inserts nothing and so claims nothing: it is never sent twice from here.
+func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.WebhookEvent, c orderflow.DeliveryClaim) ([]orderflow.Delivery, int64, error) {
 	ids := make([]string, len(evs))
 	types := make([]string, len(evs))
 	subjects := make([]string, len(evs))
@@ -41,17 +61,93 @@ func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEven
 			versions[i] = &v
 		}
 	}
-	tag, err := db.pool.Exec(ctx, `
-		INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload, traceparent)
-		SELECT ev.id, e.id, ev.type, ev.subject, ev.time, ev.version, ev.payload, ev.traceparent
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
-		     AS ev(id, type, subject, time, version, payload, traceparent)
-		JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
-		ON CONFLICT DO NOTHING`, ids, types, subjects, times, versions, payloads, traces)
-	if err != nil {
-		return 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
+	busyIDs := make([]string, 0, len(c.InFlight))
+	busyN := make([]int32, 0, len(c.InFlight))
+	for id, n := range c.InFlight {
+		busyIDs, busyN = append(busyIDs, id), append(busyN, int32(n))
 	}
-	return tag.RowsAffected(), nil
+	rows, err := db.pool.Query(ctx, `
+		WITH ev AS (
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
+			     WITH ORDINALITY AS ev(id, type, subject, time, version, payload, traceparent, ord)
+		), pairs AS (
+			SELECT ev.*, e.id AS endpoint_id FROM ev
+			JOIN webhook_endpoints e ON e.disabled_at IS NULL AND (ev.type = ANY (e.event_types) OR '*' = ANY (e.event_types))
+		), room AS (
+			-- Per endpoint of the batch, once: the room the claim leaves, less what due
+			-- deliveries already waiting have a right to.
+			SELECT r.endpoint_id, r.room - (SELECT count(*) FROM (SELECT FROM webhook_deliveries d
+			           WHERE d.endpoint_id = r.endpoint_id AND d.state = 'pending' AND d.next_attempt_at <= now() LIMIT r.room) due) AS room
+			FROM (SELECT e.id AS endpoint_id, least($10, coalesce(e.rate_limit, $10)) - coalesce(b.n, 0) AS room
+			      FROM webhook_endpoints e
+			      LEFT JOIN unnest($8::uuid[], $9::int[]) AS b(endpoint_id, n) ON b.endpoint_id = e.id
+			      WHERE $11::int > 0 AND e.id IN (SELECT endpoint_id FROM pairs)) r
+			WHERE r.room > 0
+		), ranked AS (
+			SELECT p.*, coalesce(row_number() OVER (PARTITION BY p.endpoint_id ORDER BY p.ord) <= r.room, false) AS fits
+			FROM pairs p LEFT JOIN room r ON r.endpoint_id = p.endpoint_id
+		), claims AS (
+			SELECT ranked.*, fits AND row_number() OVER (PARTITION BY fits ORDER BY ord) <= $11 AS claim FROM ranked
+		), ins AS (
+			INSERT INTO webhook_deliveries (event_id, endpoint_id, event_type, subject, event_time, fact_version, payload, traceparent,
+			                                next_attempt_at, claim_token)
+			SELECT id, endpoint_id, type, subject, time, version, payload, traceparent,
+			       CASE WHEN claim THEN now() + make_interval(secs => $12) ELSE now() END,
+			       CASE WHEN claim THEN gen_random_uuid() END
+			FROM claims ORDER BY ord
+			ON CONFLICT DO NOTHING
+			RETURNING id, event_id, event_type, endpoint_id, payload, event_time, attempts, cycle_started_at, claim_token, traceparent
+		)
+		SELECT (SELECT count(*) FROM ins), i.id::text, i.event_id, i.event_type, i.endpoint_id::text, e.url, e.secret,
+		       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END,
+		       i.payload, i.event_time, i.attempts, i.cycle_started_at, i.claim_token::text, coalesce(e.rate_limit, 0),
+		       coalesce(i.traceparent, '')
+		FROM ins i JOIN webhook_endpoints e ON e.id = i.endpoint_id
+		WHERE i.claim_token IS NOT NULL
+		UNION ALL
+		SELECT count(*), NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+		FROM ins HAVING NOT bool_or(claim_token IS NOT NULL) OR count(*) = 0`,
+		ids, types, subjects, times, versions, payloads, traces, busyIDs, busyN, c.PerEndpoint, c.Limit, c.Lease.Seconds())
+	if err != nil {
+		return nil, 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
+	}
+	var inserted int64
+	out := make([]orderflow.Delivery, 0)
+	for rows.Next() {
+		var (
+			d                 orderflow.Delivery
+			id                *string
+			secret, previous  *string
+			evTime            *time.Time
+			url, evID, evType *string
+			endpointID, token *string
+			trace             *string
+			attempts, rate    *int
+			cycle             *time.Time
+		)
+		if err := rows.Scan(&inserted, &id, &evID, &evType, &endpointID, &url, &secret, &previous,
+			&d.Payload, &evTime, &attempts, &cycle, &token, &rate, &trace); err != nil {
+			rows.Close()
+			return nil, 0, fmt.Errorf("enqueueing deliveries: %w", err)
+		}
+		if id == nil {
+			continue // the count of a batch that claimed nothing
+		}
+		d.ID, d.EventID, d.EventType, d.EndpointID, d.URL, d.ClaimToken, d.TraceParent = *id, *evID, *evType, *endpointID, *url, *token, *trace
+		d.Attempts, d.CycleStartedAt, d.RateLimit = *attempts, *cycle, *rate
+		d.Secrets = []string{*secret}
+		if previous != nil {
+			d.Secrets = append(d.Secrets, *previous)
+		}
+		if evTime != nil {
+			d.EventTime = *evTime
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("enqueueing deliveries: %w", rejected(err))
+	}
+	return out, inserted, nil
 }
 
 // RecordIntakeDeadLetters records records the intake gave up on; a record recorded before (a
@@ -287,7 +383,7 @@ func (db *DB) ReleaseClaim(ctx context.Context, d orderflow.Delivery) error {
 }
 
 // DeliveryStats counts deliveries by state for the gauges. It runs every few seconds, so each
-// count reads only its state's partial index (pending: the due index, dead: the dead-letter
+// count reads only its state's partial index (pending: the per-endpoint due index, dead: the dead-letter
 // index) and never the succeeded deliveries, which are nearly all of the table; a filter of
 // state <> 'succeeded' had no index to serve it and read every row. Deliveries of deleted
 // endpoints are history, not work, and do not count.

@@ -17,10 +17,12 @@ import (
 
 // intakeStore is what the intake needs from the database.
 type intakeStore interface {
-	// EnqueueDeliveries writes, in one transaction, a pending delivery for every event and
-	// every enabled endpoint subscribed to its type, skipping pairs that already exist. A
-	// batch refused for its values fails with orderflow.ErrRejectedData.
-	EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error)
+	// EnqueueAndClaimDeliveries writes, in one transaction, a pending delivery for every
+	// event and every enabled endpoint subscribed to its type, skipping pairs that already
+	// exist, and claims those of the new ones the claim has room for; it returns the claimed
+	// ones and how many rows it wrote. A batch refused for its values fails with
+	// orderflow.ErrRejectedData.
+	EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.WebhookEvent, c orderflow.DeliveryClaim) ([]orderflow.Delivery, int64, error)
 	// RecordIntakeDeadLetters records records the intake gave up on.
 	RecordIntakeDeadLetters(ctx context.Context, ls []orderflow.IntakeDeadLetter) error
 }
@@ -36,8 +38,13 @@ type intake struct {
 	log      *slog.Logger
 	m        *metrics
 	wake     chan<- struct{}
-	kafkaOK  *atomic.Bool
-	dbOK     *atomic.Bool
+	// handoff, when set, is the sender's: each batch is written by the sender's loop, which
+	// claims the new deliveries it has room for in the same statement and starts them, so a
+	// new delivery costs no claim query and no claim UPDATE. Nil writes unclaimed deliveries
+	// and wakes the sender to claim them.
+	handoff chan<- handoffRequest
+	kafkaOK *atomic.Bool
+	dbOK    *atomic.Bool
 }
 
 // record is one Kafka record on its way to becoming deliveries.
@@ -146,11 +153,11 @@ func (in *intake) enqueue(ctx context.Context, recs []record) ([]orderflow.Intak
 func (in *intake) write(ctx context.Context, evs []orderflow.WebhookEvent) error {
 	wait := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
-		n, err := in.store.EnqueueDeliveries(ctx, evs)
+		n, claimed, err := in.insert(ctx, evs)
 		if err == nil {
 			in.dbOK.Store(true)
 			in.m.enqueued.Add(float64(n))
-			if n > 0 {
+			if n > int64(claimed) {
 				select {
 				case in.wake <- struct{}{}:
 				default:
@@ -171,6 +178,43 @@ func (in *intake) write(ctx context.Context, evs []orderflow.WebhookEvent) error
 		if !backoff.Sleep(ctx, pause) {
 			return ctx.Err()
 		}
+	}
+}
+
+// handoffRequest asks the sender's loop to write a batch: write gets the claim the sender has
+// room for and returns the deliveries it claimed (the sender starts them) and the rows written.
+type handoffRequest struct {
+	write func(orderflow.DeliveryClaim) ([]orderflow.Delivery, int64, error)
+	done  chan<- handoffResult
+}
+
+type handoffResult struct {
+	written int64
+	claimed int
+	err     error
+}
+
+// insert writes one batch once: through the sender's loop when there is one, so the claim
+// counts exactly what the sender holds, and alone otherwise.
+func (in *intake) insert(ctx context.Context, evs []orderflow.WebhookEvent) (int64, int, error) {
+	if in.handoff == nil {
+		_, n, err := in.store.EnqueueAndClaimDeliveries(ctx, evs, orderflow.DeliveryClaim{})
+		return n, 0, err
+	}
+	done := make(chan handoffResult, 1)
+	req := handoffRequest{done: done, write: func(c orderflow.DeliveryClaim) ([]orderflow.Delivery, int64, error) {
+		return in.store.EnqueueAndClaimDeliveries(ctx, evs, c)
+	}}
+	select {
+	case in.handoff <- req:
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	select {
+	case r := <-done:
+		return r.written, r.claimed, r.err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
 	}
 }
 

@@ -12,14 +12,17 @@ type metrics struct {
 	attemptTime    prometheus.Histogram
 	eventToSuccess prometheus.Histogram
 	enqueued       prometheus.Counter
-	skipped        *prometheus.CounterVec
-	deadLettered   prometheus.Counter
-	disabled       prometheus.Counter
-	pending        prometheus.Gauge
-	retrying       prometheus.Gauge
-	dead           prometheus.Gauge
-	inFlight       prometheus.Gauge
-	kafkaErrors    prometheus.Counter
+	// claimed counts claims by how they were made: "intake" at insert, "claim" by the claim
+	// query (deliveries the intake left for lack of room, retries, replays).
+	claimed      *prometheus.CounterVec
+	skipped      *prometheus.CounterVec
+	deadLettered prometheus.Counter
+	disabled     prometheus.Counter
+	pending      prometheus.Gauge
+	retrying     prometheus.Gauge
+	dead         prometheus.Gauge
+	inFlight     prometheus.Gauge
+	kafkaErrors  prometheus.Counter
 	// intakeDeadLettered counts records recorded in webhook_intake_dead_letters.
 	intakeDeadLettered prometheus.Counter
 }
@@ -46,6 +49,9 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		enqueued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_deliver_deliveries_enqueued_total", Help: "Deliveries created by the intake (duplicates not counted).",
 		}),
+		claimed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_deliver_claimed_total", Help: "Deliveries claimed for sending, by how: at insert by the intake (intake) or by the claim query (claim).",
+		}, []string{"by"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_deliver_records_skipped_total", Help: "Kafka records the intake could not use, by reason (undecodable, refused by the database).",
 		}, []string{"reason"}),
@@ -75,9 +81,11 @@ func newMetrics(reg prometheus.Registerer, up func(dependency string) bool) *met
 		}),
 	}
 	httpserver.RegisterDependencyUp(reg, "deliver", "1 while the last contact with the dependency (postgres, kafka) worked, 0 while it is away; the deliverer keeps running and retries either way.", up, dependencyPostgres, dependencyKafka)
-	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.skipped, m.deadLettered, m.disabled,
+	reg.MustRegister(m.attempts, m.attemptTime, m.eventToSuccess, m.enqueued, m.claimed, m.skipped, m.deadLettered, m.disabled,
 		m.pending, m.retrying, m.dead, m.inFlight, m.kafkaErrors, m.intakeDeadLettered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.claimed.WithLabelValues("intake")
+	m.claimed.WithLabelValues("claim")
 	for _, o := range []string{OutcomeSuccess, OutcomeRedirect, OutcomeClientErr, OutcomeServerErr, OutcomeTimeout, OutcomeNetwork} {
 		m.attempts.WithLabelValues(o)
 	}

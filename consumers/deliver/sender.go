@@ -43,8 +43,11 @@ type sender struct {
 	log      *slog.Logger
 	m        *metrics
 	wake     <-chan struct{}
-	now      func() time.Time
-	rnd      func(int64) int64
+	// handoff brings the intake's batches to this loop (intake.go): written here, the claim
+	// in the same statement counts exactly what this process holds.
+	handoff <-chan handoffRequest
+	now     func() time.Time
+	rnd     func(int64) int64
 
 	mu       sync.Mutex
 	inFlight map[string]int // attempts running, per endpoint
@@ -108,6 +111,7 @@ func (s *sender) run(ctx context.Context) error {
 			case err == nil:
 				claimWait.Reset()
 			}
+			s.m.claimed.WithLabelValues("claim").Add(float64(len(ds)))
 			capped, more = len(ds) == free, filled(holding, ds, s.perEndpoint+s.prefetch)
 			for _, d := range ds {
 				s.startOrQueue(ctx, sendCtx, &wg, held{d: d, startBy: startBy}, freed, reports)
@@ -121,11 +125,30 @@ func (s *sender) run(ctx context.Context) error {
 			return nil
 		case <-s.wake:
 			force = true
+		case req := <-s.handoff:
+			force = s.takeHandoff(ctx, sendCtx, &wg, req, freed, reports)
 		case <-freed:
 		case <-t.C:
 			force = true
 		}
 	}
+}
+
+// takeHandoff writes one intake batch, claiming for this process what it has room for under
+// the same limits as a claim (held deliveries within twice the pool, perEndpoint + prefetch per
+// endpoint), and starts or queues what it claimed. It reports whether rows were left unclaimed
+// for the claim loop to take.
+func (s *sender) takeHandoff(ctx, sendCtx context.Context, wg *sync.WaitGroup, req handoffRequest, freed chan<- struct{}, reports chan<- orderflow.DeliveryReport) bool {
+	holding, running, nQueued, _, _ := s.claimState()
+	free := max(0, 2*s.workers-running-nQueued)
+	startBy := s.now().Add(s.maxHold())
+	ds, n, err := req.write(orderflow.DeliveryClaim{Limit: free, PerEndpoint: s.perEndpoint + s.prefetch, InFlight: holding, Lease: s.lease})
+	s.m.claimed.WithLabelValues("intake").Add(float64(len(ds)))
+	for _, d := range ds {
+		s.startOrQueue(ctx, sendCtx, wg, held{d: d, startBy: startBy}, freed, reports)
+	}
+	req.done <- handoffResult{written: n, claimed: len(ds), err: err}
+	return err == nil && n > int64(len(ds))
 }
 
 // filled reports whether a claim gave some endpoint all it may hold (limit, counting what was

@@ -213,6 +213,7 @@ func New(cfg Config, store Store) (*Service, error) {
 		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) { cfg.Logger.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
 	})
 	wake := make(chan struct{}, 1)
+	handoff := make(chan handoffRequest)
 	client := &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Timeout: kafka.RequestTimeout,
 		Transport: cfg.Kafka.OnTransport(kafka.NewTransport("orderflow-deliver", cfg.Dial))}
 	lag := kafka.NewLag("orderflow_deliver_consumer_lag", client, cfg.GroupID, cfg.Topic)
@@ -226,11 +227,11 @@ func New(cfg Config, store Store) (*Service, error) {
 	}
 	s.purger = purger
 	s.intake = &intake{reader: reader, store: store, maxBatch: cfg.MaxBatch, linger: 5 * time.Millisecond,
-		log: cfg.Logger.With("loop", "intake"), m: m, wake: wake, kafkaOK: &s.kafkaOK, dbOK: &s.dbOK}
+		log: cfg.Logger.With("loop", "intake"), m: m, wake: wake, handoff: handoff, kafkaOK: &s.kafkaOK, dbOK: &s.dbOK}
 	s.sender =
 		&sender{store: store, client: cfg.HTTPClient, egress: cfg.Egress, secrets: cfg.Secrets, policy: cfg.Policy, workers: cfg.Workers,
 			perEndpoint: cfg.PerEndpoint, prefetch: 2 * cfg.PerEndpoint, poll: cfg.Poll, lease: cfg.Policy.Timeout + cfg.Lease,
-			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, now: time.Now, rnd: cfg.RandomDelay,
+			log: cfg.Logger.With("loop", "sender"), m: m, wake: wake, handoff: handoff, now: time.Now, rnd: cfg.RandomDelay,
 			inFlight: map[string]int{}, queued: map[string][]held{}, slots: store, em: em}
 	s.health = &autoDisabler{store: store, after: cfg.AutoDisableAfter, every: cfg.AutoDisableEvery,
 		log: cfg.Logger.With("loop", "endpoint_health"), m: em}
