@@ -71,6 +71,10 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
 			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each), streaming %.2fs after start", rc, float64(n)/max(rc, 1), startupSecs(caddr))
 		}
+		if w, err := gauge(caddr, "orderflow_capture_queue_wait_seconds_total"); err == nil {
+			// How long the walsender waited on capture's byte budget (or a full queue).
+			extra += fmt.Sprintf("; stream waited for room %.2fs", w)
+		}
 		cp.stop()
 		b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", rate, secs, rss)
 		b.say("      %s%s", cp.cpu.per(n), extra)
