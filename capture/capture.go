@@ -25,6 +25,11 @@ import (
 	"orderflow/internal/kafka"
 )
 
+// DefaultQueueBytes is KafkaConfig.QueueBytes when unset: a few produce requests' worth of
+// order-sized events, enough to keep one request in flight and the next one filling while
+// the walsender streams (docs/CAPTURE.md, "Memory").
+const DefaultQueueBytes = 8 << 20
+
 // Config configures a capture daemon.
 type Config struct {
 	DatabaseURL string
@@ -101,6 +106,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Kafka.QueueSize <= 0 {
 		c.Kafka.QueueSize = 8192
+	}
+	if c.Kafka.QueueBytes <= 0 {
+		c.Kafka.QueueBytes = DefaultQueueBytes
 	}
 	if c.Kafka.Linger == 0 {
 		// Below Kafka 4's producer default (linger.ms=5): every request waits this long for

@@ -28,8 +28,12 @@ type KafkaConfig struct {
 	RequestTimeout time.Duration
 	// MaxBatch bounds the records of one partition in one produce request.
 	MaxBatch int
-	// QueueSize bounds the events waiting per topic; with MaxBatch it bounds memory.
+	// QueueSize bounds the events waiting per topic.
 	QueueSize int
+	// QueueBytes bounds the bytes of the events a session holds, over all topics: queued,
+	// in the request being built, or in flight until Kafka acknowledges them (byteBudget).
+	// It is what bounds capture's memory; an event larger than it passes alone.
+	QueueBytes int
 	// Linger is how long a writer waits for more events before sending a batch that is not
 	// full (Kafka's linger.ms). Negative disables it.
 	Linger time.Duration
@@ -75,6 +79,7 @@ type kafkaSink struct {
 	onAck   func(*outEvent)
 
 	topics map[string]*topicState // owned by the stream goroutine
+	budget *byteBudget
 
 	wg       sync.WaitGroup
 	aborted  atomic.Bool
@@ -116,6 +121,7 @@ func newKafkaSink(cfg KafkaConfig, client *kafkago.Client, log *slog.Logger, m *
 	return &kafkaSink{
 		cfg: cfg, client: client, log: log, metrics: m, onAck: onAck,
 		topics: map[string]*topicState{}, failC: make(chan struct{}),
+		budget: newByteBudget(int64(cfg.QueueBytes), func(d int64) { m.queuedBytes.Add(d) }),
 	}
 }
 
@@ -148,5 +154,10 @@ func (s *kafkaSink) finish(abort bool) error {
 		close(ts.writer.queue)
 	}
 	s.wg.Wait()
+	// Events a writer dropped after a failure or an abort were never acknowledged: give their
+	// bytes back, so the gauge says what the next session holds.
+	if u := s.budget.used.Load(); u != 0 {
+		s.budget.give(u)
+	}
 	return s.err()
 }

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +28,9 @@ type metrics struct {
 	active         prometheus.Gauge
 	streamingSince prometheus.Gauge
 	inflightTxns   prometheus.Gauge
+	// queuedBytes is what the session's byte budget holds (byteBudget), read by its gauge.
+	queuedBytes atomic.Int64
+	queueWait   prometheus.Counter
 
 	// The slot's WAL budget (background.go) and its rebuilds (rebuild.go).
 	walKeepLimit prometheus.Gauge
@@ -153,6 +157,14 @@ func newMetrics() *metrics {
 	for _, o := range []string{"complete", "gap"} {
 		m.rebuilds.WithLabelValues(o)
 	}
+	m.queueWait = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "orderflow_capture_queue_wait_seconds_total",
+		Help: "Time the replication stream waited for room (the byte budget or a topic's queue) before queueing an event; the walsender waits meanwhile.",
+	})
+	r.MustRegister(m.queueWait, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "orderflow_capture_queued_bytes",
+		Help: "Bytes of events queued for Kafka or in flight, not yet acknowledged: bounded by -queue-bytes.",
+	}, func() float64 { return float64(m.queuedBytes.Load()) }))
 	r.MustRegister(m.walKeepLimit, m.safeWAL, m.walStatus, m.walWritten, m.rebuilds, m.republished, m.lostFrom, m.lostTo)
 	r.MustRegister(m.produced, m.skipped, m.confirmedLSN, m.slotLag, m.retainedWAL, m.commitToAck, m.commitToRecv, m.produceSeconds, m.batchSize,
 		m.produceErrors, m.oversized, m.reconnects, m.active, m.streamingSince, m.inflightTxns)

@@ -20,11 +20,21 @@ func (s *kafkaSink) publish(ctx context.Context, ev *outEvent, wait time.Duratio
 		return resSkipped, nil
 	}
 	ev.partition = p
+	ev.held = ev.footprint()
 	w := ts.writer
-	select {
-	case w.queue <- ev:
-		return resQueued, nil
-	default:
+	if s.budget.tryTake(ev.held) {
+		select {
+		case w.queue <- ev:
+			return resQueued, nil
+		default:
+		}
+		s.budget.give(ev.held)
+	}
+	// No room: the stream, and with it the walsender, waits here (see byteBudget).
+	t0 := time.Now()
+	defer func() { s.metrics.queueWait.Add(time.Since(t0).Seconds()) }()
+	if !s.budget.take(ctx, ev.held, wait, s.failC) {
+		return s.full(ctx)
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -32,12 +42,23 @@ func (s *kafkaSink) publish(ctx context.Context, ev *outEvent, wait time.Duratio
 	case w.queue <- ev:
 		return resQueued, nil
 	case <-s.failC:
-		return 0, s.failErr
 	case <-ctx.Done():
-		return 0, ctx.Err()
 	case <-t.C:
-		return resFull, nil
 	}
+	s.budget.give(ev.held)
+	return s.full(ctx)
+}
+
+// full is publish's answer when the event found no room in time: the sink's failure or the
+// context's end if either happened, else resFull (call again).
+func (s *kafkaSink) full(ctx context.Context) (publishResult, error) {
+	if err := s.err(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return resFull, nil
 }
 
 var murmur = kafkago.Murmur2Balancer{Consistent: true}

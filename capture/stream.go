@@ -44,6 +44,8 @@ type outEvent struct {
 	headers []orderflow.Header
 	// traceParent is the event's trace, for the produce span (traceProduce).
 	traceParent string
+	// held is what the event took from its sink's byte budget, given back on its ack.
+	held int64
 }
 
 // stream owns the replication connection: only its goroutine reads from or writes to conn.

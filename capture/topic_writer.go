@@ -190,6 +190,15 @@ func (s *kafkaSink) write(w *topicWriter) {
 			break
 		}
 		req.set(w.topic, s.cfg.RequestTimeout, touched, parts)
+		// The request holds the events' bytes now: let the copies go while it is in flight
+		// (the budget still counts them until the ack; the batch buffers are reused).
+		var held int64
+		for _, p := range touched {
+			for _, e := range parts[p].events {
+				e.value, e.headers = nil, nil
+				held += e.held
+			}
+		}
 		// Not the session's context: a request already on the wire is waited for, never
 		// abandoned, so that the next session's read of the last record sees its outcome.
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
@@ -221,6 +230,7 @@ func (s *kafkaSink) write(w *topicWriter) {
 				s.onAck(e)
 			}
 		}
+		s.budget.give(held)
 	}
 	// Drop whatever is left: after a failure nothing more may reach this topic.
 	for range w.queue {

@@ -29,9 +29,10 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		capSlots = append(capSlots, b.slotName(roundSlot("cap_"+name, r, rounds)))
 		if compare || b.recvAll {
 			recvSlots = append(recvSlots, b.slotName(roundSlot("recv_"+name, r, rounds)))
-			if b.baseBin != "" {
-				baseSlots = append(baseSlots, b.slotName(roundSlot("base_"+name, r, rounds)))
-			}
+		}
+		// The baseline drains every backlog, so that its peak RSS is compared at each size.
+		if b.baseBin != "" {
+			baseSlots = append(baseSlots, b.slotName(roundSlot("base_"+name, r, rounds)))
 		}
 	}
 	slots := append(append(append([]string{}, capSlots...), recvSlots...), baseSlots...)
@@ -57,6 +58,7 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 
 	var capRates, recvRates, ratios []float64
 	var capRSS float64
+	var capRSSs, baseRSSs []float64
 	var capCPU, recvCPU []cpuUse
 	drainCapture := func(r int) error {
 		b.say("  [round %d/%d] load average before capture: %s", r+1, rounds, loadavg())
@@ -69,11 +71,16 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		if _, rc, err := histogram(caddr, "orderflow_capture_produce_request_seconds"); err == nil {
 			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each), streaming %.2fs after start", rc, float64(n)/max(rc, 1), startupSecs(caddr))
 		}
+		if w, err := gauge(caddr, "orderflow_capture_queue_wait_seconds_total"); err == nil {
+			// How long the walsender waited on capture's byte budget (or a full queue).
+			extra += fmt.Sprintf("; stream waited for room %.2fs", w)
+		}
 		cp.stop()
 		b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "orderflow capture (Kafka acks=all, confirmed)", rate, secs, rss)
 		b.say("      %s%s", cp.cpu.per(n), extra)
 		capRates, capCPU = append(capRates, rate), append(capCPU, cp.cpu)
 		capRSS = max(capRSS, rss)
+		capRSSs = append(capRSSs, rss)
 		return nil
 	}
 	drainRecv := func(r int) error {
@@ -92,7 +99,7 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	drainBase := func(r int) error {
 		b.say("  [round %d/%d] load average before the baseline binary: %s", r+1, rounds, loadavg())
 		b.useBase = true
-		secs, _, cp, caddr, err := b.drainWithCapture(ctx, baseSlots[r], target, false, true)
+		secs, rss, cp, caddr, err := b.drainWithCapture(ctx, baseSlots[r], target, false, true)
 		b.useBase = false
 		if err != nil {
 			return err
@@ -103,13 +110,15 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 			extra = fmt.Sprintf("; %.0f produce requests (%.0f events each)", rc, float64(n)/max(rc, 1))
 		}
 		cp.stop()
-		b.say("  %-44s %8.0f events/s  %6.2fs", "baseline capture ("+b.baseBin+")", rate, secs)
+		b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "baseline capture ("+b.baseBin+")", rate, secs, rss)
 		b.say("      %s%s", cp.cpu.per(n), extra)
-		baseRates = append(baseRates, rate)
+		baseRates, baseRSSs = append(baseRates, rate), append(baseRSSs, rss)
 		return nil
 	}
 	for r := 0; r < rounds; r++ {
-		if b.baseBin != "" {
+		// The baseline goes first in even rounds and last in odd ones, so that neither binary
+		// always drains right after the backlog was written (or after the other).
+		if b.baseBin != "" && r%2 == 0 {
 			if err := drainBase(r); err != nil {
 				return err
 			}
@@ -132,6 +141,11 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 				return err
 			}
 		}
+		if b.baseBin != "" && r%2 == 1 {
+			if err := drainBase(r); err != nil {
+				return err
+			}
+		}
 		if len(recvRates) > r {
 			ratios = append(ratios, capRates[r]/recvRates[r])
 		}
@@ -145,6 +159,11 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		}
 		b.result("capture_events_per_s_"+sizeKey(n), capRate, "%.0f")
 		b.result("capture_rss_mb_"+sizeKey(n), capRSS, "%.1f")
+		if len(baseRates) > 0 {
+			b.say("  baseline %.0f events/s, peak RSS %.1f MB; capture / baseline %.2f", baseRates[0], baseRSSs[0], capRate/baseRates[0])
+			b.result("capture_baseline_events_per_s_"+sizeKey(n), baseRates[0], "%.0f")
+			b.result("capture_baseline_rss_mb_"+sizeKey(n), baseRSSs[0], "%.1f")
+		}
 		return nil
 	}
 	b.say("  [discard] load average before decode-only: %s", loadavg())
@@ -160,6 +179,9 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 	if len(baseRates) > 0 {
 		b.say("  baseline       median %8.0f events/s (min-max %.0f-%.0f); median ratio baseline / pg_recvlogical %.2f",
 			median(baseRates), minOf(baseRates), maxOf(baseRates), median(baseRates)/recvRate)
+		b.say("  peak RSS per round: capture %s MB, baseline %s MB", fmtMBs(capRSSs), fmtMBs(baseRSSs))
+		b.result("capture_baseline_rss_mb_"+sizeKey(n), maxOf(baseRSSs), "%.1f")
+		b.result("capture_baseline_events_per_s", median(baseRates), "%.0f")
 	}
 	b.say("  ratio capture / pg_recvlogical: median %.2f (min-max %.2f-%.2f; goal >= 1.0); decode-only / pg_recvlogical median: %.2f",
 		median(ratios), minOf(ratios), maxOf(ratios), dRate/recvRate)
@@ -186,6 +208,18 @@ func (b *bench) backlogRun(ctx context.Context, n int, name string, compare bool
 		b.result("capture_backlog_events", float64(n), "%.0f")
 	}
 	return nil
+}
+
+// fmtMBs lists megabyte figures for a one-line summary.
+func fmtMBs(xs []float64) string {
+	s := ""
+	for i, x := range xs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%.1f", x)
+	}
+	return s
 }
 
 // roundSlot names round r's slot; a single round keeps the plain name.
@@ -234,7 +268,11 @@ func medianUse(us []cpuUse) cpuUse {
 
 func (b *bench) bigTxnRun(ctx context.Context, n int) error {
 	slot := "cap_bigtxn"
-	if err := b.createSlots(ctx, slot); err != nil {
+	slots := []string{slot}
+	if b.baseBin != "" {
+		slots = append(slots, "base_bigtxn")
+	}
+	if err := b.createSlots(ctx, slots...); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -253,9 +291,20 @@ func (b *bench) bigTxnRun(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB (goal <= 150)", fmt.Sprintf("capture, one %d-row transaction", n), float64(n)/secs, secs, rss)
+	b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB (goal <= 100)", fmt.Sprintf("capture, one %d-row transaction", n), float64(n)/secs, secs, rss)
 	b.result("capture_rss_mb_big_txn", rss, "%.1f")
 	b.result("capture_big_txn_events_per_s", float64(n)/secs, "%.0f")
+	if b.baseBin != "" {
+		b.say("  load average before the baseline binary: %s", loadavg())
+		b.useBase = true
+		secs, rss, _, _, err := b.drainWithCapture(ctx, "base_bigtxn", target, false, false)
+		b.useBase = false
+		if err != nil {
+			return err
+		}
+		b.say("  %-44s %8.0f events/s  %6.2fs  peak RSS %5.1f MB", "baseline capture ("+b.baseBin+")", float64(n)/secs, secs, rss)
+		b.result("capture_baseline_rss_mb_big_txn", rss, "%.1f")
+	}
 	return nil
 }
 

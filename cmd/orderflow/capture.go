@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"time"
 
@@ -13,6 +14,23 @@ import (
 	"orderflow/capture"
 	"orderflow/internal/httpserver"
 )
+
+// captureMemoryLimit is capture's soft memory limit (debug.SetMemoryLimit) when GOMEMLIMIT is
+// not set: 32 MiB plus four times the queue's byte budget, 64 MiB by default.
+//
+// Why: the byte budget bounds the live heap (events queued or in flight, and about as much
+// again in the encoded request; plus ~10 MB of clients, metrics and the partitions' batch
+// buffers), but at GOGC=100 the heap grows to twice the live heap before a collection, and
+// the pages freed stay in RSS until the scavenger returns them. The limit makes the collector
+// run, and the scavenger return pages, as the heap nears it, so RSS stays flat (measured in
+// docs/CAPTURE.md, "Memory"); with the live heap well below it, it costs no extra collections.
+// The text and data of the binary (~20 MB of RSS) are outside it.
+func captureMemoryLimit(queueBytes int) int64 {
+	if queueBytes <= 0 {
+		queueBytes = capture.DefaultQueueBytes
+	}
+	return 32<<20 + 4*int64(queueBytes)
+}
 
 func runCapture(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("capture", stderr)
@@ -36,6 +54,8 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retention := fs.Duration("retention", env.Duration("CAPTURE_RETENTION", 7*24*time.Hour), "delete outbox rows older than this, 0 to keep them (env CAPTURE_RETENTION)")
 	lookback := fs.Duration("rebuild-lookback", env.Duration("CAPTURE_REBUILD_LOOKBACK", 15*time.Minute), "longest an outbox-writing transaction stays open; bounds the comparison of table and topic when a lost slot is rebuilt (env CAPTURE_REBUILD_LOOKBACK)")
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
+	queueBytes := fs.Int("queue-bytes", env.Int("CAPTURE_QUEUE_BYTES", capture.DefaultQueueBytes),
+		"bytes of events queued or in flight to Kafka before capture stops reading the slot; bounds its memory (env CAPTURE_QUEUE_BYTES)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
 	pprofAddr := pprofFlag(fs, getenv)
@@ -69,6 +89,9 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(captureMemoryLimit(*queueBytes))
+	}
 	log := newLogger(getenv, stderr, "capture")
 	stopTracing, err := startTracing(ctx, "capture", getenv, log)
 	if err != nil {
@@ -89,6 +112,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 			Security:             security,
 			MinInsyncReplicas:    *minISR,
 			Retention:            *topicRetention,
+			QueueBytes:           *queueBytes,
 		},
 		Discard:            *discard,
 		StatusInterval:     *status,
