@@ -445,9 +445,14 @@ func (db *DB) changeOrderPipelined(ctx context.Context, scope orderflow.Scope, k
 	b := &pgx.Batch{}
 	db.queueAnsweredKey(b, k, resp)
 	// 1 / count(*) is the guard: no row updated divides by zero and rolls everything back.
+	// The version alone says the order is still pending as read (every change of status
+	// bumps it). No "AND status = 'pending'": with it, the generic plan of this prepared
+	// statement took orders_pending_created_idx, whose predicate it implies, and read every
+	// pending order per fulfill (measured: 267 M index tuples for 5,000 fulfills, 4.6 ms of
+	// PostgreSQL CPU each instead of 0.45).
 	b.Queue(`WITH changed AS (
 			UPDATE orders SET status = $3, version = $4, updated_at = $5, cancel_reason = $6
-			WHERE id = $1 AND version = $2 AND status = 'pending' RETURNING 1)
+			WHERE id = $1 AND version = $2 RETURNING 1)
 		SELECT 1 / count(*) FROM changed`,
 		o.ID, readVersion, string(o.Status), o.Version, o.UpdatedAt, cancelReason(o))
 	b.Queue(release, skus, qtys)
