@@ -578,6 +578,57 @@ func TestCancelAndFulfill(t *testing.T) {
 	mustStatus(t, e.do(http.MethodGet, "/v1/orders/not-a-uuid", ""), http.StatusNotFound, "order-not-found")
 }
 
+// TestConcurrentChangesOfOneOrderApplyOnce: cancels and fulfills of one order with keys of
+// their own, all at once, change it once: the first to commit wins, the others find it
+// changed (those that read it pending before that commit take the step-by-step way) and
+// answer the no-op or the invalid transition. One event, and the stock moved once.
+func TestConcurrentChangesOfOneOrderApplyOnce(t *testing.T) {
+	e := newEnv(t)
+	e.stock("SKU-A", 100)
+	for round := range 5 {
+		id := e.create(fmt.Sprintf("order-%d", round), orderBody("c", "SKU-A", 2)).json(t)["id"].(string)
+		const n = 16
+		replies := make([]reply, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			action := []string{"cancel", "fulfill"}[i%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				replies[i] = e.do(http.MethodPost, "/v1/orders/"+id+"/"+action, "", "Idempotency-Key", fmt.Sprintf("%s-%d-%d", action, round, i))
+			}()
+		}
+		close(start)
+		wg.Wait()
+		var status string
+		testenv.Must(t, e.sql.QueryRow(context.Background(), "SELECT status FROM orders WHERE id = $1", id).Scan(&status), "reading order")
+		for i, r := range replies {
+			action := []string{"cancelled", "fulfilled"}[i%2]
+			switch {
+			case action == status && r.status == http.StatusOK && r.json(t)["status"] == status && r.json(t)["version"].(float64) == 2:
+			case action != status && r.status == http.StatusConflict:
+			default:
+				t.Fatalf("round %d reply %d (%s): %d %s; the order is %s", round, i, action, r.status, r.body, status)
+			}
+		}
+		events := testenv.Count(t, e.sql, "SELECT count(*) FROM outbox WHERE aggregate_id = '"+id+"' AND event_type <> 'order.created'")
+		if events != 1 {
+			t.Fatalf("round %d: %d change events for one order, want 1", round, events)
+		}
+		keys := testenv.Count(t, e.sql, fmt.Sprintf("SELECT count(*) FROM idempotency_keys WHERE key LIKE '%%-%d-%%' AND state = 'done'", round))
+		if keys != n {
+			t.Fatalf("round %d: %d answered keys, want %d", round, keys, n)
+		}
+	}
+	// Five orders of 2 units: what was fulfilled left the stock, nothing stays reserved.
+	fulfilled := testenv.Count(t, e.sql, "SELECT count(*) FROM orders WHERE status = 'fulfilled'")
+	if s, res := e.inventory("SKU-A"); s != 100-2*fulfilled || res != 0 {
+		t.Fatalf("stock %d reserved %d after %d fulfilled, want %d and 0", s, res, fulfilled, 100-2*fulfilled)
+	}
+}
+
 func TestInventoryNeedsAdminAndRespectsReservations(t *testing.T) {
 	e := newEnv(t)
 	mustStatus(t, e.do(http.MethodPut, "/v1/inventory/SKU-A", `{"stock": 5}`), http.StatusForbidden, "forbidden")

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -11,7 +12,11 @@ import (
 )
 
 type metrics struct {
-	duration       *prometheus.HistogramVec
+	duration *prometheus.HistogramVec
+	// observers caches duration's child per label set (observerKey -> prometheus.Observer):
+	// WithLabelValues hashes the three values and takes a lock on every request. The label
+	// sets are a fixed few (see instrument), so the cache stays small.
+	observers      sync.Map
 	ordersCreated  prometheus.Counter
 	replays        prometheus.Counter
 	keyConflicts   prometheus.Counter
@@ -102,8 +107,27 @@ func (m *metrics) instrument(next http.Handler) http.Handler {
 				route = t
 			}
 		}
-		m.duration.WithLabelValues(route, methodLabel(r.Method), statusLabel(rec.status)).Observe(time.Since(start).Seconds())
+		m.observer(route, methodLabel(r.Method), rec.status).Observe(time.Since(start).Seconds())
 	})
+}
+
+type observerKey struct {
+	route, method string
+	status        int
+}
+
+// observer is duration's child for a request's labels.
+func (m *metrics) observer(route, method string, status int) prometheus.Observer {
+	if status < 100 || status > 599 {
+		status = 0 // statusLabel's "other"
+	}
+	k := observerKey{route: route, method: method, status: status}
+	if o, ok := m.observers.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o := m.duration.WithLabelValues(route, method, statusLabel(status))
+	m.observers.Store(k, o)
+	return o
 }
 
 // methodLabel is the method, or "other" for anything but the methods of RFC 9110 and PATCH.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -90,12 +91,23 @@ func idempotencyKey(r *http.Request) (string, error) {
 // fingerprint identifies a request independently of its JSON formatting: the method, the
 // route with its variables, and the canonical re-encoding of the decoded body.
 func fingerprint(r *http.Request, canonical any) ([]byte, error) {
-	body, err := json.Marshal(canonical)
+	var body []byte
+	var err error
+	if n, ok := canonical.(orderflow.NewOrder); ok {
+		body, err = marshalNewOrder(n)
+	} else {
+		body, err = json.Marshal(canonical)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encoding request fingerprint: %w", err)
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s %s\n", r.Method, r.URL.Path)
+	// Byte for byte what fmt.Fprintf(h, "%s %s\n", method, path) wrote: stored keys keep
+	// their fingerprints.
+	_, _ = io.WriteString(h, r.Method)
+	_, _ = io.WriteString(h, " ")
+	_, _ = io.WriteString(h, r.URL.Path)
+	_, _ = io.WriteString(h, "\n")
 	h.Write(body)
 	return h.Sum(nil), nil
 }
@@ -124,7 +136,7 @@ func (s *Server) responder(r *http.Request, successStatus int, location bool) or
 			p := problemFromError(err, r.URL.Path)
 			return orderflow.Response{Status: p.Status, Body: p.encode()}
 		}
-		body, mErr := json.Marshal(o)
+		body, mErr := marshalOrder(o)
 		if mErr != nil {
 			// Order holds only plain values; this cannot fail.
 			panic(mErr)

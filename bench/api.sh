@@ -23,6 +23,7 @@ OPS_PORT=$((PORT + 1))
 PGBIN=$(dirname "$(command -v pgbench 2>/dev/null || ls /usr/lib/postgresql/*/bin/pgbench | tail -n1)")
 BENCH_URL="${DATABASE_URL/\/orderflow\?/\/orderflow_bench?}"
 KEY="bench-key-$RANDOM$RANDOM"
+FKEY="bench-fulfiller-$RANDOM$RANDOM"
 APILOG="$ROOT/.local/log/bench-api.log"
 log() { printf '%s\n' "$*" >&2; }
 psql_bench() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$BENCH_URL" "$@"; }
@@ -32,6 +33,7 @@ log "api: fresh database orderflow_bench, $SKUS SKUs, $C clients, ${D}s per side
 bin/orderflow migrate -database-url "$BENCH_URL" >/dev/null
 psql_bench <<SQL
 INSERT INTO api_clients (id, name, key_sha256) VALUES ('bench', 'benchmark', sha256(convert_to('$KEY', 'UTF8')));
+INSERT INTO api_clients (id, name, key_sha256, client_id, role) VALUES ('bench-partner', 'benchmark partner', sha256(convert_to('$FKEY', 'UTF8')), 'bench-partner', 'fulfiller');
 INSERT INTO inventory (sku, stock) SELECT 'SKU-' || g, 1000000000 FROM generate_series(1, $SKUS) g;
 SQL
 
@@ -81,11 +83,13 @@ orders() { psql_bench -Atc "SELECT count(*) FROM orders WHERE client_id = 'bench
 seq_scans() { psql_bench -Atc "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'orders'"; }
 per_order() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN { printf "%.3f", (n > 0 ? t / hz * 1000 / n : 0) }'; }
 
+# BENCH_API_BIN runs another build of the API against the same generator and script (a
+# baseline, to alternate with this build and compare CPU per order).
 # The API as the bench runs it: per-client rate limit far above what one client sends here
 # (this section measures capacity; the 429 per client has tests of its own), admission at its
 # defaults (as many in flight as connections, 32 queued, 50 ms queue timeout).
 : >"$APILOG"
-bin/orderflow api -database-url "$BENCH_URL" -http-addr "127.0.0.1:$PORT" -ops-addr "127.0.0.1:$OPS_PORT" \
+"${BENCH_API_BIN:-bin/orderflow}" api -database-url "$BENCH_URL" -http-addr "127.0.0.1:$PORT" -ops-addr "127.0.0.1:$OPS_PORT" \
 	-db-max-conns $((C + 4)) -rate-limit 1000000 -rate-burst 1000000 >>"$APILOG" 2>&1 &
 api_pid=$!
 trap 'kill $api_pid 2>/dev/null || true' EXIT
@@ -143,6 +147,28 @@ ratio=$(median "${ratios[@]}") ratio_min=$(minimum "${ratios[@]}") ratio_max=$(m
 cpu_api=$(median "${api_cpu[@]}") cpu_pg=$(median "${pg_cpu[@]}")
 cpu_ratio=$(awk -v a="$cpu_api" -v p="$cpu_pg" 'BEGIN { printf "%.3f", (a > 0 ? p / a : 0) }')
 
+# Fulfill, the partner's callback: the API's second transaction per order in the pipeline
+# (postgres.changeOrderPipelined: the order read, then one pipeline). The orders come from a
+# create load that is not measured; then each is fulfilled once, closed loop, and the CPU per
+# fulfill is split like the create's. There is no pgbench side to it: it is read against the
+# create's CPU per order above.
+fresh
+GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} load -concurrency "$C" -duration "${D}s" >/dev/null
+FIDS="$ROOT/.local/log/bench-api-fulfill.ids"
+psql_bench -Atc "SELECT id FROM orders WHERE client_id = 'bench' AND status = 'pending'" >"$FIDS"
+psql_bench -c "VACUUM ANALYZE" -c "CHECKPOINT"
+fdone() { psql_bench -Atc "SELECT count(*) FROM orders WHERE client_id = 'bench' AND status = 'fulfilled'"; }
+log "api: fulfill $(wc -l <"$FIDS") orders ($C clients, at most ${D}s)   $(uptime)"
+p0=$(pg_ticks) s0=$(proc_ticks "$api_pid") c0=$(child_ticks)
+fj=$(GOMAXPROCS=${BENCH_GENERATOR_PROCS:-1} load -api-key "$FKEY" -fulfill-ids "$FIDS" -concurrency "$C" -duration "${D}s")
+s1=$(proc_ticks "$api_pid") c1=$(child_ticks)
+settle
+p1=$(pg_ticks)
+n=$(fdone)
+f_cpu_pg=$(per_order $((p1 - p0)) "$n") f_cpu_srv=$(per_order $((s1 - s0)) "$n") f_cpu_cli=$(per_order $((c1 - c0)) "$n")
+f_cpu=$(per_order $((p1 - p0 + s1 - s0 + c1 - c0)) "$n")
+f_errs=$(field "$fj" errors)
+
 # Overload, open loop: below the knee (half the closed-loop rate) for the reference p99, then
 # at a saturating rate (twice the closed-loop rate, at least 2,000/s) with enough clients that
 # the generator never queues in front of the API, so the API sees the whole offered rate.
@@ -196,6 +222,8 @@ log "$(printf '  %-40s %10.0f %10s %10s %12s\n' "pgbench, same SQL ($C clients)"
 log "$(printf '  %-40s %10s %10s %10s %12s\n' "  of which PostgreSQL / pgbench" "" "" "" "$(median "${pg_cpu_pg[@]}")/$(median "${pg_cpu_cli[@]}")")"
 log "  ratio API / pgbench: median $ratio (min $ratio_min, max $ratio_max; per round: ${ratios[*]})   goal >= 0.80"
 log "  CPU per order, pgbench side / API side: $cpu_ratio (the ratio a saturated, otherwise idle machine would show)"
+log "$(printf '  %-40s %10.0f %10s %10s %12s\n' "fulfill (HTTP, $C clients, one run)" "$(field "$fj" per_second)" "$(field "$fj" p50_ms)" "$(field "$fj" p99_ms)" "$f_cpu")"
+log "$(printf '  %-40s %10s %10s %10s %12s\n' "  of which PostgreSQL / API / generator" "" "" "" "$f_cpu_pg/$f_cpu_srv/$f_cpu_cli")"
 log "  open loop $low/s: accepted $(field "$knee" per_second)/s, p99 $knee_p99 ms, refused $(field "$knee" refused)"
 log "  open loop $sat/s: accepted $(field "$over" per_second)/s, refused $(field "$over" refused_per_s)/s (answered in p99 $(field "$over" refused_p99_ms) ms), accepted p99 $over_p99 ms, max $(field "$over" max_ms) ms"
 log "  accepted p99 at $sat/s vs at $low/s: ${over_p99_ratio}x   goal <= 10x; shed by the API: $shed; failed (not refusals): $over_failed"
@@ -204,8 +232,8 @@ log "  the API's own view at $sat/s: $srv_acc_n accepted in mean $srv_acc_mean m
 if [ "$scans" -gt 0 ]; then
 	log "  SUSPECT: $scans sequential scans of orders during the measured sides (a foreign-key check without its index)"
 fi
-if [ "$api_errs" -gt 0 ] || [ "$knee_failed" -gt 0 ] || [ "$over_failed" -gt 0 ] || [ "$log_errors" -gt 0 ]; then
-	log "  FAILED: $api_errs closed-loop errors, $knee_failed + $over_failed open-loop failures, $log_errors ERROR lines in $APILOG"
+if [ "$api_errs" -gt 0 ] || [ "$f_errs" -gt 0 ] || [ "$knee_failed" -gt 0 ] || [ "$over_failed" -gt 0 ] || [ "$log_errors" -gt 0 ]; then
+	log "  FAILED: $api_errs closed-loop errors, $f_errs fulfill errors, $knee_failed + $over_failed open-loop failures, $log_errors ERROR lines in $APILOG"
 fi
 
 echo "RESULT api_orders_per_s $api_rate"
@@ -226,6 +254,13 @@ echo "RESULT api_cpu_ms_per_order_generator $(median "${api_cpu_cli[@]}")"
 echo "RESULT pgbench_cpu_ms_per_order $cpu_pg"
 echo "RESULT pgbench_cpu_ms_per_order_postgres $(median "${pg_cpu_pg[@]}")"
 echo "RESULT api_vs_pgbench_cpu_ratio $cpu_ratio"
+echo "RESULT api_fulfill_per_s $(field "$fj" per_second)"
+echo "RESULT api_fulfill_p99_ms $(field "$fj" p99_ms)"
+echo "RESULT api_fulfill_cpu_ms $f_cpu"
+echo "RESULT api_fulfill_cpu_ms_postgres $f_cpu_pg"
+echo "RESULT api_fulfill_cpu_ms_api $f_cpu_srv"
+echo "RESULT api_fulfill_cpu_ms_generator $f_cpu_cli"
+echo "RESULT api_fulfill_errors $f_errs"
 echo "RESULT api_errors $api_errs"
 echo "RESULT api_bench_orders_seq_scans $scans"
 echo "RESULT api_log_errors $log_errors"

@@ -32,6 +32,10 @@ type APILoad struct {
 	Warmup      time.Duration
 	Duration    time.Duration
 	SKUs        int
+	// FulfillIDs, if set, makes it a fulfill load instead: each request fulfills the next of
+	// these orders (POST /v1/orders/{id}/fulfill, Key a fulfiller's), closed loop, until the
+	// list or the duration runs out. The orders must be pending.
+	FulfillIDs []string
 	// Progress, if set, is called about once a second with the requests completed so far.
 	Progress func(done int64, elapsed time.Duration)
 }
@@ -70,6 +74,10 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 || l.SKUs < 1 {
 		return LoadResult{}, fmt.Errorf("api load needs concurrency, duration and skus above zero")
 	}
+	if l.FulfillIDs != nil && l.Rate > 0 {
+		return LoadResult{}, fmt.Errorf("the fulfill load is closed loop only")
+	}
+	var nextFulfill atomic.Int64
 	if _, err := newHTTPConn(l.URL); err != nil {
 		return LoadResult{}, err
 	}
@@ -129,14 +137,24 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 				} else if !t0.Before(end) {
 					break
 				}
-				body = append(body[:0], `{"customer_id":"cust-`...)
-				body = strconv.AppendInt(body, int64(rng.IntN(100000)), 10)
-				body = append(body, `","currency":"EUR","items":[{"sku":"SKU-`...)
-				body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
-				body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
+				path := "/v1/orders"
+				if l.FulfillIDs != nil {
+					n := nextFulfill.Add(1) - 1
+					if n >= int64(len(l.FulfillIDs)) {
+						break
+					}
+					path = "/v1/orders/" + l.FulfillIDs[n] + "/fulfill"
+					body = body[:0]
+				} else {
+					body = append(body[:0], `{"customer_id":"cust-`...)
+					body = strconv.AppendInt(body, int64(rng.IntN(100000)), 10)
+					body = append(body, `","currency":"EUR","items":[{"sku":"SKU-`...)
+					body = strconv.AppendInt(body, int64(1+rng.IntN(l.SKUs)), 10)
+					body = append(body, `","quantity":1,"unit_price_cents":1250}]}`...)
+				}
 				headers[5] = fmt.Sprintf("bench-%s-%d-%d", runID, w, i)
 				lag := time.Since(t0)
-				err := post(ctx, conn, headers, body)
+				err := post(ctx, conn, path, headers, body)
 				d := time.Since(t0)
 				if t0.Before(measureFrom) {
 					continue
@@ -193,6 +211,10 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	// An open-loop run whose server fell behind finishes after its schedule: the rate it
 	// achieved is over the time it really took.
 	over := max(l.Duration, time.Since(measureFrom))
+	if l.FulfillIDs != nil {
+		// A fulfill load ends when its orders run out, often before the duration.
+		over = time.Since(measureFrom)
+	}
 	res := summarize(latencies, over)
 	res.Errors = errs
 	refused := summarize(refusals, over)
@@ -206,13 +228,14 @@ func (l APILoad) Run(ctx context.Context) (LoadResult, error) {
 	return res, nil
 }
 
-// post creates one order; a refusal by the server (503 or 429 with Retry-After) is errRefused.
-func post(ctx context.Context, c *httpConn, headers []string, body []byte) error {
-	resp, err := c.post(ctx, "/v1/orders", headers, body)
+// post creates or fulfills one order; a refusal by the server (503 or 429 with Retry-After)
+// is errRefused.
+func post(ctx context.Context, c *httpConn, path string, headers []string, body []byte) error {
+	resp, err := c.post(ctx, path, headers, body)
 	switch {
 	case err != nil:
 		return err
-	case resp.status == http.StatusCreated:
+	case resp.status == http.StatusCreated, resp.status == http.StatusOK:
 		return nil
 	case (resp.status == http.StatusServiceUnavailable || resp.status == http.StatusTooManyRequests) && resp.retryAfter:
 		return errRefused{status: resp.status}

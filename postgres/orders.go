@@ -157,6 +157,10 @@ func (db *DB) CreateOrder(ctx context.Context, k orderflow.IdempotencyKey, n ord
 // (sql/migrations/00013_reserve_stock.sql).
 const sqlstateShortStock = "OF409"
 
+// sqlstateStaleOrder is division_by_zero, which the guard of changeOrderPipelined raises when
+// the order is no longer the version it read: a concurrent change got there first.
+const sqlstateStaleOrder = "22012"
+
 // takeStepwise tells the failures of the one-round-trip attempt that the step-by-step
 // transaction resolves: the key exists (a replay, a reuse, an expired key, or a concurrent
 // request with the same key that has just committed), a SKU is short, or a deadlock (which
@@ -168,7 +172,7 @@ func takeStepwise(err error) bool {
 	}
 	switch {
 	case pgErr.Code == "23505" && pgErr.ConstraintName == "idempotency_keys_pkey",
-		pgErr.Code == sqlstateShortStock:
+		pgErr.Code == sqlstateShortStock, pgErr.Code == sqlstateStaleOrder:
 		return true
 	}
 	return retryable(err)
@@ -182,15 +186,9 @@ func takeStepwise(err error) bool {
 // fails the transaction when a SKU is short, so no order is written without its stock and
 // nothing of a refused order stays.
 func (db *DB) createOrderPipelined(ctx context.Context, k orderflow.IdempotencyKey, n orderflow.NewOrder, o *orderflow.Order, resp orderflow.Response) error {
-	var loc *string
-	if resp.Location != "" {
-		loc = &resp.Location
-	}
 	skus, qtys := sortedQuantities(n.Quantities())
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO idempotency_keys (client_id, key, fingerprint, state, response_status, response_body, location, expires_at)
-		VALUES ($1, $2, $3, 'done', $4, $5, $6, now() + make_interval(secs => $7))`,
-		k.ClientID, k.Key, k.Fingerprint, resp.Status, resp.Body, loc, db.KeyTTL.Seconds())
+	db.queueAnsweredKey(b, k, resp)
 	b.Queue(`SELECT reserve_stock($1, $2)`, skus, qtys)
 	queueOrder(b, k.ClientID, o)
 	if err := queueEvent(b, o, orderflow.EventOrderCreated, resp.Body, traceParent(ctx)); err != nil {
@@ -200,6 +198,20 @@ func (db *DB) createOrderPipelined(ctx context.Context, k orderflow.IdempotencyK
 		return fmt.Errorf("writing order: %w", err)
 	}
 	return nil
+}
+
+// queueAnsweredKey inserts the key already answered with resp, for a pipeline that commits
+// the change and its answer in one implicit transaction. A key that exists fails the insert
+// on its primary key (after the transaction holding it, if any, has ended), which sends the
+// request the step-by-step way, where claimKey replays or refuses it.
+func (db *DB) queueAnsweredKey(b *pgx.Batch, k orderflow.IdempotencyKey, resp orderflow.Response) {
+	var loc *string
+	if resp.Location != "" {
+		loc = &resp.Location
+	}
+	b.Queue(`INSERT INTO idempotency_keys (client_id, key, fingerprint, state, response_status, response_body, location, expires_at)
+		VALUES ($1, $2, $3, 'done', $4, $5, $6, now() + make_interval(secs => $7))`,
+		k.ClientID, k.Key, k.Fingerprint, resp.Status, resp.Body, loc, db.KeyTTL.Seconds())
 }
 
 // createOrderStepwise is CreateOrder one statement at a time in an explicit transaction: the
@@ -380,7 +392,109 @@ func (db *DB) Order(ctx context.Context, scope orderflow.Scope, id string) (*ord
 // drop). The order's version grows and the event is written in the same transaction. Asking
 // for the state the order is already in changes nothing and emits nothing, so a retried
 // request with a new key is harmless too.
+//
+// The usual change, a new key on a pending order, takes two round trips
+// (changeOrderPipelined): read the order, then write everything in one pipeline. Anything
+// else, a key seen before, an order not found or no longer pending, or one changed by someone
+// else in between, goes the step-by-step way (changeOrderStepwise), which replays, refuses,
+// answers the no-op, or makes the change under the order's row lock.
 func (db *DB) ChangeOrder(ctx context.Context, scope orderflow.Scope, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
+	resp, err := db.changeOrderPipelined(ctx, scope, k, id, a, reason, respond)
+	if err == nil {
+		return resp, nil
+	}
+	if !errors.Is(err, errNotUsual) && !takeStepwise(err) {
+		return orderflow.Response{}, err
+	}
+	return db.changeOrderStepwise(ctx, scope, k, id, a, reason, respond)
+}
+
+// errNotUsual: the change is not the usual one (see ChangeOrder); nothing was written.
+var errNotUsual = errors.New("not the usual change")
+
+// changeOrderPipelined changes a pending order in two round trips on one connection: the
+// order is read without a lock, the change and its answer are made from what was read, and
+// the key, the order's new version, the inventory and the outbox row are written as one
+// pipeline with a single Sync, one implicit transaction. The order's update is guarded by the
+// version it was read at: if another change committed in between, the guard fails the whole
+// transaction (sqlstateStaleOrder) and the request goes stepwise, so a change is never made
+// from a stale read. Items never change after creation, so the read's items are the ones to
+// release. The order row is locked before the inventory rows, as in changeOrderStepwise.
+func (db *DB) changeOrderPipelined(ctx context.Context, scope orderflow.Scope, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return orderflow.Response{}, errNotUsual
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return orderflow.Response{}, fmt.Errorf("acquiring connection: %w", err)
+	}
+	defer conn.Release()
+	o, err := scanOrder(conn.QueryRow(ctx, selectOrder+inScope, id, scope.All(), scope.Owner()))
+	if err != nil {
+		if orderflow.ErrorCode(err) == orderflow.ECodeNotFound {
+			return orderflow.Response{}, errNotUsual
+		}
+		return orderflow.Response{}, err
+	}
+	if o.Status != orderflow.StatusPending {
+		return orderflow.Response{}, errNotUsual
+	}
+	readVersion := o.Version
+	release, skus, qtys := db.applyChange(o, a, reason)
+	resp := respond(o, nil)
+	b := &pgx.Batch{}
+	db.queueAnsweredKey(b, k, resp)
+	// 1 / count(*) is the guard: no row updated divides by zero and rolls everything back.
+	// The version alone says the order is still pending as read (every change of status
+	// bumps it). No "AND status = 'pending'": with it, the generic plan of this prepared
+	// statement took orders_pending_created_idx, whose predicate it implies, and read every
+	// pending order per fulfill (measured: 267 M index tuples for 5,000 fulfills, 4.6 ms of
+	// PostgreSQL CPU each instead of 0.45).
+	b.Queue(`WITH changed AS (
+			UPDATE orders SET status = $3, version = $4, updated_at = $5, cancel_reason = $6
+			WHERE id = $1 AND version = $2 RETURNING 1)
+		SELECT 1 / count(*) FROM changed`,
+		o.ID, readVersion, string(o.Status), o.Version, o.UpdatedAt, cancelReason(o))
+	b.Queue(release, skus, qtys)
+	if err := queueEvent(b, o, a.Event(), resp.Body, traceParent(ctx)); err != nil {
+		return orderflow.Response{}, err
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return orderflow.Response{}, fmt.Errorf("writing order change: %w", err)
+	}
+	return resp, nil
+}
+
+// applyChange makes a on the pending order o in memory (status, version, time, reason) and
+// returns the inventory statement for it with its SKUs and quantities.
+func (db *DB) applyChange(o *orderflow.Order, a orderflow.Action, reason string) (release string, skus []string, qtys []int64) {
+	skus, qtys = sortedQuantities(orderflow.NewOrder{Items: o.Items}.Quantities())
+	release = `UPDATE inventory i SET reserved = i.reserved - w.qty, updated_at = now()
+		FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
+	if a == orderflow.ActionFulfill {
+		release = `UPDATE inventory i SET stock = i.stock - w.qty, reserved = i.reserved - w.qty, updated_at = now()
+			FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
+	}
+	o.Status = a.Target()
+	o.Version++
+	o.UpdatedAt = db.timestamp()
+	if a == orderflow.ActionCancel {
+		o.CancelReason = reason
+	}
+	return release, skus, qtys
+}
+
+// cancelReason is the order's cancel reason as stored: NULL for none.
+func cancelReason(o *orderflow.Order) *string {
+	if o.CancelReason == "" {
+		return nil
+	}
+	return &o.CancelReason
+}
+
+// changeOrderStepwise is ChangeOrder one statement at a time in an explicit transaction,
+// under the order's row lock.
+func (db *DB) changeOrderStepwise(ctx context.Context, scope orderflow.Scope, k orderflow.IdempotencyKey, id string, a orderflow.Action, reason string, respond orderflow.Responder) (orderflow.Response, error) {
 	return db.idempotent(ctx, k, respond, func(tx pgx.Tx, b *pgx.Batch) (*orderflow.Order, string, error) {
 		if _, err := uuid.Parse(id); err != nil {
 			return nil, "", orderflow.Errorf(orderflow.ECodeNotFound, "no such order")
@@ -396,28 +510,12 @@ func (db *DB) ChangeOrder(ctx context.Context, scope orderflow.Scope, k orderflo
 			return nil, "", orderflow.Errorf(orderflow.ECodeInvalidTransition,
 				"an order that is %s cannot be %s", o.Status, a.Target())
 		}
-		skus, qtys := sortedQuantities(orderflow.NewOrder{Items: o.Items}.Quantities())
-		release := `UPDATE inventory i SET reserved = i.reserved - w.qty, updated_at = now()
-			FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
-		if a == orderflow.ActionFulfill {
-			release = `UPDATE inventory i SET stock = i.stock - w.qty, reserved = i.reserved - w.qty, updated_at = now()
-				FROM unnest($1::text[], $2::bigint[]) AS w(sku, qty) WHERE i.sku = w.sku`
-		}
+		release, skus, qtys := db.applyChange(o, a, reason)
 		if _, err := tx.Exec(ctx, release, skus, qtys); err != nil {
 			return nil, "", fmt.Errorf("updating inventory for %s: %w", a, err)
 		}
-		o.Status = a.Target()
-		o.Version++
-		o.UpdatedAt = db.timestamp()
-		if a == orderflow.ActionCancel {
-			o.CancelReason = reason
-		}
-		var r *string
-		if o.CancelReason != "" {
-			r = &o.CancelReason
-		}
 		b.Queue(`UPDATE orders SET status = $2, version = $3, updated_at = $4, cancel_reason = $5 WHERE id = $1`,
-			o.ID, o.Status, o.Version, o.UpdatedAt, r)
+			o.ID, o.Status, o.Version, o.UpdatedAt, cancelReason(o))
 		return o, a.Event(), nil
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"orderflow/bench"
@@ -36,11 +38,19 @@ func runBenchAPI(ctx context.Context, args []string, getenv func(string) string,
 	fs.DurationVar(&l.Duration, "duration", 20*time.Second, "measured duration")
 	fs.DurationVar(&l.Warmup, "warmup", 3*time.Second, "unmeasured warm-up")
 	fs.IntVar(&l.SKUs, "skus", 1000, "SKUs to spread orders over (SKU-1 .. SKU-n, stocked beforehand)")
+	fulfillFile := fs.String("fulfill-ids", "", "fulfill instead: a file of pending order ids, one a line, each fulfilled once (closed loop; -api-key a fulfiller's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlag("api-url", l.URL, "API_URL"); err != nil {
 		return err
+	}
+	if *fulfillFile != "" {
+		b, err := os.ReadFile(*fulfillFile)
+		if err != nil {
+			return fmt.Errorf("reading order ids: %w", err)
+		}
+		l.FulfillIDs = strings.Fields(string(b))
 	}
 	l.Progress = func(done int64, elapsed time.Duration) {
 		fmt.Fprintf(stderr, "\r  api load: %6.0fs  %8d orders", elapsed.Seconds(), done)
