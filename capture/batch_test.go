@@ -25,9 +25,7 @@ func TestBacklogOfLargeEventsFitsTheBroker(t *testing.T) {
 	const n = 1500
 	// The slot must exist before the rows, or it would start after them: start capture once
 	// on the empty outbox, stop it, then commit the backlog.
-	r := startCapture(t, e.config())
-	r.waitStreaming(t)
-	mustOK(t, r.Stop(t))
+	createSlot(t, e)
 	tx, err := e.db.Begin(ctx)
 	mustOK(t, err)
 	for i := range n {
@@ -37,7 +35,7 @@ func TestBacklogOfLargeEventsFitsTheBroker(t *testing.T) {
 	}
 	mustOK(t, tx.Commit(ctx))
 
-	r = startCapture(t, e.config())
+	r := startCapture(t, e.config())
 	srv := httptest.NewServer(r.c.Handler())
 	defer srv.Close()
 	waitDrained(t, e, n, 2*time.Minute)
@@ -59,9 +57,7 @@ func TestTransactionLargerThanQueueBytesDrains(t *testing.T) {
 	keys := []string{uuid.NewString(), uuid.NewString(), uuid.NewString()}
 	filler := strings.Repeat("x", 3500)
 	const n = 600
-	r := startCapture(t, e.config())
-	r.waitStreaming(t)
-	mustOK(t, r.Stop(t))
+	createSlot(t, e)
 	tx, err := e.db.Begin(ctx)
 	mustOK(t, err)
 	for i := range n {
@@ -77,7 +73,7 @@ func TestTransactionLargerThanQueueBytesDrains(t *testing.T) {
 
 	cfg := e.config()
 	cfg.Kafka.QueueBytes = 64 << 10
-	r = startCapture(t, cfg)
+	r := startCapture(t, cfg)
 	srv := httptest.NewServer(r.c.Handler())
 	defer srv.Close()
 	waitDrained(t, e, n, 2*time.Minute)

@@ -139,6 +139,16 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool
 	}
 }
 
+// createSlot starts capture once on the empty outbox and stops it: the slot then exists, so
+// rows committed next are a backlog the slot holds (a slot created after them would start
+// past them).
+func createSlot(t *testing.T, e *env) {
+	t.Helper()
+	r := startCapture(t, e.config())
+	r.waitStreaming(t)
+	mustOK(t, r.Stop(t))
+}
+
 func (r *running) waitStreaming(t *testing.T) {
 	t.Helper()
 	waitFor(t, "capture to stream", 60*time.Second, func() (bool, error) {

@@ -119,9 +119,7 @@ func TestIdleOutboxDoesNotPinWAL(t *testing.T) {
 func TestRetentionDeletesOnlyOldRowsAndLosesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := startCapture(t, e.config()) // creates the slot
-	r.waitStreaming(t)
-	mustOK(t, r.Stop(t))
+	createSlot(t, e)
 
 	ctx := context.Background()
 	w := newWriter()

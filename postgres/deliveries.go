@@ -13,19 +13,15 @@ import (
 	"orderflow"
 )
 
-// EnqueueDeliveries writes a pending delivery for every event and every enabled endpoint
-// subscribed to its type ("*" subscribes to all), in one statement. The (event id, endpoint id)
-// key turns a re-read Kafka record into a no-op, so the intake may commit offsets late; the
-// fact key (endpoint, subject, type, data.version) turns a repair of a fact the endpoint
-// already has a delivery for into a no-op, so a partner never receives one fact under two
-// webhook-ids. A batch refused for its values fails with orderflow.ErrRejectedData.
-func (db *DB) EnqueueDeliveries(ctx context.Context, evs []orderflow.WebhookEvent) (int64, error) {
-	_, n, err := db.EnqueueAndClaimDeliveries(ctx, evs, orderflow.DeliveryClaim{})
-	return n, err
-}
-
-// EnqueueAndClaimDeliveries is EnqueueDeliveries that also claims, in the same statement, the
-// new deliveries the claiming process has room for (c as for ClaimDeliveries), and returns
+// EnqueueAndClaimDeliveries writes a pending delivery for every event and every enabled
+// endpoint subscribed to its type ("*" subscribes to all), in one statement. The (event id,
+// endpoint id) key turns a re-read Kafka record into a no-op, so the intake may commit offsets
+// late; the fact key (endpoint, subject, type, data.version) turns a repair of a fact the
+// endpoint already has a delivery for into a no-op, so a partner never receives one fact under
+// two webhook-ids. A batch refused for its values fails with orderflow.ErrRejectedData.
+//
+// The same statement claims the new deliveries the claiming process has room for (c as for
+// ClaimDeliveries; a zero c claims none), and returns
 // them ready to send with the number of rows written. A delivery inserted already claimed is
 // written once and updated once (its outcome) instead of inserted, claimed and updated: the
 // claim's UPDATE rewrote the whole row (payload included) and, not being a HOT update, added
@@ -61,11 +57,7 @@ func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.Web
 			versions[i] = &v
 		}
 	}
-	busyIDs := make([]string, 0, len(c.InFlight))
-	busyN := make([]int32, 0, len(c.InFlight))
-	for id, n := range c.InFlight {
-		busyIDs, busyN = append(busyIDs, id), append(busyN, int32(n))
-	}
+	busyIDs, busyN := inFlightArrays(c)
 	rows, err := db.pool.Query(ctx, `
 		WITH ev AS (
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int[], $6::bytea[], $7::text[])
@@ -135,13 +127,7 @@ func (db *DB) EnqueueAndClaimDeliveries(ctx context.Context, evs []orderflow.Web
 		}
 		d.ID, d.EventID, d.EventType, d.EndpointID, d.URL, d.ClaimToken, d.TraceParent = *id, *evID, *evType, *endpointID, *url, *token, *trace
 		d.Attempts, d.CycleStartedAt, d.RateLimit = *attempts, *cycle, *rate
-		d.Secrets = []string{*secret}
-		if previous != nil {
-			d.Secrets = append(d.Secrets, *previous)
-		}
-		if evTime != nil {
-			d.EventTime = *evTime
-		}
+		setSecretsAndTime(&d, *secret, previous, evTime)
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
@@ -167,6 +153,28 @@ func (db *DB) RecordIntakeDeadLetters(ctx context.Context, ls []orderflow.Intake
 	return nil
 }
 
+// setSecretsAndTime fills what a claimed delivery's row holds in nullable columns: the
+// endpoint's secret and, during a rotation, the previous one; the event time when known.
+func setSecretsAndTime(d *orderflow.Delivery, secret string, previous *string, evTime *time.Time) {
+	d.Secrets = []string{secret}
+	if previous != nil {
+		d.Secrets = append(d.Secrets, *previous)
+	}
+	if evTime != nil {
+		d.EventTime = *evTime
+	}
+}
+
+// inFlightArrays is c.InFlight as two parallel arrays (endpoint ids, counts) for unnest.
+func inFlightArrays(c orderflow.DeliveryClaim) ([]string, []int32) {
+	ids := make([]string, 0, len(c.InFlight))
+	ns := make([]int32, 0, len(c.InFlight))
+	for id, n := range c.InFlight {
+		ids, ns = append(ids, id), append(ns, int32(n))
+	}
+	return ids, ns
+}
+
 // ClaimDeliveries takes due deliveries for this process. SKIP LOCKED lets several deliverers
 // claim side by side; the claim itself is a lease (next_attempt_at pushed past the attempt's
 // timeout), so a deliverer that dies mid-attempt loses its claims to the others. The claim
@@ -176,11 +184,7 @@ func (db *DB) RecordIntakeDeadLetters(ctx context.Context, ls []orderflow.Intake
 // A rate-limited endpoint is held at most one second's worth of its rate, so what is claimed
 // gets its send slot well inside the lease.
 func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([]orderflow.Delivery, error) {
-	busyIDs := make([]string, 0, len(c.InFlight))
-	busyN := make([]int32, 0, len(c.InFlight))
-	for id, n := range c.InFlight {
-		busyIDs, busyN = append(busyIDs, id), append(busyN, int32(n))
-	}
+	busyIDs, busyN := inFlightArrays(c)
 	rows, err := db.pool.Query(ctx, `
 		WITH busy AS (
 			SELECT * FROM unnest($1::uuid[], $2::int[]) AS b(endpoint_id, n)
@@ -219,13 +223,7 @@ func (db *DB) ClaimDeliveries(ctx context.Context, c orderflow.DeliveryClaim) ([
 		)
 		err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.EndpointID, &d.URL, &secret, &previous,
 			&d.Payload, &evTime, &d.Attempts, &d.CycleStartedAt, &d.ClaimToken, &d.RateLimit, &d.TraceParent)
-		d.Secrets = []string{secret}
-		if previous != nil {
-			d.Secrets = append(d.Secrets, *previous)
-		}
-		if evTime != nil {
-			d.EventTime = *evTime
-		}
+		setSecretsAndTime(&d, secret, previous, evTime)
 		return d, err
 	})
 	if err != nil {

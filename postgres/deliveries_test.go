@@ -23,8 +23,8 @@ func TestRecordAttemptsStoresAnyErrorText(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := uuid.NewString()
-	if _, err := db.EnqueueDeliveries(ctx, []orderflow.WebhookEvent{{ID: id, Type: orderflow.EventOrderCreated, Subject: "o-1",
-		Time: time.Now(), Payload: []byte(`{}`)}}); err != nil {
+	if _, _, err := db.EnqueueAndClaimDeliveries(ctx, []orderflow.WebhookEvent{{ID: id, Type: orderflow.EventOrderCreated, Subject: "o-1",
+		Time: time.Now(), Payload: []byte(`{}`)}}, orderflow.DeliveryClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 1, PerEndpoint: 1, Lease: time.Minute})
@@ -63,7 +63,7 @@ func TestRecordAttemptsIsolatesARefusedReport(t *testing.T) {
 		evs = append(evs, orderflow.WebhookEvent{ID: uuid.NewString(), Type: orderflow.EventOrderCreated,
 			Subject: "o-" + string(rune('a'+i)), Time: time.Now(), Payload: []byte(`{}`)})
 	}
-	if _, err := db.EnqueueDeliveries(ctx, evs); err != nil {
+	if _, _, err := db.EnqueueAndClaimDeliveries(ctx, evs, orderflow.DeliveryClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	ds, err := db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 3, PerEndpoint: 3, Lease: time.Minute})
@@ -164,7 +164,7 @@ func TestEnqueueAndClaimDeliveriesLeavesNewDeliveriesBehindDueOnes(t *testing.T)
 		t.Fatal(err)
 	}
 	old := orderflow.WebhookEvent{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-old", Time: time.Now(), Payload: []byte(`{}`)}
-	if _, err := db.EnqueueDeliveries(ctx, []orderflow.WebhookEvent{old}); err != nil {
+	if _, _, err := db.EnqueueAndClaimDeliveries(ctx, []orderflow.WebhookEvent{old}, orderflow.DeliveryClaim{}); err != nil {
 		t.Fatal(err)
 	}
 	ev := orderflow.WebhookEvent{ID: uuid.NewString(), Type: orderflow.EventOrderCreated, Subject: "o-new", Time: time.Now(), Payload: []byte(`{}`)}

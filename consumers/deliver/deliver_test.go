@@ -305,7 +305,7 @@ func TestACrashedDeliverersClaimComesBack(t *testing.T) {
 	r.setSecrets(ep.Secret)
 	ctx := context.Background()
 	ev, b := event(t, "order.created")
-	_, err := e.db.EnqueueDeliveries(ctx, []orderflow.WebhookEvent{{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: b}})
+	_, _, err := e.db.EnqueueAndClaimDeliveries(ctx, []orderflow.WebhookEvent{{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, Time: ev.Time, Payload: b}}, orderflow.DeliveryClaim{})
 	testenv.Must(t, err, "enqueueing")
 	// A deliverer claims the delivery and dies without reporting back.
 	crashed, err := e.db.ClaimDeliveries(ctx, orderflow.DeliveryClaim{Limit: 10, PerEndpoint: 10, Lease: 500 * time.Millisecond})
