@@ -4,7 +4,7 @@
 # (partner.receipts). Prints "RESULT key value" lines for bench/run.sh.
 #   PIPELINE_RATES="2000 150"  orders/s offered (open loop), one run each; the first run's figures
 #     carry the contract's key names, later ones get an _at_<rate> suffix.  PIPELINE_DURATION=20
-#   PIPELINE_KNEE_RATES="250 500 750 1000 1250 1500"  the knee sweep, ascending, after those;
+#   PIPELINE_KNEE_RATES="250 500 625 750 875 1000 1250 1500"  the knee sweep, ascending, after those;
 #     PIPELINE_KNEE_DURATION=12 seconds each. The sweep stops after two rates in a row that the
 #     pipeline cannot carry (achieved < 97% of offered, or queues still draining after the load).
 #   PIPELINE_WARMUP=30 seconds of unmeasured load at PIPELINE_WARMUP_RATE=150 first (0: none).
@@ -15,7 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 RATES=${PIPELINE_RATES:-2000 150}
-KNEE_RATES=${PIPELINE_KNEE_RATES-250 500 750 1000 1250 1500}
+KNEE_RATES=${PIPELINE_KNEE_RATES-250 500 625 750 875 1000 1250 1500}
 D=${PIPELINE_DURATION:-20}
 KD=${PIPELINE_KNEE_DURATION:-12}
 GOAL_KAFKA=25 GOAL_SUMMARY=100 GOAL_PARTNER=250
