@@ -70,10 +70,16 @@ func (db *DB) timestamp() time.Time { return db.now().UTC().Truncate(time.Micros
 // inTx runs fn in a transaction and commits it. Deadlocks and serialization failures are
 // retried from the start: the transaction saw nothing durable, so running it again is safe.
 func (db *DB) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return db.retrying(ctx, func() error { return db.tryTx(ctx, fn) })
+}
+
+// retrying runs fn, a whole transaction, again while it fails with a deadlock or a
+// serialization failure, at most four times in all.
+func (db *DB) retrying(ctx context.Context, fn func() error) error {
 	const attempts = 4
 	var err error
 	for i := 0; i < attempts; i++ {
-		err = db.tryTx(ctx, fn)
+		err = fn()
 		if !retryable(err) {
 			return err
 		}

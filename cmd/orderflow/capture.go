@@ -56,6 +56,8 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	queueBytes := fs.Int("queue-bytes", env.Int("CAPTURE_QUEUE_BYTES", capture.DefaultQueueBytes),
 		"bytes of events queued or in flight to Kafka before capture stops reading the slot; bounds its memory (env CAPTURE_QUEUE_BYTES)")
+	linger := fs.Duration("linger", env.Duration("CAPTURE_LINGER", 3*time.Millisecond),
+		"how long a produce request waits for more events before it is sent: fewer requests for the broker and its consumers to handle, against that much latency; 0 for none (env CAPTURE_LINGER)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
 	pprofAddr := pprofFlag(fs, getenv)
@@ -113,6 +115,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 			MinInsyncReplicas:    *minISR,
 			Retention:            *topicRetention,
 			QueueBytes:           *queueBytes,
+			Linger:               lingerSetting(*linger),
 		},
 		Discard:            *discard,
 		StatusInterval:     *status,
@@ -138,4 +141,13 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	g.Go(func() error { return httpserver.Serve(gctx, *httpAddr, c.Handler(), log, nil) })
 	g.Go(func() error { return servePprof(gctx, *pprofAddr, log) })
 	return g.Wait()
+}
+
+// lingerSetting maps -linger to capture.KafkaConfig.Linger, whose zero means the default and
+// negative none.
+func lingerSetting(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

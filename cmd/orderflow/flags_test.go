@@ -63,6 +63,7 @@ func TestCommandsRejectAMalformedEnvironmentValue(t *testing.T) {
 		cmd, name, value string
 	}{
 		{"capture", "CAPTURE_PARTITIONS", "six"},
+		{"capture", "CAPTURE_LINGER", "3"},
 		{"capture", "CAPTURE_RETENTION", "7"},
 		{"project", "PROJECT_BATCH_SIZE", "abc"},
 		{"project", "PROJECT_COMMIT_INTERVAL", "soon"},

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -253,12 +254,18 @@ func (p *Partner) recordOutcomes(ctx context.Context, outs []outcome) {
 	if len(ids) == 0 {
 		return
 	}
-	_, err := p.pool.Exec(ctx, `UPDATE partner.callbacks c SET state = u.state, last_status = u.status, last_error = u.reason,
+	// One pipeline, one implicit transaction. The set_config keeps the UPDATE on its generic
+	// plan (the same nested loop over the arrays with the primary key): priced at the default
+	// 10 array rows it lost to the custom plan of the real few, and two calls in three were
+	// planned anew (pg_stat_statements' track_planning at 300 orders/s).
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`)
+	b.Queue(`UPDATE partner.callbacks c SET state = u.state, last_status = u.status, last_error = u.reason,
 			due_at = CASE WHEN u.state = 'pending' THEN now() + make_interval(secs => u.next) ELSE c.due_at END,
 			done_at = CASE WHEN u.state <> 'pending' THEN now() END
 		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[]) AS u(webhook_id, state, status, reason, next)
 		WHERE c.webhook_id = u.webhook_id`, ids, states, statuses, reasons, nexts)
-	if err != nil {
+	if err := p.pool.SendBatch(ctx, b).Close(); err != nil {
 		p.log.Error("recording callback outcomes; their calls are made again once the claims lapse", "callbacks", len(ids), "err", err)
 	}
 }

@@ -584,15 +584,26 @@ service_db_url() {
 # service_env NAME: settings one service gets beyond the common ones. The deliverer consumes
 # through the broker's SASL_SSL listener.
 service_env() {
-	# ORDERFLOW_PPROF_PORT=P serves Go's profiles of the consumers on P (project), P+1 (deliver)
-	# and P+2 (partner), on a listener of their own (docs/BENCHMARKS.md "Profiling a service").
+	# ORDERFLOW_PPROF_PORT=P serves Go's profiles of the services on P (project), P+1 (deliver),
+	# P+2 (partner), P+3 (api) and P+4 (capture), on a listener of their own
+	# (docs/BENCHMARKS.md "Profiling a service").
 	if [ -n "${ORDERFLOW_PPROF_PORT:-}" ]; then
 		case $1 in
 		project) echo "PPROF_ADDR=127.0.0.1:$ORDERFLOW_PPROF_PORT" ;;
 		deliver) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 1))" ;;
 		partner) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 2))" ;;
+		api) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 3))" ;;
+		capture) echo "PPROF_ADDR=127.0.0.1:$((ORDERFLOW_PPROF_PORT + 4))" ;;
 		esac
 	fi
+	# The consumers share the box's cores with PostgreSQL, Kafka and the API, and each needs a
+	# fraction of one: one thread (no hand-offs between threads, no scheduler spinning to find
+	# work) and a collector that runs a quarter as often over their few MB of live heap cut
+	# their CPU per order by 14-19 % at 300 orders/s (docs/BENCHMARKS.md, "CPU budget per
+	# order"). Settings in the caller's environment win.
+	case $1 in
+	project | deliver | partner) echo "GOMAXPROCS=${GOMAXPROCS:-1}" "GOGC=${GOGC:-400}" ;;
+	esac
 	case $1 in
 	deliver)
 		# Only node 1 has the SASL_SSL listener, and a client that bootstraps through it sees
