@@ -18,19 +18,16 @@ for s in postgres kafka api; do
 done
 [ -x bin/orderflow ] || go build -o bin/orderflow ./cmd/orderflow
 PSQL=(psql -X -q -At "$DATABASE_URL")
-# The load generator orders from SKU-1 .. SKU-1000, as bench/pipeline.sh stocks them.
-"${PSQL[@]}" -c "INSERT INTO inventory (sku, stock) SELECT 'SKU-' || g, 1000000000 FROM generate_series(1, 1000) g
-	ON CONFLICT (sku) DO UPDATE SET stock = greatest(inventory.stock, 1000000000)"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+stock_bench_skus
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# snap: "part ticks" lines, ticks = user + system CPU so far.
+# snap: "part ticks" lines, ticks = user + system CPU so far; PostgreSQL's by backend role.
 snap() {
-	local s pid pg p role
-	for s in $(deploy/local/stack.sh services) kafka; do
-		pid=$(head -n1 ".local/run/$s.pid" 2>/dev/null) || continue
-		printf '%s %s\n' "$s" "$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-	done
+	local pg p role
+	service_ticks
 	"${PSQL[@]}" -F' ' -c "SELECT pid, coalesce(nullif(usename, ''), replace(backend_type, ' ', '_')) FROM pg_stat_activity" >"$TMP/roles"
 	pg=$(head -n1 .local/run/postgres.pid)
 	{ echo "$pg"; pgrep -P "$pg"; } | while read -r p; do

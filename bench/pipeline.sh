@@ -41,6 +41,8 @@ deploy/local/stack.sh up >"$ROOT/.local/log/bench-pipeline-up.log" 2>&1 ||
 mkdir -p "$ROOT/.local/bench"
 PSQL=(psql -X -q -tA -v ON_ERROR_STOP=1 "$DATABASE_URL")
 SERVICES=$(deploy/local/stack.sh services)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 # The demo at the end of 'make up' timed its order from the API's 201 to the partner's receipt;
 # only meaningful as a start-up figure when this 'make up' started the consumers.
@@ -49,8 +51,7 @@ echo "RESULT pipeline_first_order_to_partner_ms ${first:-null}"
 grep -q 'deliver: ready on' "$ROOT/.local/log/bench-pipeline-up.log" ||
 	log "pipeline: the services were already running: pipeline_first_order_to_partner_ms is not a start-up figure"
 
-"${PSQL[@]}" -c "INSERT INTO inventory (sku, stock) SELECT 'SKU-' || g, 1000000000 FROM generate_series(1, 1000) g
-	ON CONFLICT (sku) DO UPDATE SET stock = greatest(inventory.stock, 1000000000)"
+stock_bench_skus
 
 # Warm-up, not measured: a broker (re)started for this section spends most of its CPU in the
 # JIT compiler for its first minutes under load (C2 was 12.5% of a core of the broker's 30%
@@ -78,11 +79,8 @@ log_count() { # log_count MARKS LEVEL: "service=n ..." for services that logged 
 # PostgreSQL with all its backends. The difference over a window, against the window's length,
 # says who eats the two cores at a given rate.
 cpu_ticks() {
-	local s pid pg
-	for s in $SERVICES kafka; do
-		pid=$(head -n1 ".local/run/$s.pid" 2>/dev/null) || continue
-		printf '%s %s\n' "$s" "$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-	done
+	local pg
+	service_ticks
 	pg=$(head -n1 .local/run/postgres.pid 2>/dev/null) || return 0
 	printf 'postgres %s\n' "$( (echo "$pg"; pgrep -P "$pg") | while read -r pid; do awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null; done | awk '{ n += $1 } END { print n + 0 }')"
 }

@@ -30,6 +30,11 @@ import (
 // the walsender streams (docs/CAPTURE.md, "Memory").
 const DefaultQueueBytes = 8 << 20
 
+// DefaultLinger is KafkaConfig.Linger when unset. Below Kafka 4's producer default
+// (linger.ms=5): every request waits this long for company (see kafkaSink.write), so it is
+// also the latency a lone event pays.
+const DefaultLinger = 3 * time.Millisecond
+
 // Config configures a capture daemon.
 type Config struct {
 	DatabaseURL string
@@ -111,9 +116,7 @@ func (c *Config) defaults() error {
 		c.Kafka.QueueBytes = DefaultQueueBytes
 	}
 	if c.Kafka.Linger == 0 {
-		// Below Kafka 4's producer default (linger.ms=5): every request waits this long for
-		// company (see kafkaSink.write), so it is also the latency a lone event pays.
-		c.Kafka.Linger = 3 * time.Millisecond
+		c.Kafka.Linger = DefaultLinger
 	}
 	if c.Kafka.CatchUpLinger == 0 {
 		c.Kafka.CatchUpLinger = 20 * time.Millisecond

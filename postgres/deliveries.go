@@ -351,7 +351,8 @@ func (db *DB) recordAttempts(ctx context.Context, rs []orderflow.DeliveryReport)
 			RETURNING d.id::text`, ids, tokens, states, nexts, statuses, errs, started)
 		return b
 	}
-	// read takes the batch's results and marks the reports whose claim was still ours.
+	// read takes the batch's results and sets owned[i] for every report: whether its claim was
+	// still ours (so a retried transaction starts from a clean slate).
 	read := func(br pgx.BatchResults) error {
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
@@ -386,7 +387,6 @@ func (db *DB) recordAttempts(ctx context.Context, rs []orderflow.DeliveryReport)
 		// An endpoint to disable: in the same transaction, once the update said the claim
 		// was still ours.
 		err = db.inTx(ctx, func(tx pgx.Tx) error {
-			clear(owned)
 			if err := read(tx.SendBatch(ctx, queue())); err != nil {
 				return err
 			}

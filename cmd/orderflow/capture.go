@@ -56,7 +56,7 @@ func runCapture(ctx context.Context, args []string, getenv func(string) string, 
 	retentionEvery := fs.Duration("retention-interval", env.Duration("CAPTURE_RETENTION_INTERVAL", time.Minute), "how often retention runs (env CAPTURE_RETENTION_INTERVAL)")
 	queueBytes := fs.Int("queue-bytes", env.Int("CAPTURE_QUEUE_BYTES", capture.DefaultQueueBytes),
 		"bytes of events queued or in flight to Kafka before capture stops reading the slot; bounds its memory (env CAPTURE_QUEUE_BYTES)")
-	linger := fs.Duration("linger", env.Duration("CAPTURE_LINGER", 3*time.Millisecond),
+	linger := fs.Duration("linger", env.Duration("CAPTURE_LINGER", capture.DefaultLinger),
 		"how long a produce request waits for more events before it is sent: fewer requests for the broker and its consumers to handle, against that much latency; 0 for none (env CAPTURE_LINGER)")
 	discard := fs.Bool("discard", false, "decode only: acknowledge events without Kafka (benchmarks)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until exit (benchmarks)")
